@@ -1,0 +1,185 @@
+"""Fine-tune a minilm model for a task on your own files.
+
+    python finetune.py --task cls                       # WordNet supersense (25 classes), the default data
+    python finetune.py --task cls --train train.csv --dev dev.csv --test test.csv --text-col sentence --label-col label
+    python finetune.py --task cls --train pairs.jsonl --text-col premise --text-pair-col hypothesis
+    python finetune.py --task regression --train stsb_train.tsv --dev stsb_dev.tsv --text-col sentence1 --text-pair-col sentence2 --label-col score
+    python finetune.py --task cls --init runs/pretrain-encoder --epochs 5 --out runs/my-classifier
+
+Inputs are CSV, TSV (with a header row) or JSONL, optionally gzipped. The label set is read from
+the training file and saved with the model. --init takes a checkpoint of train.py (default:
+runs/pretrain-encoder when it exists, else a model trained from scratch, with a notice); "scratch"
+forces training from scratch. The best epoch on --dev is kept; --test is scored once at the end.
+Results go to <out>/metrics.json as {"dev": {...}, "test": {...}}; the model to <out>.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from minilm.checkpoint import atomic_write_json, resolve_checkpoint
+from minilm.cli import add_model_args, add_train_args, check_positive, model_overrides, pick_device, seed_everything
+from minilm.config import ModelConfig, from_preset
+from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
+from minilm.finetuning import TASK_HEADS, evaluate_task, init_model, task_loss
+from minilm.tokenizer import Tokenizer
+from minilm.trainer import TrainArgs, Trainer, TrainingDiverged
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_INIT = ROOT / "runs" / "pretrain-encoder"
+DEFAULT_DATA = {"cls": ROOT / "data" / "wordnet" / "supersense"}  # the recipe each task falls back to
+SCALARS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "mse", "pearson", "spearman")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--task", choices=list(TASK_HEADS), default="cls", help="what to learn (default: %(default)s)")
+    p.add_argument("--init", help='checkpoint to start from, or "scratch" (default: runs/pretrain-encoder if present)')
+    p.add_argument("--train", help="training file (.csv/.tsv/.jsonl[.gz]; default for cls: WordNet supersense)")
+    p.add_argument("--dev", help="development file: picks the best epoch")
+    p.add_argument("--test", help="test file: scored once, at the end")
+    p.add_argument("--text-col", default="text", help="column of the text (default: %(default)s)")
+    p.add_argument("--text-pair-col", help="column of the second text of a pair (none by default)")
+    p.add_argument("--label-col", default="label", help="column of the label or value (default: %(default)s)")
+    p.add_argument("--epochs", type=float, default=3, help="passes over the training data (default: %(default)s)")
+    p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
+    p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
+    add_model_args(p)
+    add_train_args(p, lr=1e-4, batch_size=32, seq_len=64)
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    check_positive(p, args, "max_steps", "batch_size", "seq_len", "lr", "epochs", "eval_every", "vocab_size")
+    if args.train is None:
+        if args.task not in DEFAULT_DATA:
+            p.error(f"--task {args.task} has no default data: give --train (and --dev, --test)")
+        folder = DEFAULT_DATA[args.task]
+        if not (folder / "train.tsv.gz").exists():
+            p.error(f"{folder}: the default data is missing; run `python data/wordnet/prepare.py`")
+        args.train, args.dev, args.test = (str(folder / f"{s}.tsv.gz") for s in ("train", "dev", "test"))
+    args.out = args.out or str(ROOT / "runs" / f"finetune-{args.task}")
+    return args
+
+
+def targets(examples, args, labels):
+    """Label ids (cls) or float values (regression) of examples; errors name file, line and field."""
+    if args.task == "cls":
+        return label_ids(examples, labels)
+    values = []
+    for e in examples:
+        try:
+            values.append(float(e.label))
+        except ValueError:
+            raise ValueError(f"{e.where}: field {args.label_col!r} is {e.label!r}, not a number") from None
+    return values
+
+
+def read_split(path, args, labels=None):
+    examples = read_examples(path, args.text_col, args.text_pair_col, args.label_col)
+    return examples, targets(examples, args, labels)
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+
+    # -- data ----------------------------------------------------------------------------------------
+    try:
+        train_examples = read_examples(args.train, args.text_col, args.text_pair_col, args.label_col)
+        labels = label_set(train_examples) if args.task == "cls" else []
+        train_y = targets(train_examples, args, labels)
+        dev = read_split(args.dev, args, labels) if args.dev else None
+        test = read_split(args.test, args, labels) if args.test else None
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"train {args.train}: {len(train_examples):,} examples" + (f", {len(labels)} labels" if labels else ""))
+
+    # -- model and tokenizer ----------------------------------------------------------------------------
+    init = args.init
+    if init is None:
+        init = str(DEFAULT_INIT) if (DEFAULT_INIT / "config.json").exists() else "scratch"
+        if init == "scratch":
+            print(f"notice: no pretrained checkpoint at {DEFAULT_INIT} (run `python train.py` to make one); training from scratch")
+    head = TASK_HEADS[args.task]
+    n_labels = len(labels) if args.task == "cls" else 0
+    if init == "scratch":
+        tokenizer = Tokenizer.train((e.text for e in train_examples), kind="wordpiece", vocab_size=args.vocab_size)
+        config = from_preset(
+            args.preset, arch="encoder", head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
+            max_seq_len=args.seq_len, **model_overrides(args)
+        )
+        init_path = None
+    else:
+        init_path = resolve_checkpoint(init)
+        try:
+            tokenizer = Tokenizer.load(init_path)
+            base = ModelConfig.load(init_path / "config.json")
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: --init {init}: {e}")
+        changes = {k: v for k, v in model_overrides(args).items() if k in ("dropout", "attn_dropout", "attn_impl") and v is not None}
+        config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=changes.get("dropout", 0.1),
+                              attn_dropout=changes.get("attn_dropout", 0.1), **{k: v for k, v in changes.items() if k == "attn_impl"})
+        if args.seq_len > config.max_seq_len and config.pos != "rope":
+            args.seq_len = config.max_seq_len
+    try:
+        model, new = init_model(config, init_path)
+    except ValueError as e:
+        sys.exit(f"error: --init {init}: {e}")
+    if init_path is not None:
+        print(f"initialised from {init_path}; new: {', '.join(new) if new else 'nothing'}")
+    print(f"model: {config.arch} with a {head} head, {model.num_parameters():,} parameters, device {device}")
+    if args.compile:
+        from kernels import compile_blocks
+
+        compile_blocks(model)
+
+    train_data = ClassificationData(train_examples, tokenizer, train_y, args.seq_len, args.batch_size, args.seed)
+    dev_data = ClassificationData(dev[0], tokenizer, dev[1], args.seq_len, 128) if dev else None
+    test_data = ClassificationData(test[0], tokenizer, test[1], args.seq_len, 128) if test else None
+
+    # -- loop ----------------------------------------------------------------------------------------------
+    max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
+    metric, mode = ("accuracy", "max") if args.task == "cls" else ("pearson", "max")
+
+    def evaluate(m):
+        if dev_data is None:
+            return {}
+        report = evaluate_task(args.task, m, dev_data, labels, device)
+        return {f"dev_{k}": v for k, v in report.items() if k in SCALARS}
+
+    train_args = TrainArgs(
+        out=args.out, max_steps=max_steps, lr=args.lr, weight_decay=args.weight_decay,
+        warmup=args.warmup if args.warmup is not None else max(1, max_steps * 6 // 100), grad_clip=args.grad_clip,
+        eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch), save_every=args.save_every,
+        patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
+        dtype=args.dtype, resume=args.resume, extra=vars(args),
+    )
+    print(f"{max_steps:,} steps of batch {args.batch_size} ({max_steps / train_data.steps_per_epoch:.2f} epochs)")
+    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), evaluate, train_args, device=device)
+    try:
+        trainer.fit()
+    except TrainingDiverged as e:
+        sys.exit(f"error: {e}")
+
+    # -- report ----------------------------------------------------------------------------------------------
+    results = {"task": args.task, "init": str(init_path) if init_path else "scratch", "labels": labels}
+    for name, data in (("dev", dev_data), ("test", test_data)):
+        if data is not None:
+            results[name] = evaluate_task(args.task, model, data, labels, device)
+    atomic_write_json(Path(args.out) / "metrics.json", results)
+    for name in ("dev", "test"):
+        if name in results:
+            r = results[name]
+            shown = ("accuracy", "macro_f1") if args.task == "cls" else ("mse", "pearson", "spearman")
+            print(f"{name}: " + ", ".join(f"{k} {r[k]:.4f}" for k in shown))
+    print(f"saved {args.out} (metrics in {Path(args.out) / 'metrics.json'})")
+    return results
+
+
+if __name__ == "__main__":
+    main()

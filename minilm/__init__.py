@@ -1,0 +1,19 @@
+"""minilm: BERT-, GPT- and T5/BART-style Transformers written to be read, pretrained and fine-tuned from scratch.
+
+    import minilm
+    model = minilm.from_pretrained("runs/finetune-cls")     # a checkpoint directory
+    tokenizer = minilm.Tokenizer.load("runs/finetune-cls")
+    logits = model(input_ids)                                # the logits of the model's head
+"""
+
+from minilm.checkpoint import from_pretrained, save_pretrained
+from minilm.config import PRESETS, ModelConfig, from_preset
+from minilm.models import Decoder, Encoder, EncoderDecoder, build_model
+from minilm.tokenizer import Tokenizer
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Decoder", "Encoder", "EncoderDecoder", "ModelConfig", "PRESETS", "Tokenizer",
+    "build_model", "from_preset", "from_pretrained", "save_pretrained",
+]

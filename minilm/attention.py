@@ -1,0 +1,141 @@
+"""Multi-head attention: self-attention (causal or not), cross-attention, masks and the KV cache.
+
+Notation: B batch, T query time, S key time, C channels (n_embd), nh heads, hs head size (C / nh).
+
+    Attention(Q, K, V) = softmax(Q K^T / sqrt(hs) + M) V          (Vaswani et al. 2017, eq. 1)
+    MultiHead(x) = Concat(head_1, ..., head_nh) W^O,   head_i = Attention(x W^Q_i, x W^K_i, x W^V_i)
+
+M is an additive bias: 0 where a query may look, a very negative number where it may not (a later
+position under causal masking, a padding key). It is written twice, chosen by
+`ModelConfig.attn_impl`: "math" spells out the equation above; "sdpa" hands the same tensors to
+`torch.nn.functional.scaled_dot_product_attention`, which picks a fused kernel. Tests hold the two
+equal, forward and backward.
+"""
+
+import math
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from minilm.embeddings import apply_rotary
+
+
+class KVCache:
+    """Keys and values of the positions already decoded, one entry per decoder layer.
+
+    Self-attention appends the new step's keys and values; cross-attention keys and values are
+    projected from the encoder output once and reused at every step.
+    """
+
+    def __init__(self):
+        self.self_kv = {}  # layer index -> (k, v), each (B, nh, S_past, hs)
+        self.cross_kv = {}  # layer index -> (k, v), each (B, nh, S_enc, hs)
+
+    @property
+    def length(self) -> int:
+        """How many positions are cached (0 for an empty cache)."""
+        if not self.self_kv:
+            return 0
+        k, _ = next(iter(self.self_kv.values()))
+        return k.shape[2]
+
+    def append(self, layer: int, k, v):
+        if layer in self.self_kv:
+            past_k, past_v = self.self_kv[layer]
+            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, nh, S, hs)
+        self.self_kv[layer] = (k, v)
+        return k, v
+
+    def reorder(self, index):
+        """Keep batch rows `index` (B',) of every entry (beam search)."""
+        self.self_kv = {i: (k[index], v[index]) for i, (k, v) in self.self_kv.items()}
+        self.cross_kv = {i: (k[index], v[index]) for i, (k, v) in self.cross_kv.items()}
+
+
+def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
+    """The additive mask M, (B or 1, 1, T, S), or None when nothing is masked.
+
+    key_mask (B, S): 1 for real keys, 0 for padding. Under causal masking the T queries are the
+    last T of the S positions, so query i may look at keys j <= S - T + i. Masked entries get the
+    dtype's most negative finite value, not -inf, so that a row with every key masked (a padded
+    query) gives a finite, ignored output instead of NaN.
+    """
+    if key_mask is None and not causal:
+        return None
+    allowed = torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
+    if causal:
+        allowed = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
+    if key_mask is not None:
+        if key_mask.shape[-1] != S:
+            raise ValueError(f"attention_mask covers {key_mask.shape[-1]} positions, expected {S}")
+        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+    bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
+    return bias.masked_fill(~allowed, torch.finfo(dtype).min)
+
+
+def math_attention(q, k, v, bias, dropout_p: float, training: bool):
+    """softmax(Q K^T / sqrt(hs) + M) V, spelled out. q (B, nh, T, hs), k and v (B, nh, S, hs)."""
+    att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
+    if bias is not None:
+        att = att + bias
+    att = F.softmax(att.float(), dim=-1).to(q.dtype)
+    att = F.dropout(att, p=dropout_p, training=training)
+    return att @ v  # (B, nh, T, hs)
+
+
+def sdpa_attention(q, k, v, bias, dropout_p: float, training: bool, is_causal: bool = False):
+    """The same function through PyTorch's fused scaled_dot_product_attention."""
+    return F.scaled_dot_product_attention(
+        q, k, v, attn_mask=bias, dropout_p=dropout_p if training else 0.0, is_causal=is_causal and bias is None
+    )
+
+
+class MultiHeadAttention(nn.Module):
+    """Self-attention (`cross=False`) or cross-attention over an encoder output (`cross=True`)."""
+
+    def __init__(self, config, causal: bool = False, cross: bool = False, layer: int = 0):
+        super().__init__()
+        self.n_head, self.head_size = config.n_head, config.head_size
+        self.causal, self.cross, self.layer = causal, cross, layer
+        self.impl = config.attn_impl
+        self.attn_dropout = config.attn_dropout
+        C = config.n_embd
+        self.q_proj = nn.Linear(C, C, bias=config.bias)  # W^Q
+        self.k_proj = nn.Linear(C, C, bias=config.bias)  # W^K
+        self.v_proj = nn.Linear(C, C, bias=config.bias)  # W^V
+        self.o_proj = nn.Linear(C, C, bias=config.bias)  # W^O
+        self.dropout = nn.Dropout(config.dropout)
+
+    def split_heads(self, x):
+        B, T, C = x.shape
+        return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+    def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None):
+        """x (B, T, C); memory (B, S, C) for cross-attention; bias (B or 1, 1, T, S) -> (B, T, C).
+
+        rope: (cos, sin) from `Rotary.angles` for the T new positions, or None.
+        """
+        B, T, C = x.shape
+        q = self.split_heads(self.q_proj(x))  # (B, nh, T, hs)
+        if self.cross:
+            if cache is not None and self.layer in cache.cross_kv:
+                k, v = cache.cross_kv[self.layer]
+            else:
+                k, v = self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))  # (B, nh, S, hs)
+                if cache is not None:
+                    cache.cross_kv[self.layer] = (k, v)
+        else:
+            k, v = self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))  # (B, nh, T, hs)
+            if rope is not None:
+                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+            if cache is not None:
+                k, v = cache.append(self.layer, k, v)  # (B, nh, S, hs), S = past + T
+        dropout_p = self.attn_dropout if self.training else 0.0
+        if self.impl == "sdpa":
+            # with no padding and no cache the causal mask is implicit, which lets SDPA use its fastest kernel
+            y = sdpa_attention(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)
+        else:
+            y = math_attention(q, k, v, bias, dropout_p, self.training)
+        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
+        return self.dropout(self.o_proj(y))

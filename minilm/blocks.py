@@ -1,0 +1,95 @@
+"""Transformer blocks and the stack that runs them: embeddings -> N blocks -> final norm.
+
+Notation: B batch, T time, S key/memory time, C channels (n_embd).
+
+Pre-norm (GPT-2, and our default):          Post-norm (the original Transformer, BERT, BART):
+    x = x + SelfAttn(LN(x))                      x = LN(x + SelfAttn(x))
+    x = x + CrossAttn(LN(x), memory)             x = LN(x + CrossAttn(x, memory))
+    x = x + FFN(LN(x))                           x = LN(x + FFN(x))
+    ... and one LN after the last block
+
+An encoder block is a non-causal block; a decoder block is causal, with cross-attention when it
+sits in an encoder-decoder model. The three model families (minilm/models.py) are this one stack
+with those two switches.
+"""
+
+import torch
+from torch import nn
+
+from minilm.attention import KVCache, MultiHeadAttention, attention_bias
+from minilm.embeddings import Embeddings, Rotary
+from minilm.mlp import make_mlp
+from minilm.norms import make_norm
+
+
+class Block(nn.Module):
+    def __init__(self, config, causal: bool, cross: bool, layer: int):
+        super().__init__()
+        self.pre_norm = config.norm_position == "pre"
+        self.attn_norm = make_norm(config)
+        self.attn = MultiHeadAttention(config, causal=causal, layer=layer)
+        self.cross_norm = make_norm(config) if cross else None
+        self.cross_attn = MultiHeadAttention(config, cross=True, layer=layer) if cross else None
+        self.mlp_norm = make_norm(config)
+        self.mlp = make_mlp(config)
+
+    def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None):
+        """x (B, T, C), memory (B, S, C) -> (B, T, C)."""
+        if self.pre_norm:
+            x = x + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache)
+            if self.cross_attn is not None:
+                x = x + self.cross_attn(self.cross_norm(x), memory_bias, memory=memory, cache=cache)
+            return x + self.mlp(self.mlp_norm(x))
+        x = self.attn_norm(x + self.attn(x, bias, rope=rope, cache=cache))
+        if self.cross_attn is not None:
+            x = self.cross_norm(x + self.cross_attn(x, memory_bias, memory=memory, cache=cache))
+        return self.mlp_norm(x + self.mlp(x))
+
+
+class Transformer(nn.Module):
+    """Embeddings, `n_layer` blocks and (pre-norm) a final norm; returns hidden states (B, T, C)."""
+
+    def __init__(self, config, n_layer: int, causal: bool, cross: bool = False):
+        super().__init__()
+        self.config, self.causal = config, causal
+        self.embed = Embeddings(config)
+        self.rotary = Rotary(config.head_size, config.rope_theta) if config.pos == "rope" else None
+        self.blocks = nn.ModuleList(Block(config, causal, cross, layer=i) for i in range(n_layer))
+        self.norm = make_norm(config) if config.norm_position == "pre" else None
+
+    def forward(
+        self,
+        input_ids,
+        attention_mask=None,
+        segment_ids=None,
+        position_ids=None,
+        memory=None,
+        memory_mask=None,
+        cache: KVCache | None = None,
+    ):
+        """input_ids (B, T) -> hidden states (B, T, C).
+
+        attention_mask (B, S): 1 for real tokens, 0 for padding, over all S = past + T positions
+        when a cache holds `past` positions. position_ids (B, T) default to past .. past + T - 1.
+        memory (B, S_enc, C) and memory_mask (B, S_enc): the encoder output, for cross-attention.
+        """
+        B, T = input_ids.shape
+        past = cache.length if cache is not None else 0
+        S = past + T
+        if position_ids is None:
+            position_ids = torch.arange(past, S, device=input_ids.device)  # (T,)
+        if self.config.pos != "rope" and S > self.config.max_seq_len:
+            raise ValueError(
+                f"sequence of {S} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
+            )
+        x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
+        # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then
+        implicit_causal = self.config.attn_impl == "sdpa" and attention_mask is None and past == 0
+        bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device)
+        memory_bias = None
+        if memory is not None and memory_mask is not None:
+            memory_bias = attention_bias(memory_mask, T, memory.shape[1], False, x.dtype, x.device)
+        rope = self.rotary.angles(position_ids) if self.rotary is not None else None
+        for block in self.blocks:
+            x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache)
+        return self.norm(x) if self.norm is not None else x

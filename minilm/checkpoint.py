@@ -1,0 +1,159 @@
+"""Checkpoints: directories of safetensors and JSON, every write atomic.
+
+    <dir>/model.safetensors      the weights (tied tensors stored once)
+    <dir>/config.json            the ModelConfig that rebuilds the model
+    <dir>/tokenizer.json         the tokenizer
+    <dir>/training_state.json    (resumable checkpoints) step, schedule, data position, RNG ...
+    <dir>/training_state.safetensors   ... and the tensors among them (optimizer moments, RNG)
+
+Nothing is ever unpickled: tensors travel as safetensors, everything else as JSON. A file is
+written to a temporary name and renamed into place; a whole checkpoint directory is written
+beside the old one and swapped in, so a crash at any moment leaves a complete checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, load_model, save_file, save_model
+
+from minilm.config import ModelConfig
+from minilm.models import build_model
+from minilm.tokenizer import Tokenizer
+
+MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
+
+
+# -- atomic files ------------------------------------------------------------------------------
+def _atomic(path, write):
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+
+
+def atomic_write_text(path, text: str) -> None:
+    def write(tmp):
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+    _atomic(path, write)
+
+
+def atomic_write_json(path, data) -> None:
+    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+# -- nested state with tensors -> JSON + safetensors ---------------------------------------------
+def _split_tensors(obj, tensors, prefix="t"):
+    """Replace every tensor in a nested dict/list by {"__tensor__": key}; collect the tensors."""
+    if isinstance(obj, torch.Tensor):
+        key = f"{prefix}{len(tensors)}"
+        tensors[key] = obj.detach().cpu().contiguous()
+        return {"__tensor__": key}
+    if isinstance(obj, dict):
+        return {str(k): _split_tensors(v, tensors, prefix) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_split_tensors(v, tensors, prefix) for v in obj]
+    return obj
+
+
+def _join_tensors(obj, tensors):
+    if isinstance(obj, dict):
+        if set(obj) == {"__tensor__"}:
+            return tensors[obj["__tensor__"]]
+        return {k: _join_tensors(v, tensors) for k, v in obj.items()}
+    if isinstance(obj, list):
+        return [_join_tensors(v, tensors) for v in obj]
+    return obj
+
+
+def save_state(directory, state: dict) -> None:
+    """Write a nested dict of JSON values and tensors as training_state.{json,safetensors}."""
+    tensors = {}
+    skeleton = _split_tensors(state, tensors)
+    _atomic(Path(directory) / STATE_TENSORS, lambda tmp: save_file(tensors, tmp))
+    atomic_write_json(Path(directory) / STATE_JSON, skeleton)
+
+
+def load_state(directory) -> dict:
+    directory = Path(directory)
+    with open(directory / STATE_JSON, encoding="utf-8") as f:
+        skeleton = json.load(f)
+    return _join_tensors(skeleton, load_file(directory / STATE_TENSORS))
+
+
+# -- model checkpoints ---------------------------------------------------------------------------
+def save_pretrained(directory, model, tokenizer: Tokenizer | None = None) -> None:
+    """Write model.safetensors, config.json (and tokenizer.json), each file atomically."""
+    directory = Path(directory)
+    model = getattr(model, "_orig_mod", model)  # never a torch.compile wrapper
+    model = getattr(model, "module", model)  # never a DDP wrapper
+    _atomic(directory / MODEL_FILE, lambda tmp: save_model(model, tmp))
+    model.config.save(directory / CONFIG_FILE)
+    if tokenizer is not None:
+        tokenizer.save(directory / TOKENIZER_FILE)
+
+
+def save_checkpoint(directory, model, tokenizer=None, state: dict | None = None) -> None:
+    """A complete resumable checkpoint directory, swapped in whole: never half written."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    save_pretrained(tmp, model, tokenizer)
+    if state is not None:
+        save_state(tmp, state)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def resolve_checkpoint(directory) -> Path:
+    """The checkpoint directory, or the previous one if a crash came in the middle of a swap."""
+    directory = Path(directory)
+    old = directory.with_name(f".{directory.name}.old")
+    if not (directory / CONFIG_FILE).exists() and (old / CONFIG_FILE).exists():
+        return old
+    return directory
+
+
+def from_pretrained(path, **config_changes):
+    """Rebuild a model from a checkpoint directory (config.json + model.safetensors).
+
+    `config_changes` override config fields that do not change the weights' shapes
+    (for example `attn_impl="math"` or `dropout=0.0`). The model is returned in eval mode.
+    """
+    path = resolve_checkpoint(path)
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: no such checkpoint directory")
+    for name in (CONFIG_FILE, MODEL_FILE):
+        if not (path / name).is_file():
+            raise FileNotFoundError(f"{path}: not a minilm checkpoint (missing {name})")
+    config = ModelConfig.load(path / CONFIG_FILE)
+    if config_changes:
+        config = config.replace(**config_changes)
+    model = build_model(config)
+    try:
+        load_model(model, path / MODEL_FILE, strict=True)
+    except (RuntimeError, SafetensorError) as e:
+        raise ValueError(f"{path / MODEL_FILE}: weights do not fit {path / CONFIG_FILE}: {e}") from None
+    return model.eval()

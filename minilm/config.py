@@ -1,0 +1,182 @@
+"""The model configuration: one typed dataclass that rebuilds any minilm model.
+
+Every checkpoint stores its `ModelConfig` as `config.json`, so a checkpoint alone rebuilds its model.
+Research knobs are string choices, each resolved through one dict in the module that implements it:
+
+    pos            "learned" | "sinusoidal" | "rope"           (minilm/embeddings.py)
+    norm           "layernorm" | "rmsnorm"                     (minilm/norms.py)
+    norm_position  "pre" | "post"                              (minilm/blocks.py)
+    mlp            "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
+    attn_impl      "math" | "sdpa"                             (minilm/attention.py)
+    head           see HEADS below                             (minilm/heads.py)
+
+Presets give the sizes people use; `from_preset("mini", arch="decoder", vocab_size=8192)` applies
+the family's defaults (`ARCH_DEFAULTS`), then the preset, then the overrides.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+ARCHS = ("encoder", "decoder", "encoder-decoder")
+POSITIONS = ("learned", "sinusoidal", "rope")
+NORMS = ("layernorm", "rmsnorm")
+NORM_POSITIONS = ("pre", "post")
+MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
+ATTN_IMPLS = ("math", "sdpa")
+
+# Which heads sit on which backbone. "none" returns the hidden states (B, T, C).
+HEADS = {
+    "encoder": ("none", "mlm", "mlm+nsp", "cls", "regression", "token"),
+    "decoder": ("none", "lm", "cls", "regression"),
+    "encoder-decoder": ("none", "lm"),
+}
+LABELLED_HEADS = ("cls", "token")  # heads that need n_labels > 0
+
+
+@dataclass
+class ModelConfig:
+    """Architecture of one minilm model (sizes in the notation of the papers).
+
+    n_embd is d_model, n_head is h, d_ff the inner size of the feed-forward network
+    (4 * n_embd when None), n_layer the number of blocks (the encoder's, for encoder-decoder;
+    n_decoder_layer the decoder's, n_layer when None).
+    """
+
+    arch: str = "encoder"
+    head: str = "none"
+    vocab_size: int = 8192
+    n_layer: int = 4
+    n_decoder_layer: int | None = None
+    n_head: int = 4
+    n_embd: int = 256
+    d_ff: int | None = None
+    max_seq_len: int = 128
+    pos: str = "learned"
+    n_segment: int = 0  # size of the segment (token-type) vocabulary; 0 = no segment embedding
+    norm: str = "layernorm"
+    norm_position: str = "pre"
+    embed_norm: bool = False  # a norm right after the embedding sum (BERT, BART)
+    norm_eps: float = 1e-5
+    mlp: str = "gelu"
+    attn_impl: str = "sdpa"
+    bias: bool = True
+    dropout: float = 0.1
+    attn_dropout: float = 0.1
+    rope_theta: float = 10000.0
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    n_labels: int = 0
+    labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
+
+    def __post_init__(self):
+        def choice(name, allowed):
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ValueError(f"ModelConfig.{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
+
+        choice("arch", ARCHS)
+        choice("pos", POSITIONS)
+        choice("norm", NORMS)
+        choice("norm_position", NORM_POSITIONS)
+        choice("mlp", MLPS)
+        choice("attn_impl", ATTN_IMPLS)
+        choice("head", HEADS[self.arch])
+        for name in ("vocab_size", "n_layer", "n_head", "n_embd", "max_seq_len"):
+            if int(getattr(self, name)) < 1:
+                raise ValueError(f"ModelConfig.{name}={getattr(self, name)!r}: must be a positive integer")
+        if self.n_decoder_layer is not None and self.n_decoder_layer < 1:
+            raise ValueError(f"ModelConfig.n_decoder_layer={self.n_decoder_layer!r}: must be positive or None")
+        if self.d_ff is not None and self.d_ff < 1:
+            raise ValueError(f"ModelConfig.d_ff={self.d_ff!r}: must be positive or None")
+        if self.n_embd % self.n_head != 0:
+            raise ValueError(f"ModelConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.pos == "rope" and self.head_size % 2 != 0:
+            raise ValueError(f"ModelConfig: rotary positions need an even head size, got {self.head_size}")
+        if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):
+            raise ValueError("ModelConfig: dropout and attn_dropout must lie in [0, 1)")
+        if self.n_segment < 0:
+            raise ValueError(f"ModelConfig.n_segment={self.n_segment}: must be >= 0")
+        if self.head == "mlm+nsp" and self.n_segment < 2:
+            raise ValueError("ModelConfig: the mlm+nsp head needs n_segment >= 2 (segments A and B)")
+        if self.head in LABELLED_HEADS and self.n_labels < 1:
+            raise ValueError(f"ModelConfig: head {self.head!r} needs n_labels >= 1")
+        if self.labels and len(self.labels) != self.n_labels:
+            raise ValueError(f"ModelConfig: {len(self.labels)} label names for n_labels={self.n_labels}")
+        self.labels = list(self.labels)
+
+    @property
+    def head_size(self) -> int:
+        return self.n_embd // self.n_head
+
+    @property
+    def ff_size(self) -> int:
+        return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    @property
+    def decoder_layers(self) -> int:
+        return self.n_decoder_layer if self.n_decoder_layer is not None else self.n_layer
+
+    def replace(self, **changes) -> "ModelConfig":
+        """A copy with some fields changed (validated again)."""
+        return dataclasses.replace(self, **changes)
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "config") -> "ModelConfig":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ValueError(f"{source}: unknown config field(s) {', '.join(unknown)}")
+        try:
+            return cls(**data)
+        except (TypeError, ValueError) as e:
+            raise ValueError(f"{source}: {e}") from None
+
+    def save(self, path) -> None:
+        from minilm.checkpoint import atomic_write_text
+
+        atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+    @classmethod
+    def load(cls, path) -> "ModelConfig":
+        try:
+            with open(path, encoding="utf-8") as f:
+                data = json.load(f)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: expected a JSON object of config fields")
+        return cls.from_dict(data, source=str(path))
+
+
+# The defaults of each family. Our own models are pre-norm, unlike the original BERT and
+# Transformer (post-norm), because pre-norm trains stably from scratch with a short warmup
+# (Xiong et al. 2020, "On Layer Normalization in the Transformer Architecture").
+ARCH_DEFAULTS = {
+    "encoder": dict(n_segment=2, embed_norm=True, pos="learned", mlp="gelu"),  # BERT
+    "decoder": dict(n_segment=0, embed_norm=False, pos="learned", mlp="gelu_tanh"),  # GPT-2
+    "encoder-decoder": dict(n_segment=0, embed_norm=True, pos="learned", mlp="gelu"),  # BART
+}
+
+PRESETS = {
+    "tiny": dict(n_layer=2, n_head=2, n_embd=64, max_seq_len=64),  # tests
+    "mini": dict(n_layer=4, n_head=4, n_embd=256, max_seq_len=128),  # the laptop default
+    "small": dict(n_layer=6, n_head=6, n_embd=384, max_seq_len=256),
+    "base": dict(n_layer=12, n_head=12, n_embd=768, max_seq_len=512),  # BERT-base / GPT-2 size
+}
+
+
+def from_preset(name: str, arch: str = "encoder", **overrides) -> ModelConfig:
+    """Family defaults, then the named preset, then `overrides` (None values are ignored)."""
+    if name not in PRESETS:
+        raise ValueError(f"unknown preset {name!r}: expected one of {', '.join(PRESETS)}")
+    if arch not in ARCHS:
+        raise ValueError(f"unknown arch {arch!r}: expected one of {', '.join(ARCHS)}")
+    fields = {"arch": arch, **ARCH_DEFAULTS[arch], **PRESETS[name]}
+    fields.update({k: v for k, v in overrides.items() if v is not None})
+    return ModelConfig.from_dict(fields, source=f"preset {name!r}")

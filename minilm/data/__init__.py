@@ -1,0 +1,1 @@
+"""Data: corpus reading, pretraining batches and task files."""

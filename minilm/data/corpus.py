@@ -1,0 +1,97 @@
+"""Reading raw text corpora: a text file (optionally .gz), a folder of them, or JSONL with a text field.
+
+Plain text follows BERT's pretraining format: one sentence or passage per line, documents
+separated by blank lines. A file without blank lines is one document (a stream of lines).
+A corpus is returned as a list of documents, each a list of non-empty lines.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import unicodedata
+from pathlib import Path
+
+TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".raw", ".tokens")
+
+
+def open_text(path):
+    """Open a text file for reading as UTF-8 (a leading byte-order mark, as Excel writes, is
+    dropped), transparently gunzipping *.gz."""
+    path = Path(path)
+    if path.suffix == ".gz":
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
+    return open(path, encoding="utf-8-sig")
+
+
+def not_utf8(path) -> ValueError:
+    """The error for a file that is not UTF-8, naming its first bad line."""
+    path = Path(path)
+    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+        for lineno, raw in enumerate(f, start=1):
+            try:
+                raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                return ValueError(f"{path}:{lineno}: not UTF-8 text (column {e.start + 1}: {e.reason}); save the file as UTF-8")
+    return ValueError(f"{path}: not UTF-8 text; save the file as UTF-8")
+
+
+def clean_line(line: str) -> str:
+    """Unicode NFC normalisation and collapsed whitespace."""
+    return " ".join(unicodedata.normalize("NFC", line).split())
+
+
+def _documents_from_lines(lines, path):
+    doc = []
+    for lineno, raw in enumerate(lines, start=1):
+        line = clean_line(raw)
+        if line:
+            doc.append(line)
+        elif doc:
+            yield doc
+            doc = []
+    if doc:
+        yield doc
+
+
+def _documents_from_jsonl(lines, path, field: str):
+    for lineno, raw in enumerate(lines, start=1):
+        if not raw.strip():
+            continue
+        try:
+            record = json.loads(raw)
+        except json.JSONDecodeError as e:
+            raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+        if not isinstance(record, dict) or not isinstance(record.get(field), str):
+            raise ValueError(f"{path}:{lineno}: expected an object with a string field {field!r}")
+        doc = [clean_line(x) for x in record[field].split("\n")]
+        doc = [x for x in doc if x]
+        if doc:
+            yield doc
+
+
+def read_documents(path, text_field: str = "text") -> list[list[str]]:
+    """All documents of a corpus file or folder (files of a folder in sorted order)."""
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
+        if not files:
+            raise FileNotFoundError(f"{path}: no text files ({', '.join(TEXT_SUFFIXES)}) in this folder")
+    elif path.is_file():
+        files = [path]
+    else:
+        raise FileNotFoundError(f"{path}: no such corpus file or folder")
+    docs = []
+    for file in files:
+        try:
+            with open_text(file) as f:
+                if file.name.endswith((".jsonl", ".jsonl.gz")):
+                    docs.extend(_documents_from_jsonl(f, file, text_field))
+                else:
+                    docs.extend(_documents_from_lines(f, file))
+        except UnicodeDecodeError:
+            raise not_utf8(file) from None
+    if not docs:
+        raise ValueError(f"{path}: the corpus is empty")
+    return docs

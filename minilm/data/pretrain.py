@@ -1,0 +1,190 @@
+"""Pretraining batches from a tokenized corpus, one deterministic batch per step.
+
+The corpus is tokenized once into a flat token array with line and document boundaries. Batch
+number `step` is drawn from a random generator seeded with (seed, step), so a resumed run (or
+another process) rebuilds exactly the batch it would have seen: the data position is the step.
+
+    clm      windows of T + 1 tokens from the stream  line \n line \n ... [EOS] next document ...
+    mlm      [CLS] consecutive lines [SEP], masked as in BERT
+    mlm+nsp  [CLS] A [SEP] B [SEP]: B follows A in its document half of the time, else a random
+             passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code)
+    denoise  T5 span corruption of a window of the stream (encoder input, decoder target)
+
+Notation: B batch, T time.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from tqdm import tqdm
+
+from minilm.objectives import IGNORE_INDEX, mask_tokens, span_corrupt
+
+OBJECTIVES = ("mlm", "mlm+nsp", "clm", "denoise")
+
+
+class TokenizedCorpus:
+    """Every line of every document as token ids, held as one flat array plus offsets."""
+
+    def __init__(self, docs, tokenizer, desc: str = "tokenizing"):
+        lines = [line for doc in docs for line in doc]
+        ids = []
+        chunk = 8192
+        for i in tqdm(range(0, len(lines), chunk), desc=desc, unit="chunk", leave=False):
+            ids.extend(tokenizer.encode_batch(lines[i : i + chunk], add_special=False)[0])
+        self.tokens = np.fromiter((t for line in ids for t in line), dtype=np.int32)
+        lengths = np.fromiter((len(x) for x in ids), dtype=np.int64, count=len(ids))
+        self.line_start = np.concatenate([[0], np.cumsum(lengths)])  # line i is tokens[start[i]:start[i+1]]
+        doc_sizes = np.array([len(d) for d in docs], dtype=np.int64)
+        self.doc_start = np.concatenate([[0], np.cumsum(doc_sizes)])  # doc d is lines doc_start[d]..doc_start[d+1]
+        self.tokenizer = tokenizer
+
+    @property
+    def n_lines(self) -> int:
+        return len(self.line_start) - 1
+
+    @property
+    def n_docs(self) -> int:
+        return len(self.doc_start) - 1
+
+    def line(self, i: int) -> np.ndarray:
+        return self.tokens[self.line_start[i] : self.line_start[i + 1]]
+
+    def stream(self) -> np.ndarray:
+        """All documents as one stream: lines joined by a newline token (when the tokenizer has
+        one, as byte-level BPE does), documents ended by [EOS]."""
+        tk = self.tokenizer
+        newline = tk.encode("\n", add_special=False)
+        parts = []
+        for d in range(self.n_docs):
+            for i in range(self.doc_start[d], self.doc_start[d + 1]):
+                parts.append(self.line(i))
+                if i + 1 < self.doc_start[d + 1] and len(newline) == 1:
+                    parts.append(np.array(newline, dtype=np.int32))
+            parts.append(np.array([tk.eos_id], dtype=np.int32))
+        return np.concatenate(parts)
+
+
+def pad(rows, value: int, length: int | None = None) -> torch.Tensor:
+    """Right-pad lists of ids to one length -> (B, T) int64."""
+    length = length or max(len(r) for r in rows)
+    out = torch.full((len(rows), length), value, dtype=torch.long)
+    for i, r in enumerate(rows):
+        out[i, : len(r)] = torch.as_tensor(np.asarray(r[:length], dtype=np.int64))
+    return out
+
+
+class PretrainBatches:
+    """`batch(step)` -> a dict of tensors for one objective; deterministic in (seed, step)."""
+
+    def __init__(self, corpus: TokenizedCorpus, objective: str, seq_len: int, batch_size: int, seed: int = 0):
+        if objective not in OBJECTIVES:
+            raise ValueError(f"unknown objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        self.corpus, self.objective = corpus, objective
+        self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
+        self.tk = corpus.tokenizer
+        if objective in ("clm", "denoise"):
+            self.stream = corpus.stream()
+            if len(self.stream) <= seq_len + 1:
+                raise ValueError(f"the corpus has {len(self.stream)} tokens, too few for windows of {seq_len + 1}")
+        if objective == "mlm+nsp" and (corpus.n_docs < 2 or (np.diff(corpus.doc_start) >= 2).sum() == 0):
+            raise ValueError(
+                "next-sentence prediction needs at least two documents (separated by a blank line), one of them "
+                "with two or more lines"
+            )
+
+    def rng(self, step: int):
+        return np.random.default_rng([self.seed, step]), torch.Generator().manual_seed(self.seed * 1_000_003 + step)
+
+    def batch(self, step: int) -> dict:
+        rng, gen = self.rng(step)
+        return getattr(self, "_" + self.objective.replace("+", "_"))(rng, gen)
+
+    # -- causal LM ---------------------------------------------------------------------------------
+    def _clm(self, rng, gen):
+        T = self.seq_len
+        starts = rng.integers(0, len(self.stream) - T, size=self.batch_size)  # windows [s, s + T] inside the stream
+        windows = torch.as_tensor(np.stack([self.stream[s : s + T + 1] for s in starts]).astype(np.int64))
+        return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}  # (B, T) each: predict the next token
+
+    # -- masked LM -----------------------------------------------------------------------------------
+    def _lines_from(self, first: int, budget: int, stop: int) -> list:
+        """Whole consecutive lines from `first` (< stop) up to `budget` tokens (the first line truncated if longer)."""
+        out = []
+        i = first
+        while i < stop and len(out) < budget:
+            out.extend(self.corpus.line(i).tolist())
+            i += 1
+        return out[:budget]
+
+    def _mask(self, input_ids, gen):
+        inputs, labels = mask_tokens(input_ids, self.tk.special_ids, self.tk.mask_id, self.tk.vocab_size, gen)
+        return inputs, labels
+
+    def _mlm(self, rng, gen):
+        c = self.corpus
+        rows = []
+        for line in rng.integers(0, c.n_lines, size=self.batch_size):
+            rows.append([self.tk.cls_id, *self._lines_from(int(line), self.seq_len - 2, c.n_lines), self.tk.sep_id])
+        input_ids = pad(rows, self.tk.pad_id)
+        attention_mask = (input_ids != self.tk.pad_id).long()
+        inputs, labels = self._mask(input_ids, gen)
+        return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+
+    # -- masked LM + next-sentence prediction ------------------------------------------------------
+    def _mlm_nsp(self, rng, gen):
+        c, budget = self.corpus, self.seq_len - 3
+        doc_sizes = np.diff(c.doc_start)
+        weights = np.where(doc_sizes >= 2, doc_sizes, 0) / np.where(doc_sizes >= 2, doc_sizes, 0).sum()
+        rows, segments, nsp = [], [], []
+        for _ in range(self.batch_size):
+            d = int(rng.choice(c.n_docs, p=weights))
+            first, stop = int(c.doc_start[d]), int(c.doc_start[d + 1])
+            # A: whole lines from a random one until a random target length, leaving a line for B
+            i, target, a = int(rng.integers(first, stop - 1)), int(rng.integers(budget // 4, budget // 2 + 1)), []
+            while True:
+                a.extend(c.line(i).tolist())
+                i += 1
+                if len(a) >= target or i >= stop - 1:
+                    break
+            a = a[: budget // 2]
+            if rng.random() < 0.5:
+                b, label = self._lines_from(i, budget - len(a), stop), 0  # IsNext: the lines after A
+            else:
+                other = int(rng.integers(0, c.n_docs - 1))
+                other += other >= d  # any document but d
+                o_first, o_stop = int(c.doc_start[other]), int(c.doc_start[other + 1])
+                b, label = self._lines_from(int(rng.integers(o_first, o_stop)), budget - len(a), o_stop), 1  # NotNext
+            rows.append([self.tk.cls_id, *a, self.tk.sep_id, *b, self.tk.sep_id])
+            segments.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
+            nsp.append(label)
+        input_ids = pad(rows, self.tk.pad_id)
+        attention_mask = (input_ids != self.tk.pad_id).long()
+        inputs, labels = self._mask(input_ids, gen)
+        return {
+            "input_ids": inputs,
+            "attention_mask": attention_mask,
+            "segment_ids": pad(segments, 0, input_ids.shape[1]),
+            "labels": labels,
+            "nsp_labels": torch.tensor(nsp),
+        }
+
+    # -- span corruption ---------------------------------------------------------------------------
+    def _denoise(self, rng, gen):
+        T = self.seq_len
+        sources, targets = [], []
+        for s in rng.integers(0, len(self.stream) - T + 2, size=self.batch_size):  # windows [s, s + T - 1)
+            src, tgt = span_corrupt(self.stream[s : s + T - 1], self.tk.sentinel_ids, self.tk.eos_id, rng)
+            sources.append(src[:T])
+            targets.append(tgt[: T - 1])
+        input_ids = pad(sources, self.tk.pad_id)
+        labels = pad(targets, IGNORE_INDEX)
+        decoder_input_ids = pad([[self.tk.bos_id, *t[:-1]] for t in targets], self.tk.pad_id, labels.shape[1])  # shift right
+        return {
+            "input_ids": input_ids,
+            "attention_mask": (input_ids != self.tk.pad_id).long(),
+            "decoder_input_ids": decoder_input_ids,
+            "decoder_attention_mask": (labels != IGNORE_INDEX).long(),
+            "labels": labels,
+        }

@@ -1,0 +1,153 @@
+"""Fine-tuning data: task files (CSV, TSV, JSONL, optionally gzipped) and their batches.
+
+A task file has a header naming its columns (CSV/TSV) or one JSON object per line (JSONL). The
+columns to read are named by flags (`--text-col`, `--text-pair-col`, `--label-col`). Every bad
+row ends in one error naming the file, the line and the field.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from minilm.data.corpus import not_utf8, open_text
+from minilm.data.pretrain import pad
+
+
+@dataclass
+class Example:
+    text: str
+    pair: str | None
+    label: str | None
+    where: str  # "file:line", for error messages
+
+
+def file_format(path) -> str:
+    name = Path(path).name.lower().removesuffix(".gz")
+    for ext in ("csv", "tsv", "jsonl"):
+        if name.endswith("." + ext):
+            return ext
+    raise ValueError(f"{path}: unknown file type; expected .csv, .tsv or .jsonl (optionally .gz)")
+
+
+def _rows(path):
+    """(line number, {column: value}) for every data row."""
+    fmt = file_format(path)
+    with open_text(path) as f:
+        if fmt == "jsonl":
+            for lineno, raw in enumerate(f, start=1):
+                if not raw.strip():
+                    continue
+                try:
+                    record = json.loads(raw)
+                except json.JSONDecodeError as e:
+                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
+                if not isinstance(record, dict):
+                    raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
+                yield lineno, record
+            return
+        # TSV files in the wild (SST-2, STS-B) carry bare quotes inside fields: no quoting for TSV
+        reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f)
+        header = next(reader, None)
+        if header is None:
+            return
+        lineno = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
+        for row in reader:
+            start, lineno = lineno, reader.line_num + 1
+            if not row or (len(row) == 1 and not row[0].strip()):
+                continue
+            if len(row) != len(header):
+                raise ValueError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
+            yield start, dict(zip(header, row))
+
+
+def read_examples(path, text_col="text", pair_col=None, label_col="label", require_label=True) -> list[Example]:
+    """Read a task file; errors name file, line and field."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"{path}: no such file")
+    examples = []
+    try:
+        for lineno, row in _rows(path):
+            where = f"{path}:{lineno}"
+
+            def field(name, required=True):
+                if name not in row:
+                    if not required:
+                        return None
+                    raise ValueError(f"{where}: no field {name!r} (found: {', '.join(map(str, row))})")
+                value = row[name]
+                if value is None or (isinstance(value, str) and not value.strip()):
+                    raise ValueError(f"{where}: field {name!r} is empty")
+                return str(value).strip()
+
+            text = field(text_col)
+            pair = field(pair_col) if pair_col else None
+            label = field(label_col, required=require_label) if label_col else None
+            examples.append(Example(text, pair, label, where))
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
+    if not examples:
+        raise ValueError(f"{path}: no examples (the file is empty or holds only a header)")
+    return examples
+
+
+def label_set(examples) -> list[str]:
+    """The sorted label names seen in the training examples."""
+    return sorted({e.label for e in examples})
+
+
+def label_ids(examples, labels: list[str]) -> list[int]:
+    index = {name: i for i, name in enumerate(labels)}
+    out = []
+    for e in examples:
+        if e.label not in index:
+            raise ValueError(f"{e.where}: label {e.label!r} does not occur in the training data ({len(labels)} labels: {', '.join(labels[:10])}{' ...' if len(labels) > 10 else ''})")
+        out.append(index[e.label])
+    return out
+
+
+class ClassificationData:
+    """Tokenized text (pairs) with integer labels; `batch(step)` for training, `batches()` for eval."""
+
+    def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0):
+        texts = [e.text for e in examples]
+        pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
+        self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
+        self.labels = labels
+        self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
+
+    def __len__(self):
+        return len(self.ids)
+
+    @property
+    def steps_per_epoch(self) -> int:
+        return max(1, len(self.ids) // self.batch_size)  # the last partial batch is dropped when training
+
+    def _collate(self, index) -> dict:
+        input_ids = pad([self.ids[i] for i in index], self.pad_id)
+        out = {
+            "input_ids": input_ids,  # (B, T)
+            "attention_mask": (input_ids != self.pad_id).long(),
+            "segment_ids": pad([self.segments[i] for i in index], 0, input_ids.shape[1]),
+        }
+        if self.labels is not None:
+            out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
+        return out
+
+    def batch(self, step: int) -> dict:
+        """Training batch `step`: epochs of a fresh permutation seeded with (seed, epoch)."""
+        epoch, k = divmod(step, self.steps_per_epoch)
+        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
+        return self._collate(order[k * self.batch_size : (k + 1) * self.batch_size])
+
+    def batches(self, batch_size: int | None = None):
+        """Every example once, in file order (for evaluation and prediction)."""
+        size = batch_size or self.batch_size
+        for start in range(0, len(self.ids), size):
+            yield self._collate(range(start, min(start + size, len(self.ids))))

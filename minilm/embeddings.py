@@ -1,0 +1,92 @@
+"""Input embeddings: token, position (learned, sinusoidal or rotary) and segment (token type).
+
+Notation: B batch, T time, C channels (n_embd), nh heads, hs head size.
+
+    h_0 = E_tok[x_t] + E_pos[p_t] + E_seg[s_t]          (BERT, Devlin et al. 2019, fig. 2)
+
+With `pos="rope"` no position vector is added here: rotary embeddings rotate the queries and
+keys inside attention instead (`Rotary` below, used by minilm/attention.py).
+"""
+
+import math
+
+import torch
+from torch import nn
+
+from minilm.norms import make_norm
+
+
+def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
+    """The fixed encoding of Vaswani et al. 2017, section 3.5:
+
+        PE[p, 2i] = sin(p / 10000^(2i/C)),   PE[p, 2i+1] = cos(p / 10000^(2i/C))
+    """
+    position = torch.arange(n_positions, dtype=torch.float32)[:, None]  # (P, 1)
+    inv_freq = torch.exp(torch.arange(0, n_embd, 2, dtype=torch.float32) * (-math.log(10000.0) / n_embd))
+    table = torch.zeros(n_positions, n_embd)
+    table[:, 0::2] = torch.sin(position * inv_freq)
+    table[:, 1::2] = torch.cos(position * inv_freq[: n_embd // 2])
+    return table  # (P, C)
+
+
+class Embeddings(nn.Module):
+    """Token + position + segment embeddings, then an optional norm and dropout."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.config = config
+        self.token = nn.Embedding(config.vocab_size, config.n_embd)  # E_tok
+        self.position = None
+        if config.pos == "learned":
+            self.position = nn.Embedding(config.max_seq_len, config.n_embd)  # E_pos
+        elif config.pos == "sinusoidal":
+            self.register_buffer("sinusoid", sinusoidal_table(config.max_seq_len, config.n_embd), persistent=False)
+        self.segment = nn.Embedding(config.n_segment, config.n_embd) if config.n_segment > 0 else None  # E_seg
+        self.norm = make_norm(config) if config.embed_norm else None
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, input_ids, position_ids, segment_ids=None):
+        """input_ids (B, T), position_ids (B, T) or (T,), segment_ids (B, T) -> (B, T, C)."""
+        x = self.token(input_ids)
+        if self.position is not None:
+            x = x + self.position(position_ids)
+        elif self.config.pos == "sinusoidal":
+            x = x + self.sinusoid[position_ids].to(x.dtype)
+        if self.segment is not None:
+            x = x + self.segment(segment_ids if segment_ids is not None else torch.zeros_like(input_ids))
+        if self.norm is not None:
+            x = self.norm(x)
+        return self.dropout(x)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, RoPE (Su et al. 2021, "RoFormer").
+
+    Each pair of channels (i, i + hs/2) of a query or key at position p is rotated by the angle
+    p * theta^(-2i/hs):
+
+        x' = x * cos(p w) + rotate_half(x) * sin(p w),   rotate_half([a, b]) = [-b, a]
+
+    so q_m . k_n depends on m - n alone. (The half-split pairing of GPT-NeoX and LLaMA, not the
+    interleaved pairing of the paper; both are the same function up to a channel permutation.)
+    """
+
+    def __init__(self, head_size: int, theta: float = 10000.0):
+        super().__init__()
+        inv_freq = 1.0 / theta ** (torch.arange(0, head_size, 2, dtype=torch.float32) / head_size)
+        self.register_buffer("inv_freq", inv_freq, persistent=False)  # (hs/2,)
+
+    def angles(self, position_ids):
+        """position_ids (B, T) or (T,) -> cos, sin each (B or 1, 1, T, hs), broadcast over heads."""
+        if position_ids.dim() == 1:
+            position_ids = position_ids[None]
+        freqs = position_ids[..., None].float() * self.inv_freq  # (B, T, hs/2)
+        emb = torch.cat([freqs, freqs], dim=-1)[:, None]  # (B, 1, T, hs)
+        return emb.cos(), emb.sin()
+
+
+def apply_rotary(x, cos, sin):
+    """x (B, nh, T, hs) rotated by the angles of `Rotary.angles`."""
+    x1, x2 = x.chunk(2, dim=-1)
+    rotated = torch.cat([-x2, x1], dim=-1)  # rotate_half
+    return (x * cos + rotated * sin).to(x.dtype)

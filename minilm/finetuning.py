@@ -1,0 +1,84 @@
+"""Fine-tuning tasks: a head on a (pretrained) backbone, its loss and its evaluation.
+
+    cls          sequence classification: logits (B, L), cross-entropy, accuracy and P/R/F1
+    regression   one value per text (pair): (B,), mean squared error, Pearson and Spearman
+
+`init_model` builds the task model from a checkpoint (its backbone weights loaded, the head new)
+or from scratch.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_file
+
+from minilm.checkpoint import MODEL_FILE, resolve_checkpoint
+from minilm.config import ModelConfig
+from minilm.metrics import classification_report, pearson, spearman
+from minilm.models import build_model
+
+TASK_HEADS = {"cls": "cls", "regression": "regression"}
+
+
+def init_model(config: ModelConfig, init: str | Path | None):
+    """A model for `config`; with `init`, every tensor of that checkpoint whose name and shape fit
+    is copied in (the backbone, and the pooler where it exists). Returns (model, new tensor names)."""
+    model = build_model(config)
+    if init is None:
+        return model, sorted(model.state_dict())
+    weights = load_file(resolve_checkpoint(init) / MODEL_FILE)
+    own = model.state_dict()
+    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith(("transformer.", "encoder.")) for k in fitting):
+        raise ValueError(f"{init}: no backbone weights fit this model (is it a {config.arch} checkpoint?)")
+    model.load_state_dict(fitting, strict=False)
+    return model, sorted(k for k in own if k not in fitting and not _tied_copy(model, k, fitting))
+
+
+def _tied_copy(model, name: str, loaded: dict) -> bool:
+    """True if `name` is a tied alias of a loaded tensor (an LM head sharing the token embedding)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    p = params.get(name)
+    return p is not None and any(params.get(k) is p for k in loaded)
+
+
+def forward_task(model, batch):
+    if model.config.arch == "encoder":
+        return model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
+    return model(batch["input_ids"], batch["attention_mask"])
+
+
+def task_loss(task: str):
+    """The trainer's loss_fn: {task: (summed loss, number of examples)}."""
+
+    def loss_fn(model, batch):
+        out = forward_task(model, batch)
+        if task == "regression":
+            return {"mse": (F.mse_loss(out.float(), batch["labels"].float(), reduction="sum"), len(out))}
+        return {"ce": (F.cross_entropy(out.float(), batch["labels"], reduction="sum"), len(out))}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def predict(model, data, device="cpu") -> np.ndarray:
+    """Logits (N, L) for classification, values (N,) for regression, in the data's order."""
+    model.eval()
+    outs = []
+    for batch in data.batches():
+        batch = {k: v.to(device) for k, v in batch.items()}
+        outs.append(forward_task(model, batch).float().cpu())
+    return torch.cat(outs).numpy()
+
+
+def evaluate_task(task: str, model, data, labels: list[str] | None = None, device="cpu") -> dict:
+    out = predict(model, data, device)
+    gold = np.asarray(data.labels)
+    if task == "regression":
+        return {"mse": float(((out - gold) ** 2).mean()), "pearson": pearson(out, gold), "spearman": spearman(out, gold)}
+    report = classification_report(gold, out.argmax(-1), labels)
+    return report

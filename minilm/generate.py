@@ -1,0 +1,126 @@
+"""Decoding: greedy search and sampling (temperature, top-k, top-p) with a KV cache.
+
+Notation: B batch, T prompt time, V vocabulary.
+
+Each step feeds only the newest token; the keys and values of earlier positions come from the
+cache (minilm/attention.py), so a step costs O(T) attention instead of recomputing O(T^2).
+Prompts of different lengths are left-padded: the attention mask hides the pads and the position
+of each real token counts from that row's first real token.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minilm.attention import KVCache
+
+
+def apply_repetition_penalty(logits, generated, penalty: float):
+    """CTRL's penalty (Keskar et al. 2019): scores of tokens already present are divided by
+    `penalty` when positive and multiplied by it when negative. logits (B, V), generated (B, T)."""
+    if penalty == 1.0 or generated.numel() == 0:
+        return logits
+    seen = torch.gather(logits, 1, generated)
+    seen = torch.where(seen > 0, seen / penalty, seen * penalty)
+    return logits.scatter(1, generated, seen)
+
+
+def filter_logits(logits, top_k: int | None = None, top_p: float | None = None):
+    """Keep the k most likely tokens (top-k, Fan et al. 2018) and/or the smallest set whose
+    probability reaches p (nucleus, Holtzman et al. 2020); the rest get -inf. logits (B, V)."""
+    if top_k is not None and 0 < top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[:, -1:]  # (B, 1)
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p is not None and 0.0 < top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        cumulative = sorted_logits.softmax(-1).cumsum(-1)
+        drop = cumulative - sorted_logits.softmax(-1) >= top_p  # the mass before a token already reaches p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def next_token(logits, greedy=False, temperature=1.0, top_k=None, top_p=None, generator=None):
+    """One token per row from the last-position logits (B, V) -> (B,)."""
+    if greedy or temperature == 0:
+        return logits.argmax(dim=-1)
+    logits = filter_logits(logits.float() / temperature, top_k, top_p)
+    return torch.multinomial(logits.softmax(-1), 1, generator=generator).squeeze(-1)
+
+
+def left_pad(prompts, pad_id: int):
+    """Lists of ids -> input_ids (B, T) padded on the left, attention_mask (B, T)."""
+    T = max(len(p) for p in prompts)
+    ids = torch.full((len(prompts), T), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompts), T), dtype=torch.long)
+    for i, p in enumerate(prompts):
+        if p:
+            ids[i, T - len(p) :] = torch.as_tensor(p)
+            mask[i, T - len(p) :] = 1
+    return ids, mask
+
+
+@torch.no_grad()
+def generate(
+    model,
+    input_ids,
+    attention_mask=None,
+    max_new_tokens: int = 50,
+    greedy: bool = False,
+    temperature: float = 1.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    repetition_penalty: float = 1.0,
+    eos_id: int | None = None,
+    pad_id: int = 0,
+    decoder_start_id: int | None = None,
+    generator: torch.Generator | None = None,
+    on_step=None,
+):
+    """New tokens (B, N) after the prompts input_ids (B, T), N <= max_new_tokens.
+
+    Decoder: continues each prompt. Encoder-decoder: input_ids are the source; the target starts
+    from `decoder_start_id`. Rows that produced `eos_id` are padded with `pad_id` afterwards;
+    decoding stops when every row has. `on_step(tokens (B,))` is called after each step (streaming).
+    """
+    model.eval()
+    B = input_ids.shape[0]
+    device = input_ids.device
+    if attention_mask is None:
+        attention_mask = torch.ones_like(input_ids)
+    cache = KVCache()
+    encoder_decoder = model.config.arch == "encoder-decoder"
+    if encoder_decoder:
+        memory = model.encode(input_ids, attention_mask)
+        history = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
+        logits = model.decode(history, memory, attention_mask, cache=cache)[:, -1]
+    else:
+        if model.config.pos != "rope" and input_ids.shape[1] + max_new_tokens > model.config.max_seq_len:
+            raise ValueError(
+                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                f"max_seq_len={model.config.max_seq_len}"
+            )
+        history = input_ids
+        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
+        logits = model(input_ids, attention_mask, positions, cache=cache)[:, -1]  # (B, V)
+    new = []
+    done = torch.zeros(B, dtype=torch.bool, device=device)
+    for _ in range(max_new_tokens):
+        logits = apply_repetition_penalty(logits, history, repetition_penalty)
+        token = next_token(logits, greedy, temperature, top_k, top_p, generator)  # (B,)
+        token = torch.where(done, torch.full_like(token, pad_id), token)
+        new.append(token)
+        history = torch.cat([history, token[:, None]], dim=1)
+        if on_step is not None:
+            on_step(token)
+        if eos_id is not None:
+            done |= token == eos_id
+        if bool(done.all()):
+            break
+        if encoder_decoder:
+            logits = model.decode(token[:, None], memory, attention_mask, cache=cache)[:, -1]
+        else:
+            attention_mask = torch.cat([attention_mask, torch.ones_like(token[:, None])], dim=1)
+            positions = positions[:, -1:] + 1  # (B, 1)
+            logits = model(token[:, None], attention_mask, positions, cache=cache)[:, -1]
+    return torch.stack(new, dim=1) if new else torch.zeros((B, 0), dtype=torch.long, device=device)

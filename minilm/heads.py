@@ -1,0 +1,71 @@
+"""Heads: map hidden states (B, T, C) to the logits of a task. Losses live in minilm/objectives.py.
+
+Notation: B batch, T time, C channels, V vocabulary, L labels.
+"""
+
+import torch
+from torch import nn
+
+from minilm.mlp import ACTIVATIONS
+from minilm.norms import make_norm
+
+
+class LMHead(nn.Module):
+    """logits = h E^T: next-token (or masked-token) scores over the vocabulary.
+
+    With `tie_embeddings` the output matrix is the token embedding E itself (Press & Wolf 2017),
+    as in GPT-2; the model ties it by sharing the Parameter.
+    """
+
+    def __init__(self, config, bias: bool = False):
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(config.vocab_size, config.n_embd))  # (V, C)
+        self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if bias else None
+
+    def forward(self, h):  # (B, T, C) -> (B, T, V)
+        return nn.functional.linear(h, self.weight, self.bias)
+
+
+class MLMHead(nn.Module):
+    """BERT's masked-LM head: transform h -> act(W h + b) -> LN, then the tied output layer + bias."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.act = ACTIVATIONS["gelu_tanh" if config.mlp == "gelu_tanh" else "gelu"]
+        self.norm = make_norm(config)
+        self.decoder = LMHead(config, bias=True)
+
+    def forward(self, h):  # (..., C) -> (..., V); called on masked positions alone when training
+        return self.decoder(self.norm(self.act(self.dense(h))))
+
+
+class Pooler(nn.Module):
+    """BERT's pooler: the [CLS] (first) position through a dense layer and tanh -> (B, C)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.dense = nn.Linear(config.n_embd, config.n_embd)
+
+    def forward(self, h):  # (B, T, C) -> (B, C)
+        return torch.tanh(self.dense(h[:, 0]))
+
+
+def last_token(h, attention_mask=None):
+    """The hidden state at each row's last real position (right padding) -> (B, C). GPT's pooling."""
+    if attention_mask is None:
+        return h[:, -1]
+    last = attention_mask.long().sum(dim=1).clamp(min=1) - 1  # (B,)
+    return h[torch.arange(h.shape[0], device=h.device), last]
+
+
+class Classifier(nn.Module):
+    """Dropout and one linear layer: pooled (B, C) -> (B, L), or per token (B, T, C) -> (B, T, L)."""
+
+    def __init__(self, config, n_out: int):
+        super().__init__()
+        self.dropout = nn.Dropout(config.dropout)
+        self.out = nn.Linear(config.n_embd, n_out)
+
+    def forward(self, h):
+        return self.out(self.dropout(h))

@@ -1,0 +1,81 @@
+"""Evaluation metrics, written out (no scikit-learn): accuracy, precision / recall / F1, confusion
+matrix, correlations and perplexity."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+
+def confusion_matrix(gold, pred, n_labels: int) -> np.ndarray:
+    """C[i, j] = how many examples of gold class i were predicted as class j."""
+    matrix = np.zeros((n_labels, n_labels), dtype=np.int64)
+    np.add.at(matrix, (np.asarray(gold, dtype=np.int64), np.asarray(pred, dtype=np.int64)), 1)
+    return matrix
+
+
+def classification_report(gold, pred, labels: list[str]) -> dict:
+    """accuracy, macro and micro precision / recall / F1, per-class F1 and the confusion matrix.
+
+        P_c = TP_c / (TP_c + FP_c),  R_c = TP_c / (TP_c + FN_c),  F1_c = 2 P_c R_c / (P_c + R_c)
+        macro = unweighted mean over the classes that occur in gold or pred; micro pools the counts
+        (for single-label classification micro P = R = F1 = accuracy).
+    """
+    n = len(labels)
+    C = confusion_matrix(gold, pred, n)
+    tp = np.diag(C).astype(float)
+    fp = C.sum(axis=0) - tp
+    fn = C.sum(axis=1) - tp
+    with np.errstate(divide="ignore", invalid="ignore"):
+        precision = np.where(tp + fp > 0, tp / (tp + fp), 0.0)
+        recall = np.where(tp + fn > 0, tp / (tp + fn), 0.0)
+        f1 = np.where(precision + recall > 0, 2 * precision * recall / (precision + recall), 0.0)
+    present = (C.sum(axis=0) + C.sum(axis=1)) > 0
+    micro = tp.sum() / max(1, C.sum())
+    return {
+        "accuracy": float(tp.sum() / max(1, C.sum())),
+        "macro_precision": float(precision[present].mean()) if present.any() else 0.0,
+        "macro_recall": float(recall[present].mean()) if present.any() else 0.0,
+        "macro_f1": float(f1[present].mean()) if present.any() else 0.0,
+        "micro_precision": float(micro),
+        "micro_recall": float(micro),
+        "micro_f1": float(micro),
+        "per_class_f1": {labels[i]: float(f1[i]) for i in range(n) if present[i]},
+        "confusion_matrix": C.tolist(),
+        "n": int(C.sum()),
+    }
+
+
+def pearson(x, y) -> float:
+    """r = cov(x, y) / (std(x) std(y))."""
+    x, y = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
+    x, y = x - x.mean(), y - y.mean()
+    denom = math.sqrt(float((x * x).sum() * (y * y).sum()))
+    return float((x * y).sum() / denom) if denom > 0 else 0.0
+
+
+def _ranks(x) -> np.ndarray:
+    """Ranks 1..n, ties sharing their mean rank."""
+    x = np.asarray(x, dtype=float)
+    order = np.argsort(x, kind="mergesort")
+    ranks = np.empty(len(x))
+    sorted_x = x[order]
+    i = 0
+    while i < len(x):
+        j = i
+        while j + 1 < len(x) and sorted_x[j + 1] == sorted_x[i]:
+            j += 1
+        ranks[order[i : j + 1]] = (i + j) / 2 + 1
+        i = j + 1
+    return ranks
+
+
+def spearman(x, y) -> float:
+    """Pearson correlation of the ranks."""
+    return pearson(_ranks(x), _ranks(y))
+
+
+def perplexity(mean_nll: float) -> float:
+    """exp of the mean negative log-likelihood per token (capped to stay finite)."""
+    return float(math.exp(min(mean_nll, 50.0)))

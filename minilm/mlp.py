@@ -1,0 +1,59 @@
+"""The position-wise feed-forward network, chosen by `ModelConfig.mlp`.
+
+Notation: B batch, T time, C channels (n_embd), F inner size (d_ff).
+"""
+
+import math
+
+import torch.nn.functional as F
+from torch import nn
+
+
+def gelu(x):
+    """GELU (Hendrycks & Gimpel 2016), exact: x * Phi(x) = 0.5 x (1 + erf(x / sqrt 2)). BERT's choice."""
+    return 0.5 * x * (1.0 + (x / math.sqrt(2.0)).erf())
+
+
+def gelu_tanh(x):
+    """GELU, tanh approximation: 0.5 x (1 + tanh(sqrt(2/pi) (x + 0.044715 x^3))). GPT-2's choice."""
+    return 0.5 * x * (1.0 + (math.sqrt(2.0 / math.pi) * (x + 0.044715 * x.pow(3))).tanh())
+
+
+ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": F.relu}
+
+
+class FeedForward(nn.Module):
+    """FFN(x) = W_2 act(W_1 x + b_1) + b_2 (Vaswani et al. 2017, eq. 2, with GELU or ReLU)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.act = ACTIVATIONS[config.mlp]
+        self.fc1 = nn.Linear(config.n_embd, config.ff_size, bias=config.bias)  # W_1
+        self.fc2 = nn.Linear(config.ff_size, config.n_embd, bias=config.bias)  # W_2
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        return self.dropout(self.fc2(self.act(self.fc1(x))))  # (B, T, F) inside
+
+
+class SwiGLU(nn.Module):
+    """FFN_SwiGLU(x) = W_2 (Swish(W_1 x) * (W_3 x)) (Shazeer 2020, "GLU Variants Improve Transformer").
+
+    Like LLaMA, the inner size is 2/3 of d_ff (rounded up to a multiple of 8), so the three
+    matrices hold about as many parameters as the two of the plain FFN.
+    """
+
+    def __init__(self, config):
+        super().__init__()
+        hidden = 8 * math.ceil(2 * config.ff_size / 3 / 8)
+        self.fc1 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_1, the gate
+        self.fc3 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_3, the value
+        self.fc2 = nn.Linear(hidden, config.n_embd, bias=config.bias)  # W_2
+        self.dropout = nn.Dropout(config.dropout)
+
+    def forward(self, x):  # (B, T, C) -> (B, T, C)
+        return self.dropout(self.fc2(F.silu(self.fc1(x)) * self.fc3(x)))
+
+
+def make_mlp(config) -> nn.Module:
+    return SwiGLU(config) if config.mlp == "swiglu" else FeedForward(config)

@@ -1,0 +1,71 @@
+"""Pretraining tasks: what each objective computes from a model and a batch, and how it is evaluated.
+
+`predictions(model, batch, objective)` returns {part: (logits, labels)} for the parts of the
+objective ("mlm" and "nsp" for BERT's, one part for the others). `pretraining_loss` turns them
+into {part: (summed loss, number of targets)}, which the trainer divides; `evaluate_pretraining`
+reports held-out loss, perplexity and accuracies from the same predictions.
+"""
+
+from __future__ import annotations
+
+import torch
+
+from minilm.metrics import perplexity
+from minilm.objectives import IGNORE_INDEX, cross_entropy_sum
+
+OBJECTIVE_ARCH = {"mlm": "encoder", "mlm+nsp": "encoder", "clm": "decoder", "denoise": "encoder-decoder"}
+OBJECTIVE_HEAD = {"mlm": "mlm", "mlm+nsp": "mlm+nsp", "clm": "lm", "denoise": "lm"}
+
+
+def predictions(model, batch, objective: str) -> dict:
+    if objective in ("mlm", "mlm+nsp"):
+        h = model.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))  # (B, T, C)
+        masked = batch["labels"] != IGNORE_INDEX
+        out = {"mlm": (model.mlm(h[masked]), batch["labels"][masked])}  # (N_masked, V): the head at masked positions only
+        if objective == "mlm+nsp":
+            out["nsp"] = (model.nsp_logits(h), batch["nsp_labels"])  # (B, 2)
+        return out
+    if objective == "clm":
+        return {"clm": (model(batch["input_ids"]), batch["labels"])}  # (B, T, V); labels = inputs shifted by one
+    logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"], batch["decoder_attention_mask"])
+    return {"denoise": (logits, batch["labels"])}
+
+
+def pretraining_loss(objective: str):
+    """The trainer's loss_fn for an objective: {part: (sum of losses, count of targets)}."""
+
+    def loss_fn(model, batch):
+        return {part: cross_entropy_sum(logits, labels) for part, (logits, labels) in predictions(model, batch, objective).items()}
+
+    return loss_fn
+
+
+@torch.no_grad()
+def evaluate_pretraining(model, objective: str, val_batches) -> dict:
+    """val_loss (summed over parts, as trained), val_ppl (of the token part: MLM, CLM or denoising),
+    and <part>_accuracy for each part."""
+    sums, counts, hits = {}, {}, {}
+    for batch in val_batches:
+        for part, (logits, labels) in predictions(model, batch, objective).items():
+            total, count = cross_entropy_sum(logits, labels)
+            keep = labels != IGNORE_INDEX
+            sums[part] = sums.get(part, 0.0) + float(total)
+            counts[part] = counts.get(part, 0) + count
+            hits[part] = hits.get(part, 0) + int((logits.argmax(-1)[keep] == labels[keep]).sum())
+    token_part = "mlm" if objective == "mlm+nsp" else objective
+    token_loss = sums[token_part] / max(counts[token_part], 1)
+    metrics = {"val_loss": sum(sums[p] / max(counts[p], 1) for p in sums), "val_ppl": perplexity(token_loss)}
+    if objective == "mlm+nsp":
+        metrics["val_mlm_loss"] = token_loss
+    for part in hits:
+        name = "token" if part in ("clm", "denoise") else part
+        metrics[f"{name}_accuracy"] = hits[part] / max(counts[part], 1)
+    return metrics
+
+
+def unigram_baseline(train_tokens, val_tokens, vocab_size: int) -> float:
+    """Cross-entropy (nats per token) of the add-one unigram distribution of the training tokens on
+    the validation tokens: the loss a model reaches from token frequencies alone."""
+    counts = torch.bincount(torch.as_tensor(train_tokens, dtype=torch.long), minlength=vocab_size).double() + 1.0
+    logp = (counts / counts.sum()).log()
+    return float(-logp[torch.as_tensor(val_tokens, dtype=torch.long)].mean())

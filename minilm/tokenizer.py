@@ -1,0 +1,126 @@
+"""Tokenizers: WordPiece (BERT-style) and byte-level BPE (GPT-style), trained with `tokenizers`.
+
+Special tokens are defined here and nowhere else. A trained tokenizer is saved as
+`tokenizer.json` beside every checkpoint; `Tokenizer.load` reads it back.
+
+    WordPiece  (Wu et al. 2016; BERT):  lower-cased, split on whitespace and punctuation, words
+               broken into '##'-continued pieces; inputs framed as [CLS] A [SEP] (B [SEP]).
+    Byte BPE   (Sennrich et al. 2016; GPT-2): merges over UTF-8 bytes, so no text is ever
+               unknown; no framing (documents are joined with [EOS] by the data pipeline).
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from tokenizers import Tokenizer as HFTokenizer
+from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+
+PAD, UNK, CLS, SEP, MASK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"
+N_SENTINELS = 32  # T5 span-corruption sentinels [X0] .. [X31]
+SENTINELS = [f"[X{i}]" for i in range(N_SENTINELS)]
+SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK, BOS, EOS, *SENTINELS]  # ids 0, 1, 2, ... in a trained vocabulary
+KINDS = ("wordpiece", "bpe")
+
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+class Tokenizer:
+    """A `tokenizers.Tokenizer` with minilm's special-token ids as attributes."""
+
+    def __init__(self, backend: HFTokenizer):
+        self.backend = backend
+        for name, token in [("pad", PAD), ("unk", UNK), ("cls", CLS), ("sep", SEP), ("mask", MASK), ("bos", BOS), ("eos", EOS)]:
+            setattr(self, f"{name}_id", backend.token_to_id(token))
+        self.sentinel_ids = [i for i in (backend.token_to_id(t) for t in SENTINELS) if i is not None]
+        self.special_ids = {i for i in (backend.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None}
+
+    # -- building ----------------------------------------------------------------------------
+    @classmethod
+    def train(cls, texts, kind: str = "wordpiece", vocab_size: int = 8192, min_frequency: int = 2) -> "Tokenizer":
+        """Learn a vocabulary of about `vocab_size` entries from an iterable of strings (the trainers
+        always keep the whole initial alphabet and the special tokens, so a tiny request yields more)."""
+        if kind == "wordpiece":
+            tk = HFTokenizer(models.WordPiece(unk_token=UNK))
+            tk.normalizer = normalizers.BertNormalizer(lowercase=True)
+            tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+            tk.decoder = decoders.WordPiece()
+            trainer = trainers.WordPieceTrainer(
+                vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIAL_TOKENS, show_progress=False
+            )
+        elif kind == "bpe":
+            tk = HFTokenizer(models.BPE())
+            tk.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False)
+            tk.decoder = decoders.ByteLevel()
+            trainer = trainers.BpeTrainer(
+                vocab_size=vocab_size,
+                min_frequency=min_frequency,
+                special_tokens=SPECIAL_TOKENS,
+                initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+                show_progress=False,
+            )
+        else:
+            raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of {', '.join(KINDS)}")
+        tk.train_from_iterator(texts, trainer=trainer)
+        cls._set_framing(tk, kind)
+        return cls(tk)
+
+    @staticmethod
+    def _set_framing(tk: HFTokenizer, kind: str):
+        cls_id, sep_id = tk.token_to_id(CLS), tk.token_to_id(SEP)
+        if kind == "wordpiece":
+            single, pair = f"{CLS} $A {SEP}", f"{CLS} $A:0 {SEP}:0 $B:1 {SEP}:1"
+        else:
+            single, pair = "$A", f"$A:0 {SEP}:0 $B:1"
+        tk.post_processor = processors.TemplateProcessing(
+            single=single, pair=pair, special_tokens=[(CLS, cls_id), (SEP, sep_id)]
+        )
+
+    @classmethod
+    def load(cls, path) -> "Tokenizer":
+        """From a `tokenizer.json` file or a checkpoint directory holding one."""
+        path = Path(path)
+        if path.is_dir():
+            path = path / "tokenizer.json"
+        if not path.is_file():
+            raise FileNotFoundError(f"{path}: no tokenizer file")
+        try:
+            return cls(HFTokenizer.from_file(str(path)))
+        except Exception as e:  # the Rust parser raises plain Exceptions
+            raise ValueError(f"{path}: not a valid tokenizer.json ({e})") from None
+
+    def save(self, path) -> None:
+        from minilm.checkpoint import atomic_write_text
+
+        atomic_write_text(path, self.backend.to_str(pretty=True))
+
+    # -- using ---------------------------------------------------------------------------------
+    @property
+    def vocab_size(self) -> int:
+        return self.backend.get_vocab_size()
+
+    def encode(self, text: str, pair: str | None = None, add_special: bool = True) -> list[int]:
+        return self.backend.encode(text, pair, add_special_tokens=add_special).ids
+
+    def encode_batch(self, texts, pairs=None, max_len: int | None = None, add_special: bool = True):
+        """Token ids and segment ids of many texts (or text pairs), truncated to max_len.
+
+        Returns two lists of lists: ids and segment ids (0 for text A, 1 for text B)."""
+        if max_len is not None:
+            self.backend.enable_truncation(max_len)
+        try:
+            inputs = list(texts) if pairs is None else list(zip(texts, pairs))
+            encodings = self.backend.encode_batch(inputs, add_special_tokens=add_special)
+        finally:
+            self.backend.no_truncation()
+        return [e.ids for e in encodings], [e.type_ids for e in encodings]
+
+    def decode(self, ids, skip_special: bool = True) -> str:
+        return self.backend.decode(list(ids), skip_special_tokens=skip_special)
+
+    def token_to_id(self, token: str):
+        return self.backend.token_to_id(token)
+
+    def id_to_token(self, i: int):
+        return self.backend.id_to_token(i)

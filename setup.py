@@ -1,0 +1,27 @@
+"""minilm: a from-scratch Transformer training framework in pure PyTorch."""
+
+from pathlib import Path
+
+from setuptools import setup
+
+setup(
+    name="minilm",
+    version="0.1.0",
+    description="Readable BERT, GPT and T5-style Transformers, pretrained and fine-tuned from scratch in pure PyTorch",
+    long_description=(Path(__file__).parent / "README.md").read_text(encoding="utf-8"),
+    long_description_content_type="text/markdown",
+    license="MIT",
+    python_requires=">=3.10",
+    packages=["minilm", "minilm.data", "minilm.optim", "kernels"],
+    install_requires=[
+        "torch>=2.4",  # 2.13 is what CI runs
+        "numpy>=1.24",
+        "tokenizers>=0.19",
+        "tqdm>=4.60",
+        "safetensors>=0.4",
+    ],
+    extras_require={
+        # transformers is a test-time reference only: minilm never imports it
+        "dev": ["pytest>=8", "transformers==5.23.0"],
+    },
+)

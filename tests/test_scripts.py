@@ -1,0 +1,258 @@
+"""End to end: train.py -> finetune.py -> infer.py on tiny generated data, in seconds.
+
+The corpus has structure a tiny model can pick up quickly: each document is about one topic and
+its lines reuse that topic's words, so the losses must fall by clear margins.
+"""
+
+import argparse
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+import finetune
+import infer
+import train
+from minilm.checkpoint import from_pretrained
+from minilm.tokenizer import Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+TOPICS = {
+    "animal": "dog cat horse bird fish wolf lion bear deer fox".split(),
+    "tool": "hammer saw drill wrench knife axe chisel file plane vise".split(),
+    "food": "bread cheese apple rice bean soup cake milk egg meat".split(),
+    "place": "city town river hill lake forest valley coast road field".split(),
+}
+TINY = ["--preset", "tiny", "--seq-len", "32", "--vocab-size", "120", "--device", "cpu"]
+
+
+def write_corpus(path: Path, lines_per_doc=40, docs_per_topic=3, seed=0):
+    rng = random.Random(seed)
+    docs = []
+    for topic, words in TOPICS.items():
+        for _ in range(docs_per_topic):
+            docs.append("\n".join(f"a {topic} like the {' '.join(rng.sample(words, 4))} ." for _ in range(lines_per_doc)))
+    rng.shuffle(docs)
+    path.write_text("\n\n".join(docs) + "\n")
+    return path
+
+
+def write_task(path: Path, n, seed, pair=False):
+    rng = random.Random(seed)
+    rows = ["text\tlabel"]
+    for _ in range(n):
+        topic = rng.choice(sorted(TOPICS))
+        rows.append(f"the {' '.join(rng.sample(TOPICS[topic], 3))} here\t{topic}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def metrics(out: Path):
+    return [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()]
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory):
+    return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
+
+
+@pytest.fixture(scope="module")
+def encoder_ckpt(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("enc")
+    train.main(["--data", str(corpus), "--out", str(out), "--max-steps", "60", "--eval-every", "20", "--batch-size", "16",
+                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", *TINY])
+    return out
+
+
+@pytest.fixture(scope="module")
+def decoder_ckpt(tmp_path_factory, corpus):
+    out = tmp_path_factory.mktemp("dec")
+    train.main(["--arch", "decoder", "--objective", "clm", "--data", str(corpus), "--out", str(out), "--max-steps", "60",
+                "--eval-every", "20", "--batch-size", "16", "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", *TINY])
+    return out
+
+
+def test_encoder_mlm_nsp_pretraining_learns(encoder_ckpt):
+    log = metrics(encoder_ckpt)
+    assert [r["step"] for r in log] == [20, 40, 60]
+    assert log[-1]["val_mlm_loss"] < log[0]["val_mlm_loss"] - 0.3, log
+    assert log[-1]["val_mlm_loss"] < 3.5  # ln(120) = 4.8: far below guessing over the vocabulary
+    assert {"train_loss", "val_loss", "val_ppl", "mlm_accuracy", "nsp_accuracy"} <= set(log[-1])
+    for name in ("model.safetensors", "config.json", "tokenizer.json", "checkpoint/training_state.json"):
+        assert (encoder_ckpt / name).is_file(), name
+    model = from_pretrained(encoder_ckpt)
+    assert model.config.head == "mlm+nsp" and model.config.dropout == 0.0
+
+
+def test_decoder_clm_pretraining_learns(decoder_ckpt):
+    log = metrics(decoder_ckpt)
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3, log
+    assert log[-1]["val_ppl"] < 15  # the lines are highly predictable from their topic
+
+
+def test_encoder_decoder_denoising_learns(tmp_path, corpus):
+    train.main(["--arch", "encoder-decoder", "--data", str(corpus), "--out", str(tmp_path), "--max-steps", "40",
+                "--eval-every", "5", "--batch-size", "16", "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", *TINY])
+    log = metrics(tmp_path)
+    assert log[-1]["val_loss"] < log[0]["val_loss"] - 1.0, log
+    assert from_pretrained(tmp_path).config.arch == "encoder-decoder"
+
+
+def test_mismatched_arch_and_objective_is_refused(capsys):
+    with pytest.raises(SystemExit):
+        train.main(["--arch", "decoder", "--objective", "mlm"])
+    assert "--objective mlm trains an encoder, not an decoder" in capsys.readouterr().err
+
+
+def test_missing_corpus_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="nope.txt: no such corpus file"):
+        train.main(["--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"), *TINY])
+
+
+def test_resume_after_sigkill_gives_the_same_weights(tmp_path, corpus):
+    """Kill a run with SIGKILL after its first checkpoints; --resume must end on exactly the
+    weights of an uninterrupted run."""
+    # one tokenizer for both runs: `tokenizers` training is not deterministic across processes
+    # (huggingface/tokenizers#1794), and the point here is the resume, not the tokenizer
+    Tokenizer.train(corpus.read_text().splitlines(), "wordpiece", 120).save(tmp_path / "tokenizer.json")
+    args = ["--data", str(corpus), "--max-steps", "40", "--save-every", "3", "--eval-every", "10", "--batch-size", "8",
+            "--dropout", "0.1", "--val-fraction", "0.1", "--eval-batches", "2", "--tokenizer", str(tmp_path / "tokenizer.json"), *TINY]
+    train.main([*args, "--out", str(tmp_path / "straight")])
+    killed = tmp_path / "killed"
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    proc = subprocess.Popen([sys.executable, str(ROOT / "train.py"), *args, "--out", str(killed)], env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    state = killed / "checkpoint" / "training_state.json"
+    deadline = time.time() + 120
+    while time.time() < deadline and proc.poll() is None:
+        if state.exists() and json.loads(state.read_text())["step"] >= 9:
+            break
+        time.sleep(0.05)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    killed_at = json.loads(state.read_text())["step"]
+    assert 9 <= killed_at < 40, killed_at
+    train.main([*args, "--out", str(killed), "--resume"])
+    a, b = load_file(tmp_path / "straight" / "model.safetensors"), load_file(killed / "model.safetensors")
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+    assert [r["step"] for r in metrics(killed)] == [10, 20, 30, 40]
+
+
+@pytest.fixture(scope="module")
+def task_files(tmp_path_factory):
+    d = tmp_path_factory.mktemp("task")
+    return write_task(d / "train.tsv", 400, 1), write_task(d / "dev.tsv", 80, 2), write_task(d / "test.tsv", 80, 3)
+
+
+def test_finetune_cls_from_scratch(tmp_path, task_files, capsys):
+    tr, dv, te = task_files
+    result = finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--test", str(te), "--out", str(tmp_path),
+                            "--epochs", "4", "--lr", "2e-3", "--batch-size", "16", *TINY])
+    assert result["test"]["accuracy"] >= 0.9
+    saved = json.loads((tmp_path / "metrics.json").read_text())
+    assert set(saved["dev"]) >= {"accuracy", "macro_f1", "confusion_matrix"} and saved["init"] == "scratch"
+    assert saved["labels"] == sorted(TOPICS)
+    assert from_pretrained(tmp_path).config.labels == sorted(TOPICS)
+    out = capsys.readouterr().out
+    assert "dev: accuracy" in out and "test: accuracy" in out
+
+
+def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, capsys):
+    tr, dv, te = task_files
+    result = finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--dev", str(dv), "--test", str(te),
+                            "--out", str(tmp_path), "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--device", "cpu"])
+    out = capsys.readouterr().out
+    assert f"initialised from {encoder_ckpt}" in out
+    assert "new: classifier.out.bias, classifier.out.weight" in out  # the pooler comes from NSP pretraining
+    assert result["test"]["accuracy"] >= 0.9
+
+
+def test_finetune_unknown_dev_label_names_file_and_line(tmp_path, task_files):
+    tr, _, _ = task_files
+    dev = tmp_path / "dev.tsv"
+    dev.write_text("text\tlabel\nthe dog here\tanimal\nthe car here\tvehicle\n")
+    with pytest.raises(SystemExit, match=rf"{dev}:3: label 'vehicle' does not occur in the training data"):
+        finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dev), "--out", str(tmp_path / "o"), *TINY])
+
+
+def test_finetune_missing_column_names_file_line_and_field(tmp_path, task_files):
+    tr, _, _ = task_files
+    with pytest.raises(SystemExit, match=rf"{tr}:2: no field 'sentence'"):
+        finetune.main(["--init", "scratch", "--train", str(tr), "--text-col", "sentence", "--out", str(tmp_path), *TINY])
+
+
+def test_finetune_regression(tmp_path):
+    rng = random.Random(0)
+    rows = ["a,b,score"]
+    for _ in range(300):
+        n = rng.randint(0, 4)
+        rows.append(f"{' '.join(['dog'] * n + ['cat'] * (4 - n))},x,{n / 4:.2f}")
+    (tmp_path / "r.csv").write_text("\n".join(rows) + "\n")
+    result = finetune.main(["--task", "regression", "--init", "scratch", "--train", str(tmp_path / "r.csv"), "--dev", str(tmp_path / "r.csv"),
+                            "--text-col", "a", "--label-col", "score", "--out", str(tmp_path / "o"), "--epochs", "4", "--lr", "2e-3", *TINY])
+    assert result["dev"]["pearson"] > 0.8
+
+
+def test_infer_generate(decoder_ckpt, capsys):
+    infer.main(["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a food like", "--greedy", "--max-new-tokens", "8", "--json"])
+    first = json.loads(capsys.readouterr().out)
+    assert set(first) == {"text", "tokens"} and 1 <= len(first["tokens"]) <= 8
+    infer.main(["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a food like", "--greedy", "--max-new-tokens", "8", "--json"])
+    assert json.loads(capsys.readouterr().out) == first  # greedy is deterministic
+    assert any(w in first["text"] for w in TOPICS["food"]), first  # it learned which words go with "food"
+    infer.main(["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--seed", "1", "--top-k", "5",
+                "--max-new-tokens", "5"])
+    assert len(capsys.readouterr().out.strip().splitlines()) == 2
+    infer.main(["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a place like", "--greedy", "--stream", "--max-new-tokens", "6"])
+    assert capsys.readouterr().out.strip()
+
+
+def test_infer_predict_and_fill_mask(tmp_path, task_files, encoder_ckpt, capsys):
+    tr, dv, _ = task_files
+    finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--out", str(tmp_path), "--epochs", "4",
+                   "--lr", "2e-3", "--batch-size", "16", *TINY])
+    capsys.readouterr()
+    infer.main(["predict", "--ckpt", str(tmp_path), "--json", "the hammer saw drill here", "the bread cheese apple here"])
+    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["label"] for x in lines] == ["tool", "food"]
+    assert all(0.0 < x["probability"] <= 1.0 for x in lines)
+    infer.main(["fill-mask", "--ckpt", str(encoder_ckpt), "--json", "a animal like the dog cat [MASK] bird ."])
+    masks = json.loads(capsys.readouterr().out)["masks"]
+    assert len(masks) == 1 and len(masks[0]) == 5
+
+
+def test_infer_refuses_the_wrong_kind_of_checkpoint(encoder_ckpt):
+    with pytest.raises(SystemExit, match="generate needs a language model"):
+        infer.main(["generate", "--ckpt", str(encoder_ckpt), "--prompt", "x"])
+    with pytest.raises(SystemExit, match="predict needs a cls or regression checkpoint"):
+        infer.main(["predict", "--ckpt", str(encoder_ckpt), "x"])
+    with pytest.raises(SystemExit, match="no such checkpoint directory"):
+        infer.main(["predict", "--ckpt", "/nonexistent/ckpt", "x"])
+
+
+def all_actions(parser):
+    for action in parser._actions:
+        yield parser, action
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in action.choices.values():
+                yield from all_actions(sub)
+
+
+@pytest.mark.parametrize("script", [train, finetune, infer])
+def test_help_explains_every_flag(script):
+    parser = script.build_parser()
+    undocumented = [(p.prog, a.dest) for p, a in all_actions(parser) if not a.help and not isinstance(a, argparse._SubParsersAction)]
+    assert undocumented == []
+    assert "python " in parser.format_help()  # the runnable examples of the docstring
+    out = subprocess.run([sys.executable, script.__file__, "--help"], capture_output=True, text=True, check=True).stdout
+    assert out.startswith("usage:")

@@ -1,0 +1,153 @@
+"""Pretrain a minilm model: MLM (+NSP) for an encoder, causal LM for a decoder, span corruption
+for an encoder-decoder.
+
+    python train.py                                         # BERT-like encoder, MLM + NSP, WordNet corpus
+    python train.py --arch decoder --objective clm          # GPT-like decoder
+    python train.py --arch encoder-decoder --objective denoise
+    python train.py --data my_corpus.txt --max-steps 200 --preset tiny --out runs/try
+    python train.py --resume                                # continue a killed run
+
+The corpus is a text file (.txt or .txt.gz: one passage per line, documents separated by blank
+lines), a folder of them, or JSONL with a "text" field. A tokenizer (WordPiece for the encoder,
+byte-level BPE otherwise) is trained on it unless --tokenizer names one. The model, its config
+and tokenizer land in --out (default runs/pretrain-<arch>), with metrics.jsonl and a resumable
+checkpoint/.
+"""
+
+import argparse
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from minilm.cli import add_model_args, add_train_args, check_positive, model_overrides, pick_device, seed_everything
+from minilm.config import from_preset
+from minilm.data.corpus import read_documents
+from minilm.data.pretrain import OBJECTIVES, PretrainBatches, TokenizedCorpus
+from minilm.metrics import perplexity
+from minilm.models import build_model
+from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, pretraining_loss, unigram_baseline
+from minilm.tokenizer import Tokenizer
+from minilm.trainer import TrainArgs, Trainer, TrainingDiverged
+
+ROOT = Path(__file__).resolve().parent
+DEFAULT_DATA = ROOT / "data" / "wordnet" / "corpus.txt.gz"
+DEFAULT_OBJECTIVE = {"encoder": "mlm+nsp", "decoder": "clm", "encoder-decoder": "denoise"}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--arch", choices=list(DEFAULT_OBJECTIVE), help="model family (default: from --objective, else encoder)")
+    p.add_argument("--objective", choices=OBJECTIVES, help="pretraining objective (default: the family's own)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus file or folder (default: the WordNet corpus shipped in data/wordnet)")
+    p.add_argument("--tokenizer", help="an existing tokenizer.json (or checkpoint directory) instead of training one")
+    p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size of a newly trained tokenizer (default: %(default)s)")
+    p.add_argument("--val-fraction", type=float, default=0.02, help="share of the corpus lines held out for evaluation (default: %(default)s)")
+    p.add_argument("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: %(default)s)")
+    add_model_args(p)
+    add_train_args(p, lr=1e-3, batch_size=32, seq_len=128)
+    return p
+
+
+def parse_args(argv=None):
+    p = build_parser()
+    args = p.parse_args(argv)
+    if args.arch is None:
+        args.arch = OBJECTIVE_ARCH[args.objective] if args.objective else "encoder"
+    if args.objective is None:
+        args.objective = DEFAULT_OBJECTIVE[args.arch]
+    if OBJECTIVE_ARCH[args.objective] != args.arch:
+        p.error(f"--objective {args.objective} trains an {OBJECTIVE_ARCH[args.objective]}, not an {args.arch}")
+    check_positive(p, args, "max_steps", "batch_size", "seq_len", "lr", "eval_every", "save_every", "vocab_size", "eval_batches")
+    if not 0 < args.val_fraction < 0.5:
+        p.error(f"--val-fraction must lie in (0, 0.5), got {args.val_fraction}")
+    args.out = args.out or str(ROOT / "runs" / f"pretrain-{args.arch}")
+    args.max_steps = args.max_steps or 1500
+    args.eval_every = args.eval_every or max(1, args.max_steps // 10)
+    args.warmup = args.warmup if args.warmup is not None else max(1, args.max_steps * 6 // 100)
+    return args
+
+
+def split_documents(docs, fraction: float, seed: int, block: int = 8):
+    """Hold out a seeded `fraction` of each document, in blocks of `block` consecutive lines; each
+    held-out block becomes a validation document (so NSP pairs exist within it)."""
+    rng = np.random.default_rng(seed)
+    blocks = [(d, doc[i : i + block]) for d, doc in enumerate(docs) for i in range(0, len(doc), block)]
+    held = rng.random(len(blocks)) < fraction
+    if not held.any():
+        held[rng.integers(len(blocks))] = True
+    train = [[] for _ in docs]
+    for (d, lines), h in zip(blocks, held):
+        if not h:
+            train[d].extend(lines)
+    val = [lines for (d, lines), h in zip(blocks, held) if h]
+    return [d for d in train if d], val
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    seed_everything(args.seed)
+    device = pick_device(args.device)
+    out = Path(args.out)
+
+    # -- data ----------------------------------------------------------------------------------------
+    docs = read_documents(args.data)
+    train_docs, val_docs = split_documents(docs, args.val_fraction, args.seed)
+    n_lines = sum(map(len, docs))
+    print(f"corpus {args.data}: {len(docs):,} documents, {n_lines:,} lines; {sum(map(len, val_docs)):,} lines held out")
+    if args.tokenizer:
+        tokenizer = Tokenizer.load(args.tokenizer)
+    elif args.resume and (out / "checkpoint" / "tokenizer.json").exists():
+        tokenizer = Tokenizer.load(out / "checkpoint")
+    else:
+        kind = "wordpiece" if args.arch == "encoder" else "bpe"
+        print(f"training a {kind} tokenizer of {args.vocab_size:,} entries ...")
+        tokenizer = Tokenizer.train((line for doc in train_docs for line in doc), kind=kind, vocab_size=args.vocab_size)
+    train_corpus = TokenizedCorpus(train_docs, tokenizer, desc="tokenizing train")
+    val_corpus = TokenizedCorpus(val_docs, tokenizer, desc="tokenizing val")
+    print(f"tokens: {len(train_corpus.tokens):,} train, {len(val_corpus.tokens):,} val (vocabulary {tokenizer.vocab_size:,})")
+    train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size, args.seed)
+    val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size, seed=args.seed + 10_000)
+    val_batches = [{k: v.to(device) for k, v in val_source.batch(i).items()} for i in range(args.eval_batches)]
+    baseline = unigram_baseline(train_corpus.tokens, val_corpus.tokens, tokenizer.vocab_size)
+    print(f"unigram baseline on val: {baseline:.3f} nats/token (perplexity {perplexity(baseline):.1f})")
+
+    # -- model ---------------------------------------------------------------------------------------
+    # no dropout by default: short pretraining runs underfit, and dropout only slows them
+    # (Geiping & Goldstein 2022, "Cramming"); --dropout 0.1 restores BERT's setting
+    overrides = {"dropout": 0.0, "attn_dropout": 0.0, **{k: v for k, v in model_overrides(args).items() if v is not None}}
+    config = from_preset(
+        args.preset, arch=args.arch, head=OBJECTIVE_HEAD[args.objective], vocab_size=tokenizer.vocab_size,
+        max_seq_len=max(args.seq_len, 8), **overrides
+    )
+    model = build_model(config).to(device)
+    print(f"model: {args.arch} ({args.preset}), {model.num_parameters():,} parameters, objective {args.objective}, device {device}")
+    if args.compile:
+        from kernels import compile_blocks
+
+        compile_blocks(model)
+
+    # -- loop ----------------------------------------------------------------------------------------
+    train_args = TrainArgs(
+        out=args.out, max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
+        grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, dtype=args.dtype,
+        resume=args.resume, metric="val_loss", mode="min", extra=vars(args),
+    )
+    trainer = Trainer(
+        model, tokenizer, train_data, pretraining_loss(args.objective),
+        lambda m: evaluate_pretraining(m, args.objective, val_batches), train_args, device=device,
+    )
+    try:
+        result = trainer.fit()
+    except TrainingDiverged as e:
+        sys.exit(f"error: {e}")
+    final = result["last_eval"]
+    if final:
+        summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
+        print(f"done in {result['seconds']:.0f}s at step {result['step']}: {summary} (unigram baseline perplexity {perplexity(baseline):.1f})")
+    print(f"saved {out}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
