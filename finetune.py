@@ -42,11 +42,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default="text", help="column of the text (default: %(default)s)")
     p.add_argument("--text-pair-col", help="column of the second text of a pair (none by default)")
     p.add_argument("--label-col", default="label", help="column of the label or value (default: %(default)s)")
-    p.add_argument("--epochs", type=float, default=3, help="passes over the training data (default: %(default)s)")
+    p.add_argument("--epochs", type=float, default=2, help="passes over the training data (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
-    add_train_args(p, lr=1e-4, batch_size=32, seq_len=64)
+    add_train_args(p, lr=None, batch_size=32, seq_len=64)
     return p
 
 
@@ -126,6 +126,8 @@ def main(argv=None):
                               attn_dropout=changes.get("attn_dropout", 0.1), **{k: v for k, v in changes.items() if k == "attn_impl"})
         if args.seq_len > config.max_seq_len and config.pos != "rope":
             args.seq_len = config.max_seq_len
+    if args.lr is None:  # a fresh network takes larger steps than one that starts from pretrained weights
+        args.lr = 5e-4 if init_path is None else 2e-4
     try:
         model, new = init_model(config, init_path)
     except ValueError as e:
@@ -159,7 +161,7 @@ def main(argv=None):
         patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
         dtype=args.dtype, resume=args.resume, extra=vars(args),
     )
-    print(f"{max_steps:,} steps of batch {args.batch_size} ({max_steps / train_data.steps_per_epoch:.2f} epochs)")
+    print(f"{max_steps:,} steps of batch {args.batch_size} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
     trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), evaluate, train_args, device=device)
     try:
         trainer.fit()

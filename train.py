@@ -45,7 +45,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--val-fraction", type=float, default=0.02, help="share of the corpus lines held out for evaluation (default: %(default)s)")
     p.add_argument("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: %(default)s)")
     add_model_args(p)
-    add_train_args(p, lr=1e-3, batch_size=32, seq_len=128)
+    add_train_args(p, lr=1e-3, batch_size=64, seq_len=64)
     return p
 
 
@@ -62,7 +62,7 @@ def parse_args(argv=None):
     if not 0 < args.val_fraction < 0.5:
         p.error(f"--val-fraction must lie in (0, 0.5), got {args.val_fraction}")
     args.out = args.out or str(ROOT / "runs" / f"pretrain-{args.arch}")
-    args.max_steps = args.max_steps or 1500
+    args.max_steps = args.max_steps or 300  # about 5 minutes of the mini preset on 2 CPU cores
     args.eval_every = args.eval_every or max(1, args.max_steps // 10)
     args.warmup = args.warmup if args.warmup is not None else max(1, args.max_steps * 6 // 100)
     return args

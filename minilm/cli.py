@@ -39,7 +39,7 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
     g.add_argument("--max-steps", type=int, help="number of optimizer steps")
     g.add_argument("--batch-size", type=int, default=batch_size, help="examples per step (default: %(default)s)")
     g.add_argument("--seq-len", type=int, default=seq_len, help="maximum tokens per example (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=lr, help="peak learning rate of AdamW (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate of AdamW (default: %s)" % (lr or "5e-4 from scratch, 2e-4 from a checkpoint"))
     g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay (default: %(default)s)")
     g.add_argument("--warmup", type=int, help="linear warmup steps (default: 6%% of max steps)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (0: off; default: %(default)s)")

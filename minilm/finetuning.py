@@ -68,11 +68,15 @@ def task_loss(task: str):
 def predict(model, data, device="cpu") -> np.ndarray:
     """Logits (N, L) for classification, values (N,) for regression, in the data's order."""
     model.eval()
-    outs = []
-    for batch in data.batches():
+    outs, order = [], []
+    for index, batch in data.by_length():
         batch = {k: v.to(device) for k, v in batch.items()}
         outs.append(forward_task(model, batch).float().cpu())
-    return torch.cat(outs).numpy()
+        order.extend(index)
+    out = torch.cat(outs)
+    restored = torch.empty_like(out)
+    restored[torch.as_tensor(order)] = out  # back to the data's order
+    return restored.numpy()
 
 
 def evaluate_task(task: str, model, data, labels: list[str] | None = None, device="cpu") -> dict:

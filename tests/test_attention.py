@@ -89,3 +89,26 @@ def test_attention_bias_blocks_future_and_padding():
     assert allowed.tolist() == [[True, False, False], [True, True, False], [True, True, False]]
     # with 2 cached positions, the single new query sees all 3 keys
     assert (attention_bias(None, 1, 3, True, torch.float32, "cpu") == 0).all()
+
+
+def test_fused_norms_and_activations_equal_their_written_out_equations():
+    from minilm.mlp import gelu, gelu_reference, gelu_tanh, gelu_tanh_reference
+    from minilm.norms import LayerNorm, RMSNorm, layer_norm_reference, rms_norm_reference
+
+    torch.manual_seed(0)
+    x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)
+    ln, rms = LayerNorm(16).double(), RMSNorm(16).double()
+    with torch.no_grad():
+        for p in (*ln.parameters(), *rms.parameters()):
+            p.add_(torch.randn_like(p))
+    pairs = [
+        (gelu, gelu_reference), (gelu_tanh, gelu_tanh_reference),
+        (ln, lambda t: layer_norm_reference(t, ln.weight, ln.bias, ln.eps)),
+        (rms, lambda t: rms_norm_reference(t, rms.weight, rms.eps)),
+    ]
+    for fused, reference in pairs:
+        torch.testing.assert_close(fused(x), reference(x))
+        g_fused = torch.autograd.grad(fused(x).pow(2).sum(), x)[0]
+        g_ref = torch.autograd.grad(reference(x).pow(2).sum(), x)[0]
+        torch.testing.assert_close(g_fused, g_ref)
+        assert torch.autograd.gradcheck(reference, (x,))

@@ -290,3 +290,15 @@ def test_classification_batches_in_file_order(tokenizer):
     assert [[t for t in r if t != tokenizer.pad_id] for r in rows] == tokenizer.encode_batch([e.text for e in ex])[0]
     assert all("labels" not in b for b in unlabelled.batches())
     assert all((b["segment_ids"] == 0).all() for b in unlabelled.batches())
+
+
+def test_by_length_covers_every_example_once_shortest_first(tokenizer):
+    ex = examples(11)
+    data = ClassificationData(ex, tokenizer, list(range(11)), max_len=16, batch_size=4)
+    seen, lengths = [], []
+    for index, batch in data.by_length():
+        seen += index
+        assert batch["labels"].tolist() == list(index)
+        lengths += batch["attention_mask"].sum(1).tolist()
+    assert sorted(seen) == list(range(11))
+    assert lengths == sorted(lengths)

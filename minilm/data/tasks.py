@@ -121,13 +121,16 @@ class ClassificationData:
         self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
         self.labels = labels
         self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
+        self._epoch_cache = {}
 
     def __len__(self):
         return len(self.ids)
 
     @property
     def steps_per_epoch(self) -> int:
-        return max(1, len(self.ids) // self.batch_size)  # the last partial batch is dropped when training
+        """Full batches per epoch (partial batches are dropped when training); at least one."""
+        full = sum(min(self.batch_size * 50, len(self.ids) - s) // self.batch_size for s in range(0, len(self.ids), self.batch_size * 50))
+        return max(1, full)
 
     def _collate(self, index) -> dict:
         input_ids = pad([self.ids[i] for i in index], self.pad_id)
@@ -140,11 +143,37 @@ class ClassificationData:
             out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
         return out
 
+    def epoch_batches(self, epoch: int) -> list:
+        """The batches of one epoch: a permutation seeded with (seed, epoch), cut into pools of
+        50 batches, each pool sorted by length so a batch holds texts of similar length (little
+        padding), and the batches shuffled again. Deterministic in (seed, epoch)."""
+        if epoch in self._epoch_cache:
+            return self._epoch_cache[epoch]
+        rng = np.random.default_rng([self.seed, epoch])
+        order = rng.permutation(len(self.ids))
+        pool = 50 * self.batch_size
+        batches = []
+        for start in range(0, len(order), pool):
+            chunk = sorted(order[start : start + pool], key=lambda i: len(self.ids[i]))
+            batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
+        batches = [b for b in batches if len(b) == self.batch_size] or [list(order)]  # drop partial batches
+        batches = [batches[i] for i in rng.permutation(len(batches))]
+        self._epoch_cache = {epoch: batches}
+        return batches
+
     def batch(self, step: int) -> dict:
-        """Training batch `step`: epochs of a fresh permutation seeded with (seed, epoch)."""
+        """Training batch `step` (epoch step // steps_per_epoch)."""
         epoch, k = divmod(step, self.steps_per_epoch)
-        order = np.random.default_rng([self.seed, epoch]).permutation(len(self.ids))
-        return self._collate(order[k * self.batch_size : (k + 1) * self.batch_size])
+        return self._collate(self.epoch_batches(epoch)[k])
+
+    def by_length(self, batch_size: int | None = None):
+        """Every example once as (indices, batch), shortest first: the fastest order to predict in,
+        since each batch is padded only to its own longest row."""
+        size = batch_size or self.batch_size
+        order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
+        for start in range(0, len(order), size):
+            index = order[start : start + size]
+            yield index, self._collate(index)
 
     def batches(self, batch_size: int | None = None):
         """Every example once, in file order (for evaluation and prediction)."""
