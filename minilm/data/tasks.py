@@ -129,8 +129,7 @@ class ClassificationData:
     @property
     def steps_per_epoch(self) -> int:
         """Full batches per epoch (partial batches are dropped when training); at least one."""
-        full = sum(min(self.batch_size * 50, len(self.ids) - s) // self.batch_size for s in range(0, len(self.ids), self.batch_size * 50))
-        return max(1, full)
+        return max(1, len(self.ids) // self.batch_size)
 
     def _collate(self, index) -> dict:
         input_ids = pad([self.ids[i] for i in index], self.pad_id)
@@ -143,20 +142,29 @@ class ClassificationData:
             out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
         return out
 
+    POOL = 50  # batches per length-sorted pool
+    MIN_POOLS = 10  # group by length only when an epoch holds at least this many pools
+
     def epoch_batches(self, epoch: int) -> list:
         """The batches of one epoch: a permutation seeded with (seed, epoch), cut into pools of
         50 batches, each pool sorted by length so a batch holds texts of similar length (little
-        padding), and the batches shuffled again. Deterministic in (seed, epoch)."""
+        padding), and the batches shuffled again. Deterministic in (seed, epoch).
+
+        Small data sets (fewer than 10 pools) are only shuffled: with few pools, length-sorted
+        batches would correlate with whatever the length correlates with, labels included."""
         if epoch in self._epoch_cache:
             return self._epoch_cache[epoch]
         rng = np.random.default_rng([self.seed, epoch])
         order = rng.permutation(len(self.ids))
-        pool = 50 * self.batch_size
+        pool = self.POOL * self.batch_size
+        if len(order) < self.MIN_POOLS * pool:
+            pool = self.batch_size  # no sorting: plain shuffled batches
         batches = []
         for start in range(0, len(order), pool):
             chunk = sorted(order[start : start + pool], key=lambda i: len(self.ids[i]))
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         batches = [b for b in batches if len(b) == self.batch_size] or [list(order)]  # drop partial batches
+        batches = batches[: self.steps_per_epoch]
         batches = [batches[i] for i in rng.permutation(len(batches))]
         self._epoch_cache = {epoch: batches}
         return batches
