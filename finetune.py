@@ -108,7 +108,8 @@ def main(argv=None):
     head = TASK_HEADS[args.task]
     n_labels = len(labels) if args.task == "cls" else 0
     if init == "scratch":
-        tokenizer = Tokenizer.train((e.text for e in train_examples), kind="wordpiece", vocab_size=args.vocab_size)
+        texts = (t for e in train_examples for t in (e.text, e.pair) if t is not None)
+        tokenizer = Tokenizer.train(texts, kind="wordpiece", vocab_size=args.vocab_size)
         config = from_preset(
             args.preset, arch="encoder", head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
             max_seq_len=args.seq_len, **model_overrides(args)
@@ -121,9 +122,15 @@ def main(argv=None):
             base = ModelConfig.load(init_path / "config.json")
         except (ValueError, FileNotFoundError) as e:
             sys.exit(f"error: --init {init}: {e}")
-        changes = {k: v for k, v in model_overrides(args).items() if k in ("dropout", "attn_dropout", "attn_impl") and v is not None}
-        config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=changes.get("dropout", 0.1),
-                              attn_dropout=changes.get("attn_dropout", 0.1), **{k: v for k, v in changes.items() if k == "attn_impl"})
+        shape_flags = [k for k in ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp") if getattr(args, k) is not None]
+        if shape_flags:
+            sys.exit(f"error: --{shape_flags[0].replace('_', '-')} changes the architecture; it applies to --init scratch only")
+        dropout = args.dropout if args.dropout is not None else 0.1
+        try:
+            config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
+                                  attn_impl=args.attn_impl or base.attn_impl)
+        except ValueError as e:
+            sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
         if args.seq_len > config.max_seq_len and config.pos != "rope":
             args.seq_len = config.max_seq_len
     if args.lr is None:  # a fresh network takes larger steps than one that starts from pretrained weights

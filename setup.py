@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["minilm", "minilm.data", "minilm.optim", "kernels"],
+    packages=["minilm", "minilm.data", "minilm.interop", "minilm.optim", "kernels"],
     install_requires=[
         "torch>=2.4",  # 2.13 is what CI runs
         "numpy>=1.24",

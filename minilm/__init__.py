@@ -4,6 +4,9 @@
     model = minilm.from_pretrained("runs/finetune-cls")     # a checkpoint directory
     tokenizer = minilm.Tokenizer.load("runs/finetune-cls")
     logits = model(input_ids)                                # the logits of the model's head
+
+`from_pretrained` and `Tokenizer.load` also read Hugging Face checkpoint directories of BERT,
+GPT-2 and BART (minilm/interop); `python -m minilm.convert` converts either way.
 """
 
 from minilm.checkpoint import from_pretrained, save_pretrained

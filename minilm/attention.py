@@ -79,7 +79,7 @@ def math_attention(q, k, v, bias, dropout_p: float, training: bool):
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
     if bias is not None:
         att = att + bias
-    att = F.softmax(att.float(), dim=-1).to(q.dtype)
+    att = F.softmax(att, dim=-1, dtype=torch.promote_types(att.dtype, torch.float32)).to(q.dtype)  # fp16/bf16 upcast, fp64 kept
     att = F.dropout(att, p=dropout_p, training=training)
     return att @ v  # (B, nh, T, hs)
 

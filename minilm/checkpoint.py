@@ -9,6 +9,9 @@
 Nothing is ever unpickled: tensors travel as safetensors, everything else as JSON. A file is
 written to a temporary name and renamed into place; a whole checkpoint directory is written
 beside the old one and swapped in, so a crash at any moment leaves a complete checkpoint.
+
+A Hugging Face checkpoint directory (its config.json names a "model_type") loads too:
+`from_pretrained` and `load_weights` hand it to minilm/interop, which maps its names.
 """
 
 from __future__ import annotations
@@ -21,7 +24,7 @@ from pathlib import Path
 
 import torch
 from safetensors import SafetensorError
-from safetensors.torch import load_file, load_model, save_file, save_model
+from safetensors.torch import load_file, load_model, save_file
 
 from minilm.config import ModelConfig
 from minilm.models import build_model
@@ -99,13 +102,44 @@ def load_state(directory) -> dict:
     return _join_tensors(skeleton, load_file(directory / STATE_TENSORS))
 
 
+def write_directory(directory, fill) -> None:
+    """Write a whole directory atomically: `fill(tmp)` writes into a temporary sibling, which then
+    takes the directory's place (the old one moved aside to .<name>.old until the swap is done)."""
+    directory = Path(directory)
+    tmp = directory.with_name(f".{directory.name}.tmp")
+    old = directory.with_name(f".{directory.name}.old")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    fill(tmp)
+    if directory.exists():
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(directory, old)
+    os.replace(tmp, directory)
+    shutil.rmtree(old, ignore_errors=True)
+
+
 # -- model checkpoints ---------------------------------------------------------------------------
+def unwrap(model):
+    """The module itself, never a torch.compile or DDP wrapper around it."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+def owned_tensors(model) -> dict:
+    """Every weight once, under the name of the module that owns it: a tied LM head's matrix is
+    stored as the token embedding it shares (`transformer.embed.token.weight`), not under the
+    alphabetically first of its names, so any reader of the file finds the embedding."""
+    persistent = model.state_dict().keys()
+    tensors = dict(model.named_parameters())  # shared parameters once, under their first (owning) name
+    tensors.update((n, b) for n, b in model.named_buffers() if n in persistent)
+    return {n: t.detach().contiguous() for n, t in tensors.items()}
+
+
 def save_pretrained(directory, model, tokenizer: Tokenizer | None = None) -> None:
     """Write model.safetensors, config.json (and tokenizer.json), each file atomically."""
     directory = Path(directory)
-    model = getattr(model, "_orig_mod", model)  # never a torch.compile wrapper
-    model = getattr(model, "module", model)  # never a DDP wrapper
-    _atomic(directory / MODEL_FILE, lambda tmp: save_model(model, tmp))
+    model = unwrap(model)
+    _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model), tmp))
     model.config.save(directory / CONFIG_FILE)
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)
@@ -113,18 +147,13 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None) -> Non
 
 def save_checkpoint(directory, model, tokenizer=None, state: dict | None = None) -> None:
     """A complete resumable checkpoint directory, swapped in whole: never half written."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    save_pretrained(tmp, model, tokenizer)
-    if state is not None:
-        save_state(tmp, state)
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
+
+    def fill(tmp):
+        save_pretrained(tmp, model, tokenizer)
+        if state is not None:
+            save_state(tmp, state)
+
+    write_directory(directory, fill)
 
 
 def resolve_checkpoint(directory) -> Path:
@@ -137,7 +166,8 @@ def resolve_checkpoint(directory) -> Path:
 
 
 def from_pretrained(path, **config_changes):
-    """Rebuild a model from a checkpoint directory (config.json + model.safetensors).
+    """Rebuild a model from a checkpoint directory (config.json + model.safetensors), minilm's or
+    a Hugging Face one (BERT, GPT-2, BART; see minilm/interop).
 
     `config_changes` override config fields that do not change the weights' shapes
     (for example `attn_impl="math"` or `dropout=0.0`). The model is returned in eval mode.
@@ -145,6 +175,10 @@ def from_pretrained(path, **config_changes):
     path = resolve_checkpoint(path)
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: no such checkpoint directory")
+    from minilm import interop
+
+    if interop.is_hf_checkpoint(path):
+        return interop.load_hf_model(path, **config_changes)
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not a minilm checkpoint (missing {name})")
@@ -157,3 +191,13 @@ def from_pretrained(path, **config_changes):
     except (RuntimeError, SafetensorError) as e:
         raise ValueError(f"{path / MODEL_FILE}: weights do not fit {path / CONFIG_FILE}: {e}") from None
     return model.eval()
+
+
+def load_weights(path) -> dict:
+    """The tensors of a checkpoint directory under minilm's names (a Hugging Face one's mapped)."""
+    path = resolve_checkpoint(path)
+    from minilm import interop
+
+    if interop.is_hf_checkpoint(path):
+        return interop.load_hf_state(path)[1]
+    return from_pretrained(path).state_dict()  # every name of a tied tensor, as the model has them

@@ -56,6 +56,8 @@ class ModelConfig:
     max_seq_len: int = 128
     pos: str = "learned"
     n_segment: int = 0  # size of the segment (token-type) vocabulary; 0 = no segment embedding
+    pos_offset: int = 0  # learned position p is row p + pos_offset of the table (BART keeps rows 0, 1 unused: 2)
+    scale_embedding: bool = False  # token embeddings times sqrt(n_embd) (Vaswani et al. 2017, 3.4; mBART)
     norm: str = "layernorm"
     norm_position: str = "pre"
     embed_norm: bool = False  # a norm right after the embedding sum (BERT, BART)
@@ -67,6 +69,7 @@ class ModelConfig:
     attn_dropout: float = 0.1
     rope_theta: float = 10000.0
     tie_embeddings: bool = True
+    lm_head_bias: bool = False  # a bias on the "lm" head's vocabulary scores (BART's final_logits_bias)
     init_std: float = 0.02
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
@@ -99,6 +102,12 @@ class ModelConfig:
             raise ValueError("ModelConfig: dropout and attn_dropout must lie in [0, 1)")
         if self.n_segment < 0:
             raise ValueError(f"ModelConfig.n_segment={self.n_segment}: must be >= 0")
+        if self.pos_offset < 0:
+            raise ValueError(f"ModelConfig.pos_offset={self.pos_offset}: must be >= 0")
+        if self.pos_offset and self.pos != "learned":
+            raise ValueError(f"ModelConfig.pos_offset={self.pos_offset}: applies to pos='learned' only, not {self.pos!r}")
+        if self.lm_head_bias and self.head != "lm":
+            raise ValueError(f"ModelConfig.lm_head_bias: applies to the 'lm' head only, not {self.head!r}")
         if self.head == "mlm+nsp" and self.n_segment < 2:
             raise ValueError("ModelConfig: the mlm+nsp head needs n_segment >= 2 (segments A and B)")
         if self.head in LABELLED_HEADS and self.n_labels < 1:
@@ -151,6 +160,10 @@ class ModelConfig:
             raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object of config fields")
+        from minilm import interop
+
+        if interop.is_hf_config(data):  # a Hugging Face config.json: its fields mapped by minilm/interop
+            return interop.config_from_hf(data, source=str(path))
         return cls.from_dict(data, source=str(path))
 
 

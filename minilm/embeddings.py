@@ -4,6 +4,9 @@ Notation: B batch, T time, C channels (n_embd), nh heads, hs head size.
 
     h_0 = E_tok[x_t] + E_pos[p_t] + E_seg[s_t]          (BERT, Devlin et al. 2019, fig. 2)
 
+`scale_embedding` multiplies E_tok[x_t] by sqrt(C), as Vaswani et al. 2017 (section 3.4) do;
+`pos_offset` reads the learned E_pos from row p_t + pos_offset (BART's table starts at row 2).
+
 With `pos="rope"` no position vector is added here: rotary embeddings rotate the queries and
 keys inside attention instead (`Rotary` below, used by minilm/attention.py).
 """
@@ -38,18 +41,21 @@ class Embeddings(nn.Module):
         self.token = nn.Embedding(config.vocab_size, config.n_embd)  # E_tok
         self.position = None
         if config.pos == "learned":
-            self.position = nn.Embedding(config.max_seq_len, config.n_embd)  # E_pos
+            self.position = nn.Embedding(config.pos_offset + config.max_seq_len, config.n_embd)  # E_pos
         elif config.pos == "sinusoidal":
             self.register_buffer("sinusoid", sinusoidal_table(config.max_seq_len, config.n_embd), persistent=False)
         self.segment = nn.Embedding(config.n_segment, config.n_embd) if config.n_segment > 0 else None  # E_seg
         self.norm = make_norm(config) if config.embed_norm else None
+        self.scale = math.sqrt(config.n_embd) if config.scale_embedding else None
         self.dropout = nn.Dropout(config.dropout)
 
     def forward(self, input_ids, position_ids, segment_ids=None):
         """input_ids (B, T), position_ids (B, T) or (T,), segment_ids (B, T) -> (B, T, C)."""
         x = self.token(input_ids)
+        if self.scale is not None:
+            x = x * self.scale
         if self.position is not None:
-            x = x + self.position(position_ids)
+            x = x + self.position(position_ids + self.config.pos_offset)
         elif self.config.pos == "sinusoidal":
             x = x + self.sinusoid[position_ids].to(x.dtype)
         if self.segment is not None:

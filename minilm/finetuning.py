@@ -14,9 +14,8 @@ from pathlib import Path
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_file
 
-from minilm.checkpoint import MODEL_FILE, resolve_checkpoint
+from minilm.checkpoint import load_weights
 from minilm.config import ModelConfig
 from minilm.metrics import classification_report, pearson, spearman
 from minilm.models import build_model
@@ -26,11 +25,12 @@ TASK_HEADS = {"cls": "cls", "regression": "regression"}
 
 def init_model(config: ModelConfig, init: str | Path | None):
     """A model for `config`; with `init`, every tensor of that checkpoint whose name and shape fit
-    is copied in (the backbone, and the pooler where it exists). Returns (model, new tensor names)."""
+    is copied in (the backbone, and the pooler where it exists). `init` may be a Hugging Face
+    checkpoint directory (BERT, GPT-2, BART): its names are mapped first. Returns (model, new tensor names)."""
     model = build_model(config)
     if init is None:
         return model, sorted(model.state_dict())
-    weights = load_file(resolve_checkpoint(init) / MODEL_FILE)
+    weights = load_weights(init)
     own = model.state_dict()
     fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
     if not any(k.startswith(("transformer.", "encoder.")) for k in fitting):

@@ -107,7 +107,7 @@ class Decoder(Model):
         self.config = config
         self.transformer = Transformer(config, config.n_layer, causal=True)
         if config.head == "lm":
-            self.lm_head = LMHead(config)
+            self.lm_head = LMHead(config, bias=config.lm_head_bias)
             if config.tie_embeddings:
                 self.lm_head.weight = self.transformer.embed.token.weight
         if config.head == "cls":
@@ -146,7 +146,7 @@ class EncoderDecoder(Model):
         self.decoder = Transformer(config, config.decoder_layers, causal=True, cross=True)
         self.decoder.embed.token.weight = self.encoder.embed.token.weight  # one shared vocabulary table
         if config.head == "lm":
-            self.lm_head = LMHead(config)
+            self.lm_head = LMHead(config, bias=config.lm_head_bias)
             if config.tie_embeddings:
                 self.lm_head.weight = self.encoder.embed.token.weight
         self.init_weights()

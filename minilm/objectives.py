@@ -25,7 +25,8 @@ def cross_entropy_sum(logits, labels):
 
     logits (..., V), labels (...) with IGNORE_INDEX where nothing is predicted. Summing here and
     dividing once by the total count of targets keeps gradient accumulation exact."""
-    loss = F.cross_entropy(logits.reshape(-1, logits.shape[-1]).float(), labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
+    logits = logits.reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))  # fp16/bf16 upcast, fp64 kept
+    loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
     return loss, int((labels != IGNORE_INDEX).sum())
 
 

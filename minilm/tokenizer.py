@@ -1,7 +1,9 @@
 """Tokenizers: WordPiece (BERT-style) and byte-level BPE (GPT-style), trained with `tokenizers`.
 
 Special tokens are defined here and nowhere else. A trained tokenizer is saved as
-`tokenizer.json` beside every checkpoint; `Tokenizer.load` reads it back.
+`tokenizer.json` beside every checkpoint; `Tokenizer.load` reads it back. A `tokenizer.json` made
+elsewhere (a Hugging Face checkpoint's) loads the same way: its special tokens are found through
+`SPECIAL_ALIASES`, the other vocabularies' spellings of minilm's special tokens.
 
     WordPiece  (Wu et al. 2016; BERT):  lower-cased, split on whitespace and punctuation, words
                broken into '##'-continued pieces; inputs framed as [CLS] A [SEP] (B [SEP]).
@@ -23,18 +25,45 @@ SENTINELS = [f"[X{i}]" for i in range(N_SENTINELS)]
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK, BOS, EOS, *SENTINELS]  # ids 0, 1, 2, ... in a trained vocabulary
 KINDS = ("wordpiece", "bpe")
 
+# The id of each special role is the first of these tokens that the vocabulary holds: minilm's own
+# spelling, then those of vocabularies made elsewhere (BERT's are minilm's; GPT-2 has only
+# <|endoftext|>, which begins and ends its documents; BART and RoBERTa use <s> </s> <pad> <unk> <mask>).
+SPECIAL_ALIASES = {
+    "pad": (PAD, "<pad>"),
+    "unk": (UNK, "<unk>"),
+    "cls": (CLS, "<s>"),
+    "sep": (SEP, "</s>"),
+    "mask": (MASK, "<mask>"),
+    "bos": (BOS, "<s>", "<|endoftext|>"),
+    "eos": (EOS, "</s>", "<|endoftext|>"),
+}
+
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
 
 
 class Tokenizer:
-    """A `tokenizers.Tokenizer` with minilm's special-token ids as attributes."""
+    """A `tokenizers.Tokenizer` with the special-token ids as attributes (`pad_id`, `cls_id`, ...;
+    None where the vocabulary has no such token).
+
+    minilm pads and truncates in its batch builders, so padding or truncation settings that a
+    tokenizer.json made elsewhere carries are switched off here.
+    """
 
     def __init__(self, backend: HFTokenizer):
         self.backend = backend
-        for name, token in [("pad", PAD), ("unk", UNK), ("cls", CLS), ("sep", SEP), ("mask", MASK), ("bos", BOS), ("eos", EOS)]:
-            setattr(self, f"{name}_id", backend.token_to_id(token))
+        backend.no_padding()
+        backend.no_truncation()
+        for role, tokens in SPECIAL_ALIASES.items():
+            ids = [i for i in (backend.token_to_id(t) for t in tokens) if i is not None]
+            setattr(self, f"{role}_id", ids[0] if ids else None)
         self.sentinel_ids = [i for i in (backend.token_to_id(t) for t in SENTINELS) if i is not None]
-        self.special_ids = {i for i in (backend.token_to_id(t) for t in SPECIAL_TOKENS) if i is not None}
+        roles = {getattr(self, f"{role}_id") for role in SPECIAL_ALIASES}
+        self.special_ids = {i for i in roles if i is not None} | set(self.sentinel_ids)
+
+    def special_token(self, role: str) -> str | None:
+        """The token string of a special role ("pad", "cls", "eos", ...), or None."""
+        i = getattr(self, f"{role}_id")
+        return None if i is None else self.backend.id_to_token(i)
 
     # -- building ----------------------------------------------------------------------------
     @classmethod
@@ -66,6 +95,20 @@ class Tokenizer:
         cls._set_framing(tk, kind)
         return cls(tk)
 
+    @classmethod
+    def from_vocab(cls, vocab: list[str], lowercase: bool = True) -> "Tokenizer":
+        """A WordPiece tokenizer from a list of pieces (a BERT `vocab.txt`, one piece a line, the
+        line number being the id), with BERT's normalisation and [CLS] A [SEP] (B [SEP]) framing."""
+        if UNK not in vocab:
+            raise ValueError(f"a WordPiece vocabulary needs the {UNK} token")
+        tk = HFTokenizer(models.WordPiece({piece: i for i, piece in enumerate(vocab)}, unk_token=UNK))
+        tk.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
+        tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+        tk.decoder = decoders.WordPiece()
+        tk.add_special_tokens([t for t in SPECIAL_TOKENS if t in vocab])
+        cls._set_framing(tk, "wordpiece")
+        return cls(tk)
+
     @staticmethod
     def _set_framing(tk: HFTokenizer, kind: str):
         cls_id, sep_id = tk.token_to_id(CLS), tk.token_to_id(SEP)
@@ -79,9 +122,16 @@ class Tokenizer:
 
     @classmethod
     def load(cls, path) -> "Tokenizer":
-        """From a `tokenizer.json` file or a checkpoint directory holding one."""
+        """From a `tokenizer.json` file or a checkpoint directory holding one (or, for a Hugging
+        Face checkpoint with no tokenizer.json, its WordPiece `vocab.txt`: see minilm/interop)."""
         path = Path(path)
         if path.is_dir():
+            if not (path / "tokenizer.json").is_file():
+                from minilm import interop
+
+                found = interop.load_hf_tokenizer(path) if interop.is_hf_checkpoint(path) else None
+                if found is not None:
+                    return found
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no tokenizer file")

@@ -56,10 +56,12 @@ def test_math_and_sdpa_agree_forward_and_backward(case, pos):
     if len(inputs) > 1 and inputs[1] is not None and arch != "encoder-decoder":
         keep = inputs[1].bool()  # outputs at padded query positions are unused; compare real ones
         y_math, y_sdpa = y_math[keep], y_sdpa[keep]
-    torch.testing.assert_close(y_sdpa, y_math, atol=1e-5, rtol=1e-5)
+    torch.testing.assert_close(y_sdpa, y_math, atol=1e-5, rtol=0)
     assert g_math.keys() == g_sdpa.keys() and len(g_math) > 10
     for name in g_math:
-        torch.testing.assert_close(g_sdpa[name], g_math[name], atol=1e-5, rtol=1e-4, msg=name)
+        # within 1e-5 of the gradient's own scale (the loss sums every output, so gradients reach ~100)
+        scale = max(1.0, g_math[name].abs().max().item())
+        assert (g_sdpa[name] - g_math[name]).abs().max().item() <= 1e-5 * scale, name
 
 
 def test_math_and_sdpa_agree_with_kv_cache():

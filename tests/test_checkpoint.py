@@ -296,3 +296,27 @@ def test_saving_unwraps_compiled_and_ddp_like_wrappers(tmp_path):
     assert not any(k.startswith("module.") for k in header)
     assert torch.equal(outputs(from_pretrained(tmp_path)), outputs(model))
     assert tiny_config("decoder") == from_pretrained(tmp_path).config
+
+
+def test_tied_weights_are_stored_under_the_embedding_and_every_alias_loads(tmp_path):
+    """A tied MLM decoder / LM head is stored once, as the token embedding; a model started from
+    the checkpoint (finetune.py --init) receives the embedding whichever name the file used."""
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    from minilm.checkpoint import load_weights
+    from minilm.finetuning import init_model
+
+    model = tiny_model("encoder", "mlm+nsp")
+    save_pretrained(tmp_path / "ckpt", model)
+    with safe_open(tmp_path / "ckpt" / "model.safetensors", "pt") as f:
+        names = set(f.keys())
+    assert "transformer.embed.token.weight" in names and "mlm.decoder.weight" not in names
+    # a file that kept the head's name instead (as safetensors' save_model does) loads the same
+    state = {k: v for k, v in model.state_dict().items() if k != "transformer.embed.token.weight"}
+    save_file({k: v.contiguous() for k, v in state.items()}, tmp_path / "ckpt" / "model.safetensors")
+    weights = load_weights(tmp_path / "ckpt")
+    assert torch.equal(weights["transformer.embed.token.weight"], model.transformer.embed.token.weight)
+    classifier, new = init_model(model.config.replace(head="cls", n_labels=3), tmp_path / "ckpt")
+    assert new == ["classifier.out.bias", "classifier.out.weight"]
+    assert torch.equal(classifier.transformer.embed.token.weight, model.transformer.embed.token.weight)

@@ -24,6 +24,9 @@ from minilm.optim import AdamW
         (dict(dropout=1.5), "dropout"),
         (dict(head="cls"), "needs n_labels"),
         (dict(pos="rope", n_embd=36, n_head=4), "even head size"),
+        (dict(pos_offset=-1), "ModelConfig.pos_offset=-1: must be >= 0"),
+        (dict(pos="rope", pos_offset=2), "pos_offset=2: applies to pos='learned' only, not 'rope'"),
+        (dict(head="none", lm_head_bias=True), "lm_head_bias: applies to the 'lm' head only, not 'none'"),
     ],
 )
 def test_invalid_configs_are_refused_with_a_clear_message(changes, message):
@@ -79,7 +82,8 @@ def one_training_step(config):
 
 
 CHOICES = [("pos", POSITIONS), ("norm", NORMS), ("norm_position", NORM_POSITIONS), ("mlp", MLPS), ("attn_impl", ("math", "sdpa")),
-           ("embed_norm", (True, False)), ("bias", (True, False)), ("tie_embeddings", (True, False))]
+           ("embed_norm", (True, False)), ("bias", (True, False)), ("tie_embeddings", (True, False)),
+           ("scale_embedding", (True, False)), ("pos_offset", (0, 2))]
 
 
 @pytest.mark.parametrize("arch", ["encoder", "decoder", "encoder-decoder"])
@@ -93,3 +97,37 @@ def test_every_choice_builds_and_trains_a_step(arch, field, value):
 def test_every_head_builds_and_trains_a_step(arch):
     for head in HEADS[arch]:
         one_training_step(tiny_config(arch, head, n_labels=3))
+
+
+def test_pos_offset_scale_embedding_and_lm_head_bias_do_what_they_say():
+    """Each is the plain model with its weights moved: rows of the position table shifted down,
+    the token table scaled by sqrt(C), a constant added to every position's scores."""
+    from conftest import tiny_model
+
+    ids = torch.randint(0, 53, (2, 9), generator=torch.Generator().manual_seed(0))
+    base = tiny_model("decoder", head="none")
+    C = base.config.n_embd
+    with torch.no_grad():
+        expected = base(ids)
+
+    shifted = build_model(base.config.replace(pos_offset=2)).eval()
+    state = base.state_dict()
+    state["transformer.embed.position.weight"] = torch.cat([torch.randn(2, C), state["transformer.embed.position.weight"]])
+    shifted.load_state_dict(state)
+    assert shifted.transformer.embed.position.weight.shape == (base.config.max_seq_len + 2, C)
+
+    scaled = build_model(base.config.replace(scale_embedding=True)).eval()
+    state = base.state_dict()
+    state["transformer.embed.token.weight"] = state["transformer.embed.token.weight"] / C**0.5
+    scaled.load_state_dict(state)
+    with torch.no_grad():
+        torch.testing.assert_close(shifted(ids), expected, rtol=0, atol=0)
+        torch.testing.assert_close(scaled(ids), expected)
+
+    plain = tiny_model("decoder", head="lm")
+    biased = build_model(plain.config.replace(lm_head_bias=True)).eval()
+    assert torch.equal(biased.lm_head.bias, torch.zeros(53))  # a new bias starts at zero
+    bias = torch.randn(53)
+    biased.load_state_dict(plain.state_dict() | {"lm_head.bias": bias})
+    with torch.no_grad():
+        torch.testing.assert_close(biased(ids), plain(ids) + bias)

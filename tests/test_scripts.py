@@ -174,7 +174,9 @@ def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, ca
                             "--out", str(tmp_path), "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--device", "cpu"])
     out = capsys.readouterr().out
     assert f"initialised from {encoder_ckpt}" in out
-    assert "new: classifier.out.bias, classifier.out.weight" in out  # the pooler comes from NSP pretraining
+    # everything else, the token embedding (stored once with the tied MLM decoder) and the pooler
+    # (trained by NSP) included, comes from the checkpoint
+    assert f"initialised from {encoder_ckpt}; new: classifier.out.bias, classifier.out.weight\n" in out
     assert result["test"]["accuracy"] >= 0.9
 
 
@@ -259,3 +261,21 @@ def test_help_explains_every_flag(script):
     assert "python " in parser.format_help()  # the runnable examples of the docstring
     out = subprocess.run([sys.executable, script.__file__, "--help"], capture_output=True, text=True, check=True).stdout
     assert out.startswith("usage:")
+
+
+def test_finetune_refuses_a_checkpoint_that_cannot_take_the_head(tmp_path, task_files):
+    from minilm.config import from_preset
+    from minilm.models import build_model
+    from minilm.checkpoint import save_pretrained
+
+    tr, _, _ = task_files
+    tokenizer = Tokenizer.train(["a b c"] * 5, "bpe", 300)
+    save_pretrained(tmp_path / "t5", build_model(from_preset("tiny", "encoder-decoder", head="lm", vocab_size=tokenizer.vocab_size)), tokenizer)
+    with pytest.raises(SystemExit, match="a encoder-decoder checkpoint cannot take a cls head"):
+        finetune.main(["--init", str(tmp_path / "t5"), "--train", str(tr), "--out", str(tmp_path / "o")])
+
+
+def test_finetune_refuses_architecture_flags_with_a_checkpoint(tmp_path, task_files, encoder_ckpt):
+    tr, _, _ = task_files
+    with pytest.raises(SystemExit, match="--n-layer changes the architecture; it applies to --init scratch only"):
+        finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--n-layer", "8", "--out", str(tmp_path)])
