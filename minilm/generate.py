@@ -90,22 +90,25 @@ def generate(
         attention_mask = torch.ones_like(input_ids)
     cache = KVCache()
     encoder_decoder = model.config.arch == "encoder-decoder"
+    limit = model.config.max_seq_len if model.config.pos != "rope" else None
     if encoder_decoder:
+        if limit is not None and max_new_tokens > limit:  # the start token and all but the last new token are fed
+            raise ValueError(f"max_new_tokens ({max_new_tokens}) exceeds the model's max_seq_len={limit}")
         memory = model.encode(input_ids, attention_mask)
         history = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
         logits = model.decode(history, memory, attention_mask, cache=cache)[:, -1]
     else:
-        if model.config.pos != "rope" and input_ids.shape[1] + max_new_tokens > model.config.max_seq_len:
+        if limit is not None and input_ids.shape[1] + max_new_tokens - 1 > limit:  # the last new token is never fed
             raise ValueError(
                 f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
-                f"max_seq_len={model.config.max_seq_len}"
+                f"max_seq_len={limit}"
             )
         history = input_ids
         positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
         logits = model(input_ids, attention_mask, positions, cache=cache)[:, -1]  # (B, V)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
-    for _ in range(max_new_tokens):
+    for step in range(max_new_tokens):
         logits = apply_repetition_penalty(logits, history, repetition_penalty)
         token = next_token(logits, greedy, temperature, top_k, top_p, generator)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
@@ -115,8 +118,8 @@ def generate(
             on_step(token)
         if eos_id is not None:
             done |= token == eos_id
-        if bool(done.all()):
-            break
+        if bool(done.all()) or step == max_new_tokens - 1:
+            break  # nothing more to predict: the last token is never fed back
         if encoder_decoder:
             logits = model.decode(token[:, None], memory, attention_mask, cache=cache)[:, -1]
         else:

@@ -85,3 +85,19 @@ def test_prompt_too_long_for_learned_positions_is_a_clear_error():
         assert "max_seq_len=40" in str(e)
     else:
         raise AssertionError("expected a ValueError")
+
+
+def test_encoder_decoder_max_new_tokens_beyond_positions_is_a_clear_error():
+    model = tiny_model("encoder-decoder")
+    try:
+        generate(model, torch.randint(1, V, (1, 5)), max_new_tokens=41, decoder_start_id=1)
+    except ValueError as e:
+        assert "max_new_tokens (41) exceeds the model's max_seq_len=40" in str(e)
+    else:
+        raise AssertionError("expected a ValueError")
+
+
+def test_generation_may_fill_every_position():
+    dec, encdec = tiny_model("decoder"), tiny_model("encoder-decoder")
+    assert generate(dec, torch.randint(1, V, (1, 30)), max_new_tokens=11, greedy=True).shape == (1, 11)
+    assert generate(encdec, torch.randint(1, V, (1, 5)), max_new_tokens=40, greedy=True, decoder_start_id=1).shape == (1, 40)
