@@ -19,12 +19,12 @@ import sys
 from pathlib import Path
 
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
-from minilm.cli import add_model_args, add_train_args, check_positive, model_overrides, pick_device, seed_everything
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
-from minilm.finetuning import TASK_HEADS, evaluate_task, init_model, task_loss
+from minilm.finetuning import TASK_HEADS, evaluate_task, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import TrainArgs, Trainer, TrainingDiverged
+from minilm.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_INIT = ROOT / "runs" / "pretrain-encoder"
@@ -53,7 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
 def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
-    check_positive(p, args, "max_steps", "batch_size", "seq_len", "lr", "epochs", "eval_every", "vocab_size")
+    check_train_flags(p, args)
+    check_positive(p, args, "epochs", "vocab_size")
     if args.train is None:
         if args.task not in DEFAULT_DATA:
             p.error(f"--task {args.task} has no default data: give --train (and --dev, --test)")
@@ -147,7 +148,7 @@ def main(argv=None):
 
         compile_blocks(model)
 
-    train_data = ClassificationData(train_examples, tokenizer, train_y, args.seq_len, args.batch_size, args.seed)
+    train_data = ClassificationData(train_examples, tokenizer, train_y, args.seq_len, args.batch_size * args.grad_accum, args.seed)
     dev_data = ClassificationData(dev[0], tokenizer, dev[1], args.seq_len, 128) if dev else None
     test_data = ClassificationData(test[0], tokenizer, test[1], args.seq_len, 128) if test else None
 
@@ -161,15 +162,13 @@ def main(argv=None):
         report = evaluate_task(args.task, m, dev_data, labels, device)
         return {f"dev_{k}": v for k, v in report.items() if k in SCALARS}
 
-    train_args = TrainArgs(
-        out=args.out, max_steps=max_steps, lr=args.lr, weight_decay=args.weight_decay,
-        warmup=args.warmup if args.warmup is not None else max(1, max_steps * 6 // 100), grad_clip=args.grad_clip,
-        eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch), save_every=args.save_every,
+    settings = train_args(
+        args, max_steps, eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch),
         patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
-        dtype=args.dtype, resume=args.resume, extra=vars(args),
     )
-    print(f"{max_steps:,} steps of batch {args.batch_size} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
-    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), evaluate, train_args, device=device)
+    batch = f"{args.batch_size} x {args.grad_accum}" if args.grad_accum > 1 else f"{args.batch_size}"
+    print(f"{max_steps:,} steps of batch {batch} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
+    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), task_targets(args.task), evaluate, settings, device=device)
     try:
         trainer.fit()
     except TrainingDiverged as e:

@@ -22,6 +22,6 @@ setup(
     ],
     extras_require={
         # transformers is a test-time reference only: minilm never imports it
-        "dev": ["pytest>=8", "transformers==5.23.0"],
+        "dev": ["pytest>=8", "transformers==5.23.0", "tensorboard>=2.14"],
     },
 )

@@ -20,15 +20,15 @@ from pathlib import Path
 
 import numpy as np
 
-from minilm.cli import add_model_args, add_train_args, check_positive, model_overrides, pick_device, seed_everything
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
 from minilm.config import from_preset
 from minilm.data.corpus import read_documents
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches, TokenizedCorpus
 from minilm.metrics import perplexity
 from minilm.models import build_model
-from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, pretraining_loss, unigram_baseline
+from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, pretraining_loss, pretraining_targets, unigram_baseline
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import TrainArgs, Trainer, TrainingDiverged
+from minilm.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "data" / "wordnet" / "corpus.txt.gz"
@@ -58,13 +58,13 @@ def parse_args(argv=None):
         args.objective = DEFAULT_OBJECTIVE[args.arch]
     if OBJECTIVE_ARCH[args.objective] != args.arch:
         p.error(f"--objective {args.objective} trains an {OBJECTIVE_ARCH[args.objective]}, not an {args.arch}")
-    check_positive(p, args, "max_steps", "batch_size", "seq_len", "lr", "eval_every", "save_every", "vocab_size", "eval_batches")
+    check_train_flags(p, args)
+    check_positive(p, args, "vocab_size", "eval_batches")
     if not 0 < args.val_fraction < 0.5:
         p.error(f"--val-fraction must lie in (0, 0.5), got {args.val_fraction}")
     args.out = args.out or str(ROOT / "runs" / f"pretrain-{args.arch}")
     args.max_steps = args.max_steps or 300  # about 5 minutes of the mini preset on 2 CPU cores
     args.eval_every = args.eval_every or max(1, args.max_steps // 10)
-    args.warmup = args.warmup if args.warmup is not None else max(1, args.max_steps * 6 // 100)
     return args
 
 
@@ -106,7 +106,7 @@ def main(argv=None):
     train_corpus = TokenizedCorpus(train_docs, tokenizer, desc="tokenizing train")
     val_corpus = TokenizedCorpus(val_docs, tokenizer, desc="tokenizing val")
     print(f"tokens: {len(train_corpus.tokens):,} train, {len(val_corpus.tokens):,} val (vocabulary {tokenizer.vocab_size:,})")
-    train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size, args.seed)
+    train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum, args.seed)
     val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size, seed=args.seed + 10_000)
     val_batches = [{k: v.to(device) for k, v in val_source.batch(i).items()} for i in range(args.eval_batches)]
     baseline = unigram_baseline(train_corpus.tokens, val_corpus.tokens, tokenizer.vocab_size)
@@ -128,14 +128,10 @@ def main(argv=None):
         compile_blocks(model)
 
     # -- loop ----------------------------------------------------------------------------------------
-    train_args = TrainArgs(
-        out=args.out, max_steps=args.max_steps, lr=args.lr, weight_decay=args.weight_decay, warmup=args.warmup,
-        grad_clip=args.grad_clip, eval_every=args.eval_every, save_every=args.save_every, dtype=args.dtype,
-        resume=args.resume, metric="val_loss", mode="min", extra=vars(args),
-    )
+    settings = train_args(args, args.max_steps, eval_every=args.eval_every, metric="val_loss", mode="min")
     trainer = Trainer(
-        model, tokenizer, train_data, pretraining_loss(args.objective),
-        lambda m: evaluate_pretraining(m, args.objective, val_batches), train_args, device=device,
+        model, tokenizer, train_data, pretraining_loss(args.objective), pretraining_targets(args.objective),
+        lambda m: evaluate_pretraining(m, args.objective, val_batches), settings, device=device,
     )
     try:
         result = trainer.fit()

@@ -15,6 +15,7 @@ with those two switches.
 
 import torch
 from torch import nn
+from torch.utils.checkpoint import checkpoint
 
 from minilm.attention import KVCache, MultiHeadAttention, attention_bias
 from minilm.embeddings import Embeddings, Rotary
@@ -47,7 +48,12 @@ class Block(nn.Module):
 
 
 class Transformer(nn.Module):
-    """Embeddings, `n_layer` blocks and (pre-norm) a final norm; returns hidden states (B, T, C)."""
+    """Embeddings, `n_layer` blocks and (pre-norm) a final norm; returns hidden states (B, T, C).
+
+    With `grad_checkpointing` on, training keeps only each block's input and recomputes the block's
+    activations during backward (Chen et al. 2016): memory per block falls from O(activations) to
+    O(B T C) for one extra forward pass; dropout masks are replayed, so gradients are unchanged.
+    """
 
     def __init__(self, config, n_layer: int, causal: bool, cross: bool = False):
         super().__init__()
@@ -56,6 +62,7 @@ class Transformer(nn.Module):
         self.rotary = Rotary(config.head_size, config.rope_theta) if config.pos == "rope" else None
         self.blocks = nn.ModuleList(Block(config, causal, cross, layer=i) for i in range(n_layer))
         self.norm = make_norm(config) if config.norm_position == "pre" else None
+        self.grad_checkpointing = False
 
     def forward(
         self,
@@ -90,6 +97,10 @@ class Transformer(nn.Module):
         if memory is not None and memory_mask is not None:
             memory_bias = attention_bias(memory_mask, T, memory.shape[1], False, x.dtype, x.device)
         rope = self.rotary.angles(position_ids) if self.rotary is not None else None
+        recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled() and cache is None
         for block in self.blocks:
-            x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache)
+            if recompute:
+                x = checkpoint(block, x, bias, rope=rope, memory=memory, memory_bias=memory_bias, use_reentrant=False)
+            else:
+                x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache)
         return self.norm(x) if self.norm is not None else x

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import random
 
 import numpy as np
 import torch
 
 from minilm.config import ATTN_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
+from minilm.optim import OPTIMIZERS, SCHEDULES
+from minilm.trainer import TrainArgs
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -37,19 +40,50 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
     g = p.add_argument_group("training")
     g.add_argument("--out", help="output directory (model, metrics, checkpoint)")
     g.add_argument("--max-steps", type=int, help="number of optimizer steps")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="examples per step (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="examples per forward pass (default: %(default)s)")
+    g.add_argument("--grad-accum", type=int, default=1, help="micro-batches of --batch-size per optimizer step: the update of one batch of grad-accum x batch-size (default: %(default)s)")
     g.add_argument("--seq-len", type=int, default=seq_len, help="maximum tokens per example (default: %(default)s)")
-    g.add_argument("--lr", type=float, default=lr, help="peak learning rate of AdamW (default: %s)" % (lr or "5e-4 from scratch, 2e-4 from a checkpoint"))
-    g.add_argument("--weight-decay", type=float, default=0.01, help="AdamW decoupled weight decay (default: %(default)s)")
+    g.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw", help="hand-written optimizer (default: %(default)s)")
+    g.add_argument("--lr", type=float, default=lr, help="peak learning rate (default: %s)" % (lr or "5e-4 from scratch, 2e-4 from a checkpoint"))
+    g.add_argument("--momentum", type=float, default=0.9, help="momentum of --optimizer sgd (default: %(default)s)")
+    g.add_argument("--weight-decay", type=float, default=0.01, help="weight decay on weight matrices: decoupled for adamw, added to the gradient for sgd and adam (default: %(default)s)")
+    g.add_argument("--schedule", choices=list(SCHEDULES), default="cosine", help="learning-rate schedule after the warmup (default: %(default)s)")
     g.add_argument("--warmup", type=int, help="linear warmup steps (default: 6%% of max steps)")
+    g.add_argument("--min-lr-ratio", type=float, default=0.1, help="where linear and cosine decay end, as a fraction of --lr (default: %(default)s)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="clip the global gradient norm to this (0: off; default: %(default)s)")
     g.add_argument("--eval-every", type=int, help="evaluate every N steps")
     g.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="random seed for weights and data order (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint (a fresh start if there is none)")
-    g.add_argument("--dtype", choices=["fp32", "bf16"], default="fp32", help="compute precision; bf16 autocasts, weights stay fp32 (default: %(default)s)")
+    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
+                   help="compute precision: bf16 autocasts (CPU or CUDA), fp16 autocasts with dynamic loss scaling (CUDA); weights stay fp32 (default: %(default)s)")
+    g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block's activations in backward: less memory, about a third more compute")
     g.add_argument("--compile", action="store_true", help="compile each block with torch.compile (the eager model if unavailable)")
+    g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to <out>/tensorboard (needs the tensorboard package)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
+
+
+def check_train_flags(p: argparse.ArgumentParser, args) -> None:
+    """Refuse shared training flags that cannot work, before any data is read."""
+    check_positive(p, args, "max_steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every", "save_every")
+    if args.dtype == "fp16" and pick_device(args.device).type != "cuda":
+        p.error("--dtype fp16 needs a CUDA device (its dynamic loss scaling is for GPU fp16); on a CPU use --dtype bf16")
+    if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
+        p.error("--tensorboard needs the tensorboard package: pip install tensorboard")
+    if not 0 <= args.min_lr_ratio <= 1:
+        p.error(f"--min-lr-ratio must lie in [0, 1], got {args.min_lr_ratio}")
+
+
+def train_args(args, max_steps: int, **task) -> TrainArgs:
+    """The loop's settings from the shared flags; `task` adds the script's own (metric, mode ...)."""
+    return TrainArgs(
+        out=args.out, max_steps=max_steps, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+        momentum=args.momentum, schedule=args.schedule, min_lr_ratio=args.min_lr_ratio,
+        warmup=args.warmup if args.warmup is not None else max(1, max_steps * 6 // 100),
+        grad_clip=args.grad_clip, grad_accum=args.grad_accum, grad_checkpointing=args.grad_checkpointing,
+        save_every=args.save_every, dtype=args.dtype, tensorboard=args.tensorboard, resume=args.resume,
+        extra=vars(args), **task,
+    )
 
 
 def pick_device(name: str) -> torch.device:

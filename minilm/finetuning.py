@@ -64,6 +64,12 @@ def task_loss(task: str):
     return loss_fn
 
 
+def task_targets(task: str):
+    """The trainer's targets: {part: number of examples in a batch}."""
+    part = "mse" if task == "regression" else "ce"
+    return lambda batch: {part: len(batch["labels"])}
+
+
 @torch.no_grad()
 def predict(model, data, device="cpu") -> np.ndarray:
     """Logits (N, L) for classification, values (N,) for regression, in the data's order."""

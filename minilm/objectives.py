@@ -27,7 +27,15 @@ def cross_entropy_sum(logits, labels):
     dividing once by the total count of targets keeps gradient accumulation exact."""
     logits = logits.reshape(-1, logits.shape[-1]).to(torch.promote_types(logits.dtype, torch.float32))  # fp16/bf16 upcast, fp64 kept
     loss = F.cross_entropy(logits, labels.reshape(-1), ignore_index=IGNORE_INDEX, reduction="sum")
-    return loss, int((labels != IGNORE_INDEX).sum())
+    return loss, count_targets(labels)
+
+
+def count_targets(labels: torch.Tensor) -> int:
+    """How many targets a label tensor holds: positions not equal to IGNORE_INDEX for class ids,
+    every value for regression targets."""
+    if labels.is_floating_point():
+        return labels.numel()
+    return int((labels != IGNORE_INDEX).sum())
 
 
 def mask_tokens(input_ids, special_ids, mask_id: int, vocab_size: int, generator: torch.Generator, mask_prob: float = 0.15):

@@ -11,7 +11,7 @@ from __future__ import annotations
 import torch
 
 from minilm.metrics import perplexity
-from minilm.objectives import IGNORE_INDEX, cross_entropy_sum
+from minilm.objectives import IGNORE_INDEX, count_targets, cross_entropy_sum
 
 OBJECTIVE_ARCH = {"mlm": "encoder", "mlm+nsp": "encoder", "clm": "decoder", "denoise": "encoder-decoder"}
 OBJECTIVE_HEAD = {"mlm": "mlm", "mlm+nsp": "mlm+nsp", "clm": "lm", "denoise": "lm"}
@@ -38,6 +38,19 @@ def pretraining_loss(objective: str):
         return {part: cross_entropy_sum(logits, labels) for part, (logits, labels) in predictions(model, batch, objective).items()}
 
     return loss_fn
+
+
+LABELS = {"mlm": "labels", "nsp": "nsp_labels", "clm": "labels", "denoise": "labels"}  # part -> batch key of its targets
+
+
+def pretraining_targets(objective: str):
+    """The trainer's targets: {part: number of targets in a batch}, known before any forward pass."""
+    parts = {"mlm+nsp": ("mlm", "nsp")}.get(objective, (objective,))
+
+    def targets(batch):
+        return {part: count_targets(batch[LABELS[part]]) for part in parts}
+
+    return targets
 
 
 @torch.no_grad()

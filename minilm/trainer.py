@@ -1,14 +1,19 @@
 """The one training loop, shared by train.py and finetune.py.
 
     for step in start .. max_steps - 1:
-        batch = data.batch(step)                     deterministic in (seed, step): resumable
-        loss = sum over parts of (sum of token losses / number of targets)
-        loss.backward(); clip ||g||; lr <- peak * schedule(step); optimizer.step()
+        batch = data.batch(step)                  deterministic in (seed, step): the data position is the step
+        split it into k micro-batches; N_p = number of targets of part p in the whole batch
+        for each micro-batch j:  backward( sum_p  (sum of token losses of p in j) / N_p )
+        clip ||g||; lr <- peak * schedule(step); optimizer.step()
         every eval_every steps: evaluate, log to <out>/metrics.jsonl, keep the best (early stopping)
         every save_every steps: <out>/checkpoint (model, optimizer, step, RNG), swapped in atomically
 
-The loop knows nothing of tasks: a task hands it a `loss_fn(model, batch) -> {part: (sum, count)}`
-and an `evaluate(model) -> {metric: value}`.
+Dividing by the targets of the whole batch (not by those of each micro-batch) makes k micro-batches
+of B examples give the update of one batch of kB, whatever the padding: a mean of per-micro-batch
+means would weigh a token of a short micro-batch more than one of a long one.
+
+The loop knows nothing of tasks: a task hands it a `loss_fn(model, batch) -> {part: (sum, count)}`,
+a `targets(batch) -> {part: count}` and an `evaluate(model) -> {metric: value}`.
 """
 
 from __future__ import annotations
@@ -23,28 +28,36 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minilm.blocks import Transformer
 from minilm.checkpoint import from_pretrained, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
-from minilm.optim import AdamW, clip_grad_norm, param_groups, set_lr, warmup_cosine
+from minilm.optim import DynamicLossScaler, build_optimizer, clip_grad_norm, lr_at, set_lr
+from minilm.rng import get_rng_state, set_rng_state
 
 
 @dataclass
 class TrainArgs:
     out: str
     max_steps: int
-    lr: float = 5e-4
+    optimizer: str = "adamw"  # "sgd", "adam" or "adamw"
+    lr: float = 5e-4  # peak learning rate
     weight_decay: float = 0.01
     betas: tuple = (0.9, 0.98)
     eps: float = 1e-6
+    momentum: float = 0.9  # SGD only
+    schedule: str = "cosine"  # "constant", "linear", "cosine" or "inverse_sqrt"
     warmup: int = 100  # steps of linear warmup
-    min_lr_ratio: float = 0.1  # cosine decay floor, as a fraction of lr
+    min_lr_ratio: float = 0.1  # the floor of linear and cosine decay, as a fraction of lr
     grad_clip: float = 1.0
+    grad_accum: int = 1  # micro-batches per step
+    grad_checkpointing: bool = False  # recompute activations in backward instead of storing them
     eval_every: int = 200
     save_every: int = 500
     patience: int = 0  # stop after this many evaluations without improvement (0: never)
     metric: str = "val_loss"  # the evaluation metric that picks the best checkpoint
     mode: str = "min"  # "min" or "max" for that metric
     keep_best: bool = False  # end with the best evaluated weights instead of the last
-    dtype: str = "fp32"  # "fp32" or "bf16" (autocast; the weights stay fp32)
+    dtype: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (autocast + loss scaling, CUDA)
+    tensorboard: bool = False  # also write TensorBoard events to <out>/tensorboard
     resume: bool = False
     extra: dict = field(default_factory=dict)  # recorded in the training state (script flags)
 
@@ -54,8 +67,9 @@ class TrainingDiverged(RuntimeError):
 
 
 def autocast(dtype: str, device: torch.device):
-    if dtype == "bf16":
-        return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+    """Mixed precision: matmuls in bf16/fp16, the weights (and the optimizer) stay fp32."""
+    if dtype in ("bf16", "fp16"):
+        return torch.autocast(device_type=device.type, dtype=torch.bfloat16 if dtype == "bf16" else torch.float16)
     return contextlib.nullcontext()
 
 
@@ -67,24 +81,60 @@ def count_tokens(batch: dict) -> int:
     return n
 
 
+def _trim(batch: dict, mask_key: str, keys: tuple) -> dict:
+    """Drop trailing columns that are padding in every row of `batch[mask_key]`."""
+    mask = batch.get(mask_key)
+    if mask is None or not mask.any():
+        return batch
+    length = int(mask.any(0).nonzero().max()) + 1
+    return {k: (v[:, :length] if k in keys and v.dim() == 2 else v) for k, v in batch.items()}
+
+
+def split_batch(batch: dict, k: int) -> list[dict]:
+    """k micro-batches of (about) B / k rows each, every one cut to its own longest row."""
+    rows = len(next(iter(batch.values())))
+    if k == 1:
+        return [batch]
+    if rows < k:
+        raise ValueError(f"a batch of {rows} rows cannot be split into {k} micro-batches (--grad-accum)")
+    chunks = [dict(zip(batch, parts)) for parts in zip(*(v.tensor_split(k) for v in batch.values()))]
+    seq2seq = "decoder_input_ids" in batch
+    enc_keys = ("input_ids", "attention_mask", "segment_ids") + (() if seq2seq else ("labels",))
+    dec_keys = ("decoder_input_ids", "decoder_attention_mask", "labels")
+    chunks = [_trim(c, "attention_mask", enc_keys) for c in chunks]
+    return [_trim(c, "decoder_attention_mask", dec_keys) for c in chunks] if seq2seq else chunks
+
+
+def set_grad_checkpointing(model, on: bool) -> None:
+    for module in model.modules():
+        if isinstance(module, Transformer):
+            module.grad_checkpointing = on
+
+
 class Trainer:
-    def __init__(self, model, tokenizer, data, loss_fn, evaluate, args: TrainArgs, device="cpu"):
+    def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu"):
         self.model, self.tokenizer, self.data = model, tokenizer, data
-        self.loss_fn, self.evaluate_fn, self.args = loss_fn, evaluate, args
+        self.loss_fn, self.targets, self.evaluate_fn, self.args = loss_fn, targets, evaluate, args
         self.device = torch.device(device)
+        if args.dtype == "fp16" and self.device.type != "cuda":
+            raise ValueError("--dtype fp16 needs a CUDA device (its loss scaling is for GPU fp16); on a CPU use --dtype bf16")
         self.out = Path(args.out)
-        self.optimizer = AdamW(param_groups(model, args.weight_decay), lr=args.lr, betas=args.betas, eps=args.eps)
+        self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum)
+        self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None
+        set_grad_checkpointing(model, args.grad_checkpointing)
         self.step = 0
         self.best = None
         self.bad_evals = 0
         self.history = []
+        self.writer = None
 
     # -- state --------------------------------------------------------------------------------------
     def _state(self) -> dict:
         return {
             "step": self.step,
             "optimizer": self.optimizer.state_dict(),
-            "rng_torch": torch.get_rng_state(),
+            "scaler": self.scaler.state_dict() if self.scaler else None,
+            "rng": get_rng_state(),
             "best": self.best,
             "bad_evals": self.bad_evals,
             "args": {k: v for k, v in asdict(self.args).items()},
@@ -104,7 +154,9 @@ class Trainer:
         opt = state["optimizer"]
         opt["state"] = {int(k): v for k, v in opt["state"].items()}
         self.optimizer.load_state_dict(opt)
-        torch.set_rng_state(state["rng_torch"])
+        if self.scaler and state.get("scaler"):
+            self.scaler.load_state_dict(state["scaler"])
+        set_rng_state(state["rng"])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
         self._truncate_metrics(self.step)
         tqdm.write(f"resumed from {ckpt} at step {self.step}")
@@ -117,11 +169,22 @@ class Trainer:
             kept = [line for line in path.read_text().splitlines() if line.strip() and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))
 
-    # -- the loop -------------------------------------------------------------------------------------
+    # -- logging --------------------------------------------------------------------------------------
+    def _open_tensorboard(self) -> None:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+        except ImportError:
+            raise RuntimeError("--tensorboard needs the tensorboard package: pip install tensorboard") from None
+        self.writer = SummaryWriter(str(self.out / "tensorboard"), purge_step=self.step or None)
+
     def _log(self, record: dict) -> None:
         self.history.append(record)
         with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
+        if self.writer:
+            for key, value in record.items():
+                if key != "step" and isinstance(value, (int, float)):
+                    self.writer.add_scalar(f"eval/{key}", value, record["step"])
 
     def evaluate(self) -> dict:
         self.model.eval()
@@ -135,67 +198,101 @@ class Trainer:
             return True
         return value < self.best if self.args.mode == "min" else value > self.best
 
+    # -- one optimizer step ---------------------------------------------------------------------------
+    def train_step(self, batch: dict, lr: float) -> float:
+        """Accumulate the gradient of the whole batch over its micro-batches, then update.
+        Returns the batch's loss: sum over parts of (summed loss / number of targets)."""
+        micro = split_batch(batch, self.args.grad_accum)
+        totals: dict = {}
+        for mb in micro:
+            for part, n in self.targets(mb).items():
+                totals[part] = totals.get(part, 0) + int(n)
+        self.optimizer.zero_grad(set_to_none=True)
+        total_loss = 0.0
+        for mb in micro:
+            with autocast(self.args.dtype, self.device):
+                parts = self.loss_fn(self.model, mb)
+            loss = sum(s / max(totals[part], 1) for part, (s, _) in parts.items())
+            value = loss.item()
+            if not math.isfinite(value):
+                raise TrainingDiverged(
+                    f"step {self.step}: the loss is {value}; stopping. The last good checkpoint is "
+                    f"{self.out / 'checkpoint'} (lower --lr, or use --dtype fp32)"
+                )
+            (self.scaler.scaled(loss) if self.scaler else loss).backward()
+            total_loss += value
+        params = [p for p in self.model.parameters() if p.requires_grad]
+        if self.scaler and not self.scaler.unscale(params):
+            return total_loss  # fp16 overflow: skip this update, the scale was halved
+        clip_grad_norm(params, self.args.grad_clip)
+        set_lr(self.optimizer, lr)
+        self.optimizer.step()
+        return total_loss
+
+    # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict:
         args = self.args
         self.out.mkdir(parents=True, exist_ok=True)
         if not (args.resume and self.try_resume()):
             (self.out / "metrics.jsonl").write_text("")
+        if args.tensorboard:
+            self._open_tensorboard()
         self.model.to(self.device).train()
-        params = [p for p in self.model.parameters() if p.requires_grad]
         bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
         window_loss, window_n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
         last_eval = {}
         stop_reason = None
-        while self.step < args.max_steps:
-            batch = {k: v.to(self.device) for k, v in self.data.batch(self.step).items()}
-            lr = args.lr * warmup_cosine(self.step, args.warmup, args.max_steps, args.min_lr_ratio)
-            set_lr(self.optimizer, lr)
-            with autocast(args.dtype, self.device):
-                parts = self.loss_fn(self.model, batch)
-            loss = sum(total / max(count, 1) for total, count in parts.values())
-            if not torch.isfinite(loss):
-                bar.close()
-                raise TrainingDiverged(
-                    f"step {self.step}: the loss is {float(loss)}; stopping. The last good checkpoint is "
-                    f"{self.out / 'checkpoint'} (lower --lr, or use --dtype fp32)"
-                )
-            self.optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            clip_grad_norm(params, args.grad_clip)
-            self.optimizer.step()
-            self.step += 1
-            window_loss += loss.item()
-            window_n += 1
-            tokens += count_tokens(batch)
-            elapsed = time.perf_counter() - t0
-            bar.update(1)
-            bar.set_postfix(loss=f"{window_loss / window_n:.3f}", lr=f"{lr:.2e}", tok_s=f"{tokens / max(elapsed, 1e-9):,.0f}")
+        try:
+            while self.step < args.max_steps:
+                batch = {k: v.to(self.device) for k, v in self.data.batch(self.step).items()}
+                lr = lr_at(args.schedule, self.step, args.lr, args.warmup, args.max_steps, args.min_lr_ratio)
+                loss = self.train_step(batch, lr)
+                self.step += 1
+                window_loss += loss
+                window_n += 1
+                tokens += count_tokens(batch)
+                tok_s = tokens / max(time.perf_counter() - t0, 1e-9)
+                bar.update(1)
+                bar.set_postfix(loss=f"{window_loss / window_n:.3f}", lr=f"{lr:.2e}", tok_s=f"{tok_s:,.0f}")
+                if self.writer:
+                    self.writer.add_scalar("train/loss", loss, self.step)
+                    self.writer.add_scalar("train/lr", lr, self.step)
+                    self.writer.add_scalar("train/tokens_per_s", tok_s, self.step)
 
-            if self.step % args.eval_every == 0 or self.step == args.max_steps:
-                last_eval = self.evaluate()
-                record = {"step": self.step, "train_loss": window_loss / max(window_n, 1), **last_eval}
-                self._log(record)
-                tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
-                window_loss, window_n = 0.0, 0
-                value = last_eval.get(args.metric)
-                if value is not None and math.isfinite(value):
-                    if self._improved(value):
-                        self.best, self.bad_evals = value, 0
-                        if args.keep_best:
-                            save_checkpoint(self.out / "best", self.model, self.tokenizer)
-                    else:
-                        self.bad_evals += 1
-                        if args.patience and self.bad_evals >= args.patience:
-                            stop_reason = f"early stopping: {args.metric} did not improve in {args.patience} evaluations"
-            if self.step % args.save_every == 0 or self.step == args.max_steps or stop_reason:
-                self.save()
-            if stop_reason:
-                tqdm.write(stop_reason)
-                break
-        bar.close()
+                if self.step % args.eval_every == 0 or self.step == args.max_steps:
+                    last_eval = self.evaluate()
+                    record = {"step": self.step, "train_loss": window_loss / max(window_n, 1), "lr": lr, **last_eval}
+                    self._log(record)
+                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                    window_loss, window_n = 0.0, 0
+                    stop_reason = self._track_best(last_eval.get(args.metric))
+                if self.step % args.save_every == 0 or self.step == args.max_steps or stop_reason:
+                    self.save()
+                if stop_reason:
+                    tqdm.write(stop_reason)
+                    break
+        finally:
+            bar.close()
+            if self.writer:
+                self.writer.close()
         best = resolve_checkpoint(self.out / "best")
         if args.keep_best and (best / "model.safetensors").exists():
             self.model.load_state_dict(from_pretrained(best).state_dict())
         save_pretrained(self.out, self.model, self.tokenizer)
         self.model.eval()
         return {"step": self.step, "best": self.best, "last_eval": last_eval, "seconds": time.perf_counter() - t0}
+
+    def _track_best(self, value) -> str | None:
+        """Keep the best checkpoint; return a reason to stop once patience runs out."""
+        args = self.args
+        if value is None or not math.isfinite(value):
+            return None
+        if self._improved(value):
+            self.best, self.bad_evals = value, 0
+            if args.keep_best:
+                save_checkpoint(self.out / "best", self.model, self.tokenizer)
+            return None
+        self.bad_evals += 1
+        if args.patience and self.bad_evals >= args.patience:
+            return f"early stopping: {args.metric} did not improve in {args.patience} evaluations"
+        return None

@@ -1,7 +1,18 @@
-"""Hand-written optimizers and schedules (the training-engine issue adds SGD and Adam beside AdamW)."""
+"""Hand-written optimizers, learning-rate schedules, gradient clipping and loss scaling.
 
-from minilm.optim.adamw import AdamW
-from minilm.optim.schedules import clip_grad_norm, set_lr, warmup_cosine
+    SGD, Adam, AdamW      the updates written out, equal to torch.optim's (tests/test_optim.py)
+    SCHEDULES, lr_at      constant, linear, cosine, inverse square root; linear warmup
+    clip_grad_norm        global-norm clipping
+    DynamicLossScaler     fp16 loss scaling
+"""
+
+from minilm.optim.adam import Adam, AdamW
+from minilm.optim.clip import clip_grad_norm
+from minilm.optim.loss_scale import DynamicLossScaler
+from minilm.optim.schedules import SCHEDULES, lr_at, set_lr
+from minilm.optim.sgd import SGD
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
 def param_groups(model, weight_decay: float):
@@ -18,4 +29,14 @@ def param_groups(model, weight_decay: float):
     return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
-__all__ = ["AdamW", "clip_grad_norm", "param_groups", "set_lr", "warmup_cosine"]
+def build_optimizer(name: str, model, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8, momentum=0.9, foreach=True):
+    """The optimizer `name` over `model`'s parameters, with weight decay on matrices only."""
+    groups = param_groups(model, weight_decay)
+    if name == "sgd":
+        return SGD(groups, lr=lr, momentum=momentum, foreach=foreach)
+    if name in ("adam", "adamw"):
+        return OPTIMIZERS[name](groups, lr=lr, betas=betas, eps=eps, foreach=foreach)
+    raise ValueError(f"unknown optimizer {name!r}; choose one of {', '.join(OPTIMIZERS)}")
+
+
+__all__ = ["OPTIMIZERS", "SCHEDULES", "SGD", "Adam", "AdamW", "DynamicLossScaler", "build_optimizer", "clip_grad_norm", "lr_at", "param_groups", "set_lr"]
