@@ -56,7 +56,7 @@ class TrainArgs:
     metric: str = "val_loss"  # the evaluation metric that picks the best checkpoint
     mode: str = "min"  # "min" or "max" for that metric
     keep_best: bool = False  # end with the best evaluated weights instead of the last
-    dtype: str = "fp32"  # "fp32", "bf16" (autocast, CPU or CUDA) or "fp16" (autocast + loss scaling, CUDA)
+    dtype: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + dynamic loss scaling; fast on CUDA only)
     tensorboard: bool = False  # also write TensorBoard events to <out>/tensorboard
     resume: bool = False
     extra: dict = field(default_factory=dict)  # recorded in the training state (script flags)
@@ -116,8 +116,6 @@ class Trainer:
         self.model, self.tokenizer, self.data = model, tokenizer, data
         self.loss_fn, self.targets, self.evaluate_fn, self.args = loss_fn, targets, evaluate, args
         self.device = torch.device(device)
-        if args.dtype == "fp16" and self.device.type != "cuda":
-            raise ValueError("--dtype fp16 needs a CUDA device (its loss scaling is for GPU fp16); on a CPU use --dtype bf16")
         self.out = Path(args.out)
         self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum)
         self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None

@@ -184,6 +184,28 @@ def test_tensorboard_events(tmp_path):
     assert [e.value for e in events.Scalars("eval/val_loss")] == [1.5, 1.5]
 
 
-def test_fp16_without_cuda_is_refused(tmp_path):
-    with pytest.raises(ValueError, match="fp16 needs a CUDA device"):
-        trainer(tmp_path, encoder(), RaggedMLM(), dtype="fp16")
+def test_fp16_loss_scaling_skips_overflowing_steps_then_trains(tmp_path):
+    """fp16 autocast (run here on the CPU, which autocasts fp16 too) with a loss scale so large
+    that the fp16 gradients overflow: those steps change no weight and halve the scale, then the
+    run trains and tracks fp32."""
+    data = RaggedMLM(learnable=True)
+    model = encoder()
+    t = trainer(tmp_path / "fp16", model, data, max_steps=40, lr=3e-3, dtype="fp16", eval_every=10)
+    t.scaler.scale = 2.0**40
+    before = copy.deepcopy(model)
+    t.train_step(data.batch(0), lr=3e-3)
+    assert t.scaler.scale == 2.0**39 and rel_diff(model, before) == 0.0  # skipped
+    for _ in range(40):  # each overflow halves the scale, until the fp16 gradients are finite
+        t.train_step(data.batch(0), lr=3e-3)
+        if t.scaler.good_steps:
+            break
+    assert t.scaler.good_steps == 1 and t.scaler.scale < 2.0**39 and rel_diff(model, before) > 0
+
+    runs = {}
+    for dtype in ("fp32", "fp16"):
+        t = trainer(tmp_path / dtype, encoder(), data, max_steps=40, lr=3e-3, dtype=dtype, eval_every=10)
+        t.evaluate_fn = lambda m: {"val_loss": sum(s.item() / n for s, n in pretraining_loss("mlm+nsp")(m, data.batch(999)).values())}
+        t.fit()
+        runs[dtype] = [r["val_loss"] for r in t.history]
+    for a, b in zip(runs["fp32"], runs["fp16"]):
+        assert abs(a - b) < 0.05 * a, runs

@@ -105,6 +105,7 @@ class Adam(torch.optim.Optimizer):
         torch._foreach_lerp_(m, grads, 1 - beta1)
         torch._foreach_mul_(v, beta2)
         torch._foreach_addcmul_(v, grads, grads, 1 - beta2)
+        del grads  # free g + lambda theta (Adam) before sqrt(v) allocates: the memory is reused
         if group["amsgrad"]:
             v_max = [s["max_exp_avg_sq"] for s in states]
             torch._foreach_maximum_(v_max, v)
