@@ -8,22 +8,25 @@ for an encoder-decoder.
     python train.py --resume                                # continue a killed run
 
 The corpus is a text file (.txt or .txt.gz: one passage per line, documents separated by blank
-lines), a folder of them, or JSONL with a "text" field. A tokenizer (WordPiece for the encoder,
-byte-level BPE otherwise) is trained on it unless --tokenizer names one. The model, its config
-and tokenizer land in --out (default runs/pretrain-<arch>), with metrics.jsonl and a resumable
-checkpoint/.
+lines), a folder of them, or JSONL with a "text" field; or a token-shard directory that a
+data/<name>/prepare.py recipe wrote (python data/tinyshakespeare/prepare.py, then
+--data data/tinyshakespeare/shards). A raw corpus is cleaned, split and tokenized once, streaming,
+into <out>/data (reused while the corpus and the flags that shape it stay the same); a tokenizer
+(WordPiece for the encoder, byte-level BPE otherwise) is trained on it unless --tokenizer names
+one. The model, its config and tokenizer land in --out (default runs/pretrain-<arch>), with
+metrics.jsonl and a resumable checkpoint/.
 """
 
 import argparse
 import sys
 from pathlib import Path
 
-import numpy as np
 
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
 from minilm.config import from_preset
-from minilm.data.corpus import read_documents
-from minilm.data.pretrain import OBJECTIVES, PretrainBatches, TokenizedCorpus
+from minilm.data.pipeline import prepare_corpus
+from minilm.data.pretrain import OBJECTIVES, PretrainBatches
+from minilm.data.shards import TokenShards, is_shard_dir
 from minilm.metrics import perplexity
 from minilm.models import build_model
 from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, pretraining_loss, pretraining_targets, unigram_baseline
@@ -39,10 +42,12 @@ def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--arch", choices=list(DEFAULT_OBJECTIVE), help="model family (default: from --objective, else encoder)")
     p.add_argument("--objective", choices=OBJECTIVES, help="pretraining objective (default: the family's own)")
-    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus file or folder (default: the WordNet corpus shipped in data/wordnet)")
+    p.add_argument("--data", default=str(DEFAULT_DATA), help="corpus file or folder, or a token-shard directory (default: the WordNet corpus shipped in data/wordnet)")
     p.add_argument("--tokenizer", help="an existing tokenizer.json (or checkpoint directory) instead of training one")
     p.add_argument("--vocab-size", type=int, default=8192, help="vocabulary size of a newly trained tokenizer (default: %(default)s)")
     p.add_argument("--val-fraction", type=float, default=0.02, help="share of the corpus lines held out for evaluation (default: %(default)s)")
+    p.add_argument("--whole-word-masking", action="store_true", help="MLM masks whole words (all WordPiece pieces of a chosen word) instead of single pieces")
+    p.add_argument("--doc-mask", action="store_true", help="causal LM: documents packed into a row attend only within themselves, positions restarting at each")
     p.add_argument("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: %(default)s)")
     add_model_args(p)
     add_train_args(p, lr=1e-3, batch_size=64, seq_len=64)
@@ -68,20 +73,33 @@ def parse_args(argv=None):
     return args
 
 
-def split_documents(docs, fraction: float, seed: int, block: int = 8):
-    """Hold out a seeded `fraction` of each document, in blocks of `block` consecutive lines; each
-    held-out block becomes a validation document (so NSP pairs exist within it)."""
-    rng = np.random.default_rng(seed)
-    blocks = [(d, doc[i : i + block]) for d, doc in enumerate(docs) for i in range(0, len(doc), block)]
-    held = rng.random(len(blocks)) < fraction
-    if not held.any():
-        held[rng.integers(len(blocks))] = True
-    train = [[] for _ in docs]
-    for (d, lines), h in zip(blocks, held):
-        if not h:
-            train[d].extend(lines)
-    val = [lines for (d, lines), h in zip(blocks, held) if h]
-    return [d for d in train if d], val
+def shards_for(args, out: Path) -> Path:
+    """The token-shard directory to train from: --data itself if it is one, else <out>/data,
+    written from the corpus unless an identical one is already there."""
+    if is_shard_dir(args.data):
+        if args.tokenizer:
+            sys.exit(f"error: --tokenizer: {args.data} is already tokenized (its tokenizer.json is used)")
+        return Path(args.data)
+    directory = out / "data"
+    kind = "wordpiece" if args.arch == "encoder" else "bpe"
+    tokenizer = None
+    if args.tokenizer:
+        tokenizer = Tokenizer.load(args.tokenizer)
+    elif args.resume and (out / "checkpoint" / "tokenizer.json").exists():
+        tokenizer = Tokenizer.load(out / "checkpoint")  # the run's own tokenizer, whatever happens to the shards
+    if is_shard_dir(directory):
+        from minilm.data.pipeline import fingerprint
+
+        meta = TokenShards(directory).meta
+        same = meta["source"].get("files") == fingerprint(args.data) and meta["source"].get("val_fraction") == args.val_fraction \
+            and meta["source"].get("seed") == args.seed and meta["source"].get("kind") == kind \
+            and (tokenizer is None or Tokenizer.load(directory).backend.to_str() == tokenizer.backend.to_str())
+        if same and (tokenizer is not None or meta["source"].get("vocab_size") == args.vocab_size):
+            print(f"reusing the token shards in {directory}")
+            return directory
+    print(f"tokenizing {args.data} into {directory}" + ("" if tokenizer else f" (training a {kind} tokenizer of {args.vocab_size:,} entries first)"))
+    prepare_corpus(args.data, directory, tokenizer, kind=kind, vocab_size=args.vocab_size, val_fraction=args.val_fraction, seed=args.seed)
+    return directory
 
 
 def main(argv=None):
@@ -91,25 +109,22 @@ def main(argv=None):
     out = Path(args.out)
 
     # -- data ----------------------------------------------------------------------------------------
-    docs = read_documents(args.data)
-    train_docs, val_docs = split_documents(docs, args.val_fraction, args.seed)
-    n_lines = sum(map(len, docs))
-    print(f"corpus {args.data}: {len(docs):,} documents, {n_lines:,} lines; {sum(map(len, val_docs)):,} lines held out")
-    if args.tokenizer:
-        tokenizer = Tokenizer.load(args.tokenizer)
-    elif args.resume and (out / "checkpoint" / "tokenizer.json").exists():
-        tokenizer = Tokenizer.load(out / "checkpoint")
-    else:
-        kind = "wordpiece" if args.arch == "encoder" else "bpe"
-        print(f"training a {kind} tokenizer of {args.vocab_size:,} entries ...")
-        tokenizer = Tokenizer.train((line for doc in train_docs for line in doc), kind=kind, vocab_size=args.vocab_size)
-    train_corpus = TokenizedCorpus(train_docs, tokenizer, desc="tokenizing train")
-    val_corpus = TokenizedCorpus(val_docs, tokenizer, desc="tokenizing val")
-    print(f"tokens: {len(train_corpus.tokens):,} train, {len(val_corpus.tokens):,} val (vocabulary {tokenizer.vocab_size:,})")
-    train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum, args.seed)
-    val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size, seed=args.seed + 10_000)
+    try:
+        shards = shards_for(args, out)
+        train_corpus, val_corpus = TokenShards(shards, "train"), TokenShards(shards, "val")
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    tokenizer = train_corpus.tokenizer
+    n = train_corpus.meta["splits"]
+    print(f"data {shards}: train {n['train']['tokens']:,} tokens in {n['train']['documents']:,} documents, "
+          f"val {n['val']['tokens']:,} tokens (vocabulary {tokenizer.vocab_size:,})")
+    try:
+        train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum, args.seed, args.whole_word_masking, args.doc_mask)
+        val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size, args.seed + 10_000, args.whole_word_masking, args.doc_mask)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
     val_batches = [{k: v.to(device) for k, v in val_source.batch(i).items()} for i in range(args.eval_batches)]
-    baseline = unigram_baseline(train_corpus.tokens, val_corpus.tokens, tokenizer.vocab_size)
+    baseline = unigram_baseline(train_corpus.counts(), val_corpus.counts())
     print(f"unigram baseline on val: {baseline:.3f} nats/token (perplexity {perplexity(baseline):.1f})")
 
     # -- model ---------------------------------------------------------------------------------------

@@ -56,7 +56,8 @@ class KVCache:
 def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
     """The additive mask M, (B or 1, 1, T, S), or None when nothing is masked.
 
-    key_mask (B, S): 1 for real keys, 0 for padding. Under causal masking the T queries are the
+    key_mask (B, S): 1 for real keys, 0 for padding; or (B, T, S): 1 where query i may see key j
+    (documents packed into one row, each seeing only itself). Under causal masking the T queries are the
     last T of the S positions, so query i may look at keys j <= S - T + i. Masked entries get the
     dtype's most negative finite value, not -inf, so that a row with every key masked (a padded
     query) gives a finite, ignored output instead of NaN.
@@ -67,9 +68,12 @@ def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
     if causal:
         allowed = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
     if key_mask is not None:
-        if key_mask.shape[-1] != S:
-            raise ValueError(f"attention_mask covers {key_mask.shape[-1]} positions, expected {S}")
-        allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, T, S)
+        if key_mask.shape[-1] != S or (key_mask.dim() == 3 and key_mask.shape[1] != T):
+            raise ValueError(f"attention_mask of shape {tuple(key_mask.shape)} does not cover {T} queries x {S} keys")
+        if key_mask.dim() == 3:
+            allowed = allowed & key_mask.bool()[:, None, :, :]  # (B, 1, T, S)
+        else:
+            allowed = allowed & key_mask.bool()[:, None, None, :]  # (B, 1, T, S)
     bias = torch.zeros(allowed.shape, dtype=dtype, device=device)
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 

@@ -38,16 +38,26 @@ def count_targets(labels: torch.Tensor) -> int:
     return int((labels != IGNORE_INDEX).sum())
 
 
-def mask_tokens(input_ids, special_ids, mask_id: int, vocab_size: int, generator: torch.Generator, mask_prob: float = 0.15):
+def mask_tokens(input_ids, special_ids, mask_id: int, vocab_size: int, generator: torch.Generator, mask_prob: float = 0.15,
+                word_starts=None):
     """BERT's masking. input_ids (B, T) -> (corrupted inputs (B, T), labels (B, T)).
 
-    Special tokens ([CLS], [SEP], [PAD], ...) are never chosen. Labels hold the original token
-    at the chosen positions and IGNORE_INDEX elsewhere."""
+    Each position is chosen with probability mask_prob (15%); of the chosen, 80% become [MASK],
+    10% a random token and 10% stay. Special tokens ([CLS], [SEP], [PAD], ...) are never chosen.
+    Labels hold the original token at the chosen positions and IGNORE_INDEX elsewhere.
+    With word_starts (B, T) bool (True where a word begins: not a '##' continuation piece), whole
+    words are chosen (BERT's whole-word masking): the draw at a word's first piece decides for all
+    its pieces, the 80/10/10 split is still per piece."""
     labels = input_ids.clone()
     special = torch.zeros_like(input_ids, dtype=torch.bool)
     for i in special_ids:
         special |= input_ids == i
-    chosen = (torch.rand(input_ids.shape, generator=generator) < mask_prob) & ~special
+    draw = torch.rand(input_ids.shape, generator=generator)
+    if word_starts is not None:
+        positions = torch.arange(input_ids.shape[1]).expand_as(input_ids)
+        first_piece = torch.cummax(torch.where(word_starts | special, positions, 0), dim=1).values  # (B, T)
+        draw = draw.gather(1, first_piece)
+    chosen = (draw < mask_prob) & ~special
     labels[~chosen] = IGNORE_INDEX
     inputs = input_ids.clone()
     action = torch.rand(input_ids.shape, generator=generator)

@@ -26,7 +26,8 @@ def predictions(model, batch, objective: str) -> dict:
             out["nsp"] = (model.nsp_logits(h), batch["nsp_labels"])  # (B, 2)
         return out
     if objective == "clm":
-        return {"clm": (model(batch["input_ids"]), batch["labels"])}  # (B, T, V); labels = inputs shifted by one
+        logits = model(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))  # (B, T, V)
+        return {"clm": (logits, batch["labels"])}  # labels = inputs shifted by one
     logits = model(batch["input_ids"], batch["decoder_input_ids"], batch["attention_mask"], batch["decoder_attention_mask"])
     return {"denoise": (logits, batch["labels"])}
 
@@ -76,9 +77,11 @@ def evaluate_pretraining(model, objective: str, val_batches) -> dict:
     return metrics
 
 
-def unigram_baseline(train_tokens, val_tokens, vocab_size: int) -> float:
+def unigram_baseline(train_counts, val_counts) -> float:
     """Cross-entropy (nats per token) of the add-one unigram distribution of the training tokens on
-    the validation tokens: the loss a model reaches from token frequencies alone."""
-    counts = torch.bincount(torch.as_tensor(train_tokens, dtype=torch.long), minlength=vocab_size).double() + 1.0
+    the validation tokens, from token counts (V,): the loss a model reaches from token frequencies
+    alone.  H = -sum_v n_val(v) log p(v) / sum_v n_val(v),  p(v) = (n_train(v) + 1) / (N_train + V)."""
+    counts = torch.as_tensor(train_counts, dtype=torch.float64) + 1.0
     logp = (counts / counts.sum()).log()
-    return float(-logp[torch.as_tensor(val_tokens, dtype=torch.long)].mean())
+    val = torch.as_tensor(val_counts, dtype=torch.float64)
+    return float(-(val * logp).sum() / val.sum())

@@ -9,6 +9,8 @@ elsewhere (a Hugging Face checkpoint's) loads the same way: its special tokens a
                broken into '##'-continued pieces; inputs framed as [CLS] A [SEP] (B [SEP]).
     Byte BPE   (Sennrich et al. 2016; GPT-2): merges over UTF-8 bytes, so no text is ever
                unknown; no framing (documents are joined with [EOS] by the data pipeline).
+    Character  one token per character (char-rnn, nanoGPT's shakespeare_char), newline included;
+               characters never seen become [UNK]; no framing.
 """
 
 from __future__ import annotations
@@ -17,13 +19,13 @@ import os
 from pathlib import Path
 
 from tokenizers import Tokenizer as HFTokenizer
-from tokenizers import decoders, models, normalizers, pre_tokenizers, processors, trainers
+from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 PAD, UNK, CLS, SEP, MASK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"
 N_SENTINELS = 32  # T5 span-corruption sentinels [X0] .. [X31]
 SENTINELS = [f"[X{i}]" for i in range(N_SENTINELS)]
 SPECIAL_TOKENS = [PAD, UNK, CLS, SEP, MASK, BOS, EOS, *SENTINELS]  # ids 0, 1, 2, ... in a trained vocabulary
-KINDS = ("wordpiece", "bpe")
+KINDS = ("wordpiece", "bpe", "char")
 
 # The id of each special role is the first of these tokens that the vocabulary holds: minilm's own
 # spelling, then those of vocabularies made elsewhere (BERT's are minilm's; GPT-2 has only
@@ -70,6 +72,11 @@ class Tokenizer:
     def train(cls, texts, kind: str = "wordpiece", vocab_size: int = 8192, min_frequency: int = 2) -> "Tokenizer":
         """Learn a vocabulary of about `vocab_size` entries from an iterable of strings (the trainers
         always keep the whole initial alphabet and the special tokens, so a tiny request yields more)."""
+        if kind == "char":
+            alphabet = {"\n"}
+            for text in texts:
+                alphabet.update(text)
+            return cls.from_chars(alphabet)
         if kind == "wordpiece":
             tk = HFTokenizer(models.WordPiece(unk_token=UNK))
             tk.normalizer = normalizers.BertNormalizer(lowercase=True)
@@ -93,6 +100,18 @@ class Tokenizer:
             raise ValueError(f"unknown tokenizer kind {kind!r}: expected one of {', '.join(KINDS)}")
         tk.train_from_iterator(texts, trainer=trainer)
         cls._set_framing(tk, kind)
+        return cls(tk)
+
+    @classmethod
+    def from_chars(cls, alphabet) -> "Tokenizer":
+        """A character-level tokenizer: the special tokens, then the characters in sorted order."""
+        chars = sorted(set(alphabet) - set(SPECIAL_TOKENS))
+        vocab = {t: i for i, t in enumerate([*SPECIAL_TOKENS, *chars])}
+        tk = HFTokenizer(models.WordLevel(vocab, unk_token=UNK))
+        tk.pre_tokenizer = pre_tokenizers.Split(Regex(r"[\s\S]"), behavior="isolated")  # every character, newline too
+        tk.decoder = decoders.Fuse()  # join the characters back without spaces
+        tk.add_special_tokens(SPECIAL_TOKENS)
+        cls._set_framing(tk, "char")
         return cls(tk)
 
     @classmethod

@@ -75,7 +75,7 @@ def autocast(dtype: str, device: torch.device):
 
 def count_tokens(batch: dict) -> int:
     mask = batch.get("attention_mask")
-    n = int(mask.sum()) if mask is not None else batch["input_ids"].numel()
+    n = int(mask.sum()) if mask is not None and mask.dim() == 2 else batch["input_ids"].numel()
     if "decoder_attention_mask" in batch:
         n += int(batch["decoder_attention_mask"].sum())
     return n
@@ -84,7 +84,7 @@ def count_tokens(batch: dict) -> int:
 def _trim(batch: dict, mask_key: str, keys: tuple) -> dict:
     """Drop trailing columns that are padding in every row of `batch[mask_key]`."""
     mask = batch.get(mask_key)
-    if mask is None or not mask.any():
+    if mask is None or mask.dim() != 2 or not mask.any():
         return batch
     length = int(mask.any(0).nonzero().max()) + 1
     return {k: (v[:, :length] if k in keys and v.dim() == 2 else v) for k, v in batch.items()}

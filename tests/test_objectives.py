@@ -185,3 +185,29 @@ def test_span_corrupt_is_deterministic_per_seed():
     b = span_corrupt(tokens, SENTINELS, EOS, np.random.default_rng(3))
     c = span_corrupt(tokens, SENTINELS, EOS, np.random.default_rng(4))
     assert a == b and a != c
+
+
+def test_whole_word_masking_chooses_all_pieces_of_a_word_or_none():
+    from minilm.objectives import mask_tokens
+
+    ids = torch.arange(10, 74).reshape(2, 32)  # (B, T), no special tokens but [CLS]-like id 2 at 0
+    ids[:, 0] = 2
+    g = torch.Generator().manual_seed(0)
+    word_starts = torch.rand(2, 32, generator=g) < 0.4  # words of 1-5 pieces
+    word_starts[:, :2] = True
+    word = torch.cumsum(word_starts.long(), dim=1)
+    chosen_pieces, partial = 0, 0
+    for seed in range(50):
+        _, labels = mask_tokens(ids, {2}, 4, 100, torch.Generator().manual_seed(seed), mask_prob=0.3, word_starts=word_starts)
+        chosen = labels != -100
+        assert not chosen[:, 0].any()  # the special token never
+        for b in range(2):
+            for w in word[b].unique():
+                in_word = chosen[b][word[b] == w]
+                partial += bool(in_word.any() and not in_word.all())
+        chosen_pieces += int(chosen.sum())
+    assert partial == 0
+    assert 0.2 < chosen_pieces / (50 * 2 * 31) < 0.4  # about mask_prob of the pieces
+    _, plain = mask_tokens(ids, {2}, 4, 100, torch.Generator().manual_seed(1), mask_prob=0.3)
+    pieces = plain != -100  # without word_starts, pieces of a word are chosen independently: some words split
+    assert any(bool(pieces[b][word[b] == w].any() and not pieces[b][word[b] == w].all()) for b in range(2) for w in word[b].unique())

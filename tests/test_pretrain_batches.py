@@ -269,3 +269,23 @@ def test_errors(docs, corpora, wordpiece, bpe):
     for objective in ("clm", "denoise"):
         with pytest.raises(ValueError, match=rf"the corpus has {n} tokens, too few for windows of {T + 1}"):
             PretrainBatches(short, objective, T, B)
+
+
+def test_document_mask_makes_packed_documents_independent():
+    """A document packed after another in one row gets, under the document mask, the logits it
+    gets alone in its own row starting at position 0."""
+    from conftest import tiny_model
+    from minilm.data.pretrain import document_mask
+
+    eos = 6
+    a, b = [10, 11, 12, eos], [20, 21, 22, 23, 24]
+    packed = torch.tensor([a + b])  # (1, 9)
+    extra = document_mask(packed, eos)
+    assert extra["position_ids"].tolist() == [[0, 1, 2, 3, 0, 1, 2, 3, 4]]
+    assert extra["attention_mask"][0, 5].tolist() == [0, 0, 0, 0, 1, 1, 1, 1, 1]
+    model = tiny_model("decoder")
+    together = model(packed, extra["attention_mask"], extra["position_ids"])
+    alone = model(torch.tensor([b]))
+    torch.testing.assert_close(together[0, 4:], alone[0], rtol=1e-5, atol=1e-5)
+    unmasked = model(packed)
+    assert not torch.allclose(unmasked[0, 4:], alone[0], atol=1e-3)  # without the mask, b sees a

@@ -136,8 +136,8 @@ def test_mismatched_arch_and_objective_is_refused(capsys):
     assert "--objective mlm trains an encoder, not an decoder" in capsys.readouterr().err
 
 
-def test_missing_corpus_is_a_clear_error(tmp_path):
-    with pytest.raises(FileNotFoundError, match="nope.txt: no such corpus file"):
+def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
+    with pytest.raises(SystemExit, match="nope.txt: no such corpus file"):
         train.main(["--data", str(tmp_path / "nope.txt"), "--out", str(tmp_path / "o"), *TINY])
 
 

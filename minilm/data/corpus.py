@@ -2,7 +2,8 @@
 
 Plain text follows BERT's pretraining format: one sentence or passage per line, documents
 separated by blank lines. A file without blank lines is one document (a stream of lines).
-A corpus is returned as a list of documents, each a list of non-empty lines.
+A corpus is read as documents, each a list of non-empty, cleaned lines; `iter_documents` streams
+them (memory does not grow with the corpus), `read_documents` returns them all.
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ from __future__ import annotations
 import gzip
 import io
 import json
+import re
 import unicodedata
 from pathlib import Path
 
@@ -37,9 +39,13 @@ def not_utf8(path) -> ValueError:
     return ValueError(f"{path}: not UTF-8 text; save the file as UTF-8")
 
 
+CONTROL = re.compile("[\x00-\x08\x0b-\x1f\x7f-\x9f\u200b-\u200f\u2028\u2029\ufeff\ufffd]")
+
+
 def clean_line(line: str) -> str:
-    """Unicode NFC normalisation and collapsed whitespace."""
-    return " ".join(unicodedata.normalize("NFC", line).split())
+    """Unicode NFC normalisation, control and zero-width characters (and U+FFFD, the mark of
+    undecodable bytes) removed, whitespace collapsed to single spaces."""
+    return " ".join(CONTROL.sub("", unicodedata.normalize("NFC", line)).split())
 
 
 def _documents_from_lines(lines, path):
@@ -71,27 +77,35 @@ def _documents_from_jsonl(lines, path, field: str):
             yield doc
 
 
-def read_documents(path, text_field: str = "text") -> list[list[str]]:
-    """All documents of a corpus file or folder (files of a folder in sorted order)."""
+def corpus_files(path) -> list[Path]:
+    """The text files of a corpus: the file itself, or a folder's files in sorted order."""
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
         if not files:
             raise FileNotFoundError(f"{path}: no text files ({', '.join(TEXT_SUFFIXES)}) in this folder")
-    elif path.is_file():
-        files = [path]
-    else:
-        raise FileNotFoundError(f"{path}: no such corpus file or folder")
-    docs = []
-    for file in files:
+        return files
+    if path.is_file():
+        return [path]
+    raise FileNotFoundError(f"{path}: no such corpus file or folder")
+
+
+def iter_documents(path, text_field: str = "text"):
+    """Stream the documents of a corpus file or folder, one list of cleaned lines at a time."""
+    for file in corpus_files(path):
         try:
             with open_text(file) as f:
                 if file.name.endswith((".jsonl", ".jsonl.gz")):
-                    docs.extend(_documents_from_jsonl(f, file, text_field))
+                    yield from _documents_from_jsonl(f, file, text_field)
                 else:
-                    docs.extend(_documents_from_lines(f, file))
+                    yield from _documents_from_lines(f, file)
         except UnicodeDecodeError:
             raise not_utf8(file) from None
+
+
+def read_documents(path, text_field: str = "text") -> list[list[str]]:
+    """All documents of a corpus file or folder, in memory."""
+    docs = list(iter_documents(path, text_field))
     if not docs:
         raise ValueError(f"{path}: the corpus is empty")
     return docs

@@ -5,6 +5,8 @@ number `step` is drawn from a random generator seeded with (seed, step), so a re
 another process) rebuilds exactly the batch it would have seen: the data position is the step.
 
     clm      windows of T + 1 tokens from the stream  line \n line \n ... [EOS] next document ...
+             (documents packed; with doc_mask, each token attends only within its own document and
+             positions restart at 0 in each, as if the documents came in separate rows)
     mlm      [CLS] consecutive lines [SEP], masked as in BERT
     mlm+nsp  [CLS] A [SEP] B [SEP]: B follows A in its document half of the time, else a random
              passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code)
@@ -66,6 +68,19 @@ class TokenizedCorpus:
         return np.concatenate(parts)
 
 
+def document_mask(input_ids, eos_id: int) -> dict:
+    """For rows of packed documents: attention_mask (B, T, T), 1 where query and key lie in the
+    same document, and position_ids (B, T) counted from each document's start. An [EOS] belongs
+    to the document it ends."""
+    B, T = input_ids.shape
+    eos = (input_ids == eos_id).long()
+    doc = torch.cumsum(eos, dim=1) - eos  # (B, T) document index within the row
+    same = doc[:, :, None] == doc[:, None, :]  # (B, T, T)
+    t = torch.arange(T).expand(B, T)
+    starts = torch.cummax(torch.where(torch.cat([torch.ones(B, 1, dtype=torch.bool), eos[:, :-1].bool()], 1), t, 0), dim=1).values
+    return {"attention_mask": same.long(), "position_ids": t - starts}
+
+
 def pad(rows, value: int, length: int | None = None) -> torch.Tensor:
     """Right-pad lists of ids to one length -> (B, T) int64."""
     length = length or max(len(r) for r in rows)
@@ -78,17 +93,29 @@ def pad(rows, value: int, length: int | None = None) -> torch.Tensor:
 class PretrainBatches:
     """`batch(step)` -> a dict of tensors for one objective; deterministic in (seed, step)."""
 
-    def __init__(self, corpus: TokenizedCorpus, objective: str, seq_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, corpus: TokenizedCorpus, objective: str, seq_len: int, batch_size: int, seed: int = 0,
+                 whole_word: bool = False, doc_mask: bool = False):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
         self.corpus, self.objective = corpus, objective
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.tk = corpus.tokenizer
+        self.doc_mask = doc_mask
+        self.continuation = None  # (V,) bool: WordPiece '##' pieces, for whole-word masking
+        if whole_word:
+            vocab = self.tk.backend.get_vocab()
+            if not any(t.startswith("##") for t in vocab):
+                raise ValueError("whole-word masking needs a WordPiece tokenizer ('##' continuation pieces)")
+            self.continuation = torch.zeros(self.tk.vocab_size, dtype=torch.bool)
+            self.continuation[[i for t, i in vocab.items() if t.startswith("##")]] = True
         if objective in ("clm", "denoise"):
             self.stream = corpus.stream()
             if len(self.stream) <= seq_len + 1:
                 raise ValueError(f"the corpus has {len(self.stream)} tokens, too few for windows of {seq_len + 1}")
-        if objective == "mlm+nsp" and (corpus.n_docs < 2 or (np.diff(corpus.doc_start) >= 2).sum() == 0):
+        doc_sizes = np.diff(np.asarray(corpus.doc_start))  # lines per document
+        usable = np.where(doc_sizes >= 2, doc_sizes, 0)  # NSP draws A from documents of 2+ lines, by size
+        self.doc_weights = usable / max(usable.sum(), 1)
+        if objective == "mlm+nsp" and (corpus.n_docs < 2 or usable.sum() == 0):
             raise ValueError(
                 "next-sentence prediction needs at least two documents (separated by a blank line), one of them "
                 "with two or more lines"
@@ -106,7 +133,10 @@ class PretrainBatches:
         T = self.seq_len
         starts = rng.integers(0, len(self.stream) - T, size=self.batch_size)  # windows [s, s + T] inside the stream
         windows = torch.as_tensor(np.stack([self.stream[s : s + T + 1] for s in starts]).astype(np.int64))
-        return {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}  # (B, T) each: predict the next token
+        batch = {"input_ids": windows[:, :-1], "labels": windows[:, 1:]}  # (B, T) each: predict the next token
+        if self.doc_mask:
+            batch.update(document_mask(batch["input_ids"], self.tk.eos_id))
+        return batch
 
     # -- masked LM -----------------------------------------------------------------------------------
     def _lines_from(self, first: int, budget: int, stop: int) -> list:
@@ -119,7 +149,8 @@ class PretrainBatches:
         return out[:budget]
 
     def _mask(self, input_ids, gen):
-        inputs, labels = mask_tokens(input_ids, self.tk.special_ids, self.tk.mask_id, self.tk.vocab_size, gen)
+        word_starts = None if self.continuation is None else ~self.continuation[input_ids]
+        inputs, labels = mask_tokens(input_ids, self.tk.special_ids, self.tk.mask_id, self.tk.vocab_size, gen, word_starts=word_starts)
         return inputs, labels
 
     def _mlm(self, rng, gen):
@@ -135,11 +166,9 @@ class PretrainBatches:
     # -- masked LM + next-sentence prediction ------------------------------------------------------
     def _mlm_nsp(self, rng, gen):
         c, budget = self.corpus, self.seq_len - 3
-        doc_sizes = np.diff(c.doc_start)
-        weights = np.where(doc_sizes >= 2, doc_sizes, 0) / np.where(doc_sizes >= 2, doc_sizes, 0).sum()
         rows, segments, nsp = [], [], []
         for _ in range(self.batch_size):
-            d = int(rng.choice(c.n_docs, p=weights))
+            d = int(rng.choice(c.n_docs, p=self.doc_weights))
             first, stop = int(c.doc_start[d]), int(c.doc_start[d + 1])
             # A: whole lines from a random one until a random target length, leaving a line for B
             i, target, a = int(rng.integers(first, stop - 1)), int(rng.integers(budget // 4, budget // 2 + 1)), []

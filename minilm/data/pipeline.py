@@ -1,0 +1,80 @@
+"""From a raw corpus to token shards, streaming: read -> clean -> filter -> deduplicate -> split
+-> tokenize -> memmap files (minilm/data/shards.py).
+
+    cleaning      NFC, control characters out, whitespace collapsed (minilm/data/corpus.py)
+    filters       lines shorter than `min_chars` or longer than `max_chars` characters are dropped
+    duplicates    a document whose exact text was seen before is dropped (an 8-byte hash per
+                  document is kept, not the text)
+    split         each document is cut into blocks of `block` lines; a seeded draw per block sends a
+                  `val_fraction` of them to validation, each held-out block its own document (so
+                  next-sentence pairs exist within it); the rest of the document stays in train
+
+The tokenizer, when none is given, is trained on the train split in a first streaming pass.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from pathlib import Path
+
+import numpy as np
+
+from minilm.data.corpus import corpus_files, iter_documents
+from minilm.data.shards import write_shards
+from minilm.tokenizer import Tokenizer
+
+
+def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_chars: int = 1, max_chars: int = 20_000,
+                  text_field: str = "text", stats: dict | None = None):
+    """Yield (split, document) pairs of a corpus; counts of what was dropped go to `stats`."""
+    stats = stats if stats is not None else {}
+    for key in ("documents", "duplicates", "short_lines", "long_lines"):
+        stats.setdefault(key, 0)
+    seen = set()
+    for d, doc in enumerate(iter_documents(path, text_field)):
+        stats["documents"] += 1
+        kept = [line for line in doc if min_chars <= len(line) <= max_chars]
+        stats["short_lines"] += sum(len(line) < min_chars for line in doc)
+        stats["long_lines"] += sum(len(line) > max_chars for line in doc)
+        if not kept:
+            continue
+        digest = hashlib.blake2b("\n".join(kept).encode("utf-8"), digest_size=8).digest()
+        if digest in seen:
+            stats["duplicates"] += 1
+            continue
+        seen.add(digest)
+        blocks = [kept[i : i + block] for i in range(0, len(kept), block)]
+        held = np.random.default_rng([seed, d]).random(len(blocks)) < val_fraction
+        train = [line for b, h in zip(blocks, held) if not h for line in b]
+        if train:
+            yield "train", train
+        for b, h in zip(blocks, held):
+            if h:
+                yield "val", b
+
+
+def fingerprint(path) -> list:
+    """What identifies a corpus's content for reuse of its shards: each file's name, size and mtime."""
+    return [[str(f), os.path.getsize(f), int(os.path.getmtime(f))] for f in corpus_files(path)]
+
+
+def prepare_corpus(path, directory, tokenizer: Tokenizer | None = None, kind: str = "wordpiece", vocab_size: int = 8192,
+                   val_fraction: float = 0.02, seed: int = 0, text_field: str = "text") -> dict:
+    """Shards of the corpus at `path` in `directory` (train and val splits). Returns the meta dict."""
+    options = dict(val_fraction=val_fraction, seed=seed, text_field=text_field)
+    if tokenizer is None:
+        lines = (line for split, doc in corpus_splits(path, **options) if split == "train" for line in doc)
+        tokenizer = Tokenizer.train(lines, kind=kind, vocab_size=vocab_size)
+    stats: dict = {}
+    source = {"path": str(Path(path).resolve()), "files": fingerprint(path), **options, "kind": kind, "vocab_size": vocab_size}
+    meta = write_shards(directory, corpus_splits(path, stats=stats, **options), tokenizer, source=source)
+    for split in ("train", "val"):
+        if meta["splits"].get(split, {}).get("tokens", 0) == 0:
+            raise ValueError(f"{path}: the {split} split is empty (a corpus of {stats['documents']} documents; "
+                             f"{'raise --val-fraction' if split == 'val' else 'lower --val-fraction'})")
+    meta["source"]["dropped"] = stats
+    from minilm.checkpoint import atomic_write_json
+
+    atomic_write_json(Path(directory) / "meta.json", meta)
+    return meta
