@@ -29,7 +29,7 @@ from minilm.data.pretrain import OBJECTIVES, PretrainBatches
 from minilm.data.shards import TokenShards, is_shard_dir
 from minilm.metrics import perplexity
 from minilm.models import build_model
-from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, pretraining_loss, pretraining_targets, unigram_baseline
+from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, init_output_bias, pretraining_loss, pretraining_targets, unigram_baseline
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import Trainer, TrainingDiverged
 
@@ -135,7 +135,10 @@ def main(argv=None):
         args.preset, arch=args.arch, head=OBJECTIVE_HEAD[args.objective], vocab_size=tokenizer.vocab_size,
         max_seq_len=max(args.seq_len, 8), **overrides
     )
-    model = build_model(config).to(device)
+    model = build_model(config)
+    if init_output_bias(model, train_corpus.counts()):
+        print("output bias set to the log unigram frequencies of the training tokens")
+    model.to(device)
     print(f"model: {args.arch} ({args.preset}), {model.num_parameters():,} parameters, objective {args.objective}, device {device}")
     if args.compile:
         from kernels import compile_blocks

@@ -77,6 +77,23 @@ def evaluate_pretraining(model, objective: str, val_batches) -> dict:
     return metrics
 
 
+@torch.no_grad()
+def init_output_bias(model, counts) -> bool:
+    """Set the vocabulary bias of an MLM or LM head to the log unigram frequencies of the training
+    tokens, b_v = log p(v) with add-one counts, so training starts from the unigram model instead
+    of the uniform one: a short run spends its steps on context rather than on word frequencies
+    (Adam moves each bias by about lr per step, so learning log-frequencies that span ~10 nats
+    through the bias alone takes thousands of steps). Returns False when the head has no bias."""
+    head = getattr(model, "mlm", None)
+    head = head.decoder if head is not None else getattr(model, "lm_head", None)
+    if head is None or getattr(head, "bias", None) is None:
+        return False
+    c = torch.as_tensor(counts, dtype=torch.float64) + 1.0
+    logp = (c / c.sum()).log()
+    head.bias.copy_((logp - logp.mean()).to(head.bias.dtype))
+    return True
+
+
 def unigram_baseline(train_counts, val_counts) -> float:
     """Cross-entropy (nats per token) of the add-one unigram distribution of the training tokens on
     the validation tokens, from token counts (V,): the loss a model reaches from token frequencies

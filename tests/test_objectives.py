@@ -211,3 +211,21 @@ def test_whole_word_masking_chooses_all_pieces_of_a_word_or_none():
     _, plain = mask_tokens(ids, {2}, 4, 100, torch.Generator().manual_seed(1), mask_prob=0.3)
     pieces = plain != -100  # without word_starts, pieces of a word are chosen independently: some words split
     assert any(bool(pieces[b][word[b] == w].any() and not pieces[b][word[b] == w].all()) for b in range(2) for w in word[b].unique())
+
+
+def test_output_bias_starts_at_the_unigram_model():
+    """With the MLM bias at log unigram frequencies and no signal through the hidden states, the
+    model's distribution is the unigram one: its cross-entropy is the unigram baseline."""
+    from conftest import tiny_model
+    from minilm.pretraining import init_output_bias, unigram_baseline
+
+    model = tiny_model("encoder", "mlm")
+    counts = torch.randint(0, 50, (53,))
+    assert init_output_bias(model, counts)
+    with torch.no_grad():
+        model.mlm.decoder.weight.zero_()  # the tied embedding: no contribution from h
+        logits = model.mlm(torch.randn(4, 32))  # (4, V)
+    p = (counts + 1.0) / (counts + 1.0).sum()
+    torch.testing.assert_close(logits.log_softmax(-1)[0], p.log().float(), rtol=1e-5, atol=1e-5)
+    assert unigram_baseline(counts, counts) == pytest.approx(float(-(counts * p.log()).sum() / counts.sum()))
+    assert not init_output_bias(tiny_model("decoder"), counts)  # GPT-style LM head: no bias

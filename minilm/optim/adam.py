@@ -25,10 +25,10 @@ import math
 
 import torch
 
-from minilm.optim.foreach import by_device_and_dtype
+from minilm.optim.base import Optimizer
 
 
-class Adam(torch.optim.Optimizer):
+class Adam(Optimizer):
     decoupled_weight_decay = False
 
     def __init__(self, params, lr=1e-3, betas=(0.9, 0.999), eps=1e-8, weight_decay=0.0, amsgrad=False, *, maximize=False, foreach=None):
@@ -49,22 +49,6 @@ class Adam(torch.optim.Optimizer):
             if amsgrad:
                 state["max_exp_avg_sq"] = torch.zeros_like(theta, memory_format=torch.preserve_format)  # max of v
         return state
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if group["foreach"] is False:
-                for theta in params:
-                    self._update(theta, group)
-            else:
-                for same in by_device_and_dtype(params):
-                    self._update_foreach(same, group)
-        return loss
 
     def _update(self, theta, group):
         """The update of one tensor, line by line as in the module docstring."""

@@ -17,10 +17,10 @@ which saves Python overhead. Both give the same numbers (tests/test_optim.py).
 
 import torch
 
-from minilm.optim.foreach import by_device_and_dtype
+from minilm.optim.base import Optimizer
 
 
-class SGD(torch.optim.Optimizer):
+class SGD(Optimizer):
     def __init__(self, params, lr=1e-3, momentum=0.0, dampening=0.0, weight_decay=0.0, nesterov=False, *, maximize=False, foreach=None):
         if lr < 0 or momentum < 0 or weight_decay < 0:
             raise ValueError(f"SGD: lr, momentum and weight_decay must be >= 0, got lr={lr}, momentum={momentum}, weight_decay={weight_decay}")
@@ -28,22 +28,6 @@ class SGD(torch.optim.Optimizer):
             raise ValueError("SGD: Nesterov momentum needs momentum > 0 and dampening = 0")
         defaults = dict(lr=lr, momentum=momentum, dampening=dampening, weight_decay=weight_decay, nesterov=nesterov, maximize=maximize, foreach=foreach)
         super().__init__(params, defaults)
-
-    @torch.no_grad()
-    def step(self, closure=None):
-        loss = None
-        if closure is not None:
-            with torch.enable_grad():
-                loss = closure()
-        for group in self.param_groups:
-            params = [p for p in group["params"] if p.grad is not None]
-            if group["foreach"] is False:
-                for theta in params:
-                    self._update(theta, group)
-            else:
-                for same in by_device_and_dtype(params):
-                    self._update_foreach(same, group)
-        return loss
 
     def _update(self, theta, group):
         """The update of one tensor, line by line as in the module docstring."""
