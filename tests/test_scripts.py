@@ -93,6 +93,14 @@ def test_encoder_mlm_nsp_pretraining_learns(encoder_ckpt):
     assert model.config.head == "mlm+nsp" and model.config.dropout == 0.0
 
 
+def test_nsp_learns_with_enough_steps(tmp_path, corpus):
+    """Next-sentence prediction is slow to start (chance for the first hundred or so steps) but it
+    does learn: the topic of segment B tells whether it follows A."""
+    train.main(["--data", str(corpus), "--out", str(tmp_path), "--max-steps", "500", "--eval-every", "500", "--batch-size", "32",
+                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "8", *TINY])
+    assert metrics(tmp_path)[-1]["nsp_accuracy"] > 0.8, metrics(tmp_path)
+
+
 def test_decoder_clm_pretraining_learns(decoder_ckpt):
     log = metrics(decoder_ckpt)
     assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3, log
