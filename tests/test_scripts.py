@@ -64,11 +64,24 @@ def corpus(tmp_path_factory):
     return write_corpus(tmp_path_factory.mktemp("corpus") / "corpus.txt")
 
 
+def word_tokenizer(path: Path) -> Path:
+    """A WordPiece vocabulary of the corpus's words, built, not trained: `tokenizers` training is
+    not deterministic across processes (huggingface/tokenizers#1794), and a test that fine-tunes
+    on top of a pretrained checkpoint should see the same run every time."""
+    from minilm.tokenizer import SPECIAL_TOKENS
+
+    words = {"a", "like", "the", "here", ".", *TOPICS, *(w for ws in TOPICS.values() for w in ws)}
+    letters = [chr(c) for c in range(ord("a"), ord("z") + 1)]
+    Tokenizer.from_vocab([*SPECIAL_TOKENS, *sorted(words - set(letters)), *letters, *("##" + c for c in letters)]).save(path)
+    return path
+
+
 @pytest.fixture(scope="module")
 def encoder_ckpt(tmp_path_factory, corpus):
     out = tmp_path_factory.mktemp("enc")
+    tok = word_tokenizer(out.parent / "enc-tokenizer.json")
     train.main(["--data", str(corpus), "--out", str(out), "--max-steps", "60", "--eval-every", "20", "--batch-size", "16",
-                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", *TINY])
+                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", "--tokenizer", str(tok), *TINY])
     return out
 
 
@@ -84,8 +97,10 @@ def decoder_ckpt(tmp_path_factory, corpus):
 def test_encoder_mlm_nsp_pretraining_learns(encoder_ckpt):
     log = metrics(encoder_ckpt)
     assert [r["step"] for r in log] == [20, 40, 60]
-    assert log[-1]["val_mlm_loss"] < log[0]["val_mlm_loss"] - 0.3, log
-    assert log[-1]["val_mlm_loss"] < 3.5  # ln(120) = 4.8: far below guessing over the vocabulary
+    # the MLM bias starts at the unigram model (init_output_bias), so the first evaluation is already
+    # near it; context must take the loss well below
+    assert log[-1]["val_mlm_loss"] < log[0]["val_mlm_loss"] - 0.2, log
+    assert log[-1]["val_mlm_loss"] < 3.1  # ln(120) = 4.8: far below guessing over the vocabulary
     assert {"train_loss", "val_loss", "val_ppl", "mlm_accuracy", "nsp_accuracy"} <= set(log[-1])
     for name in ("model.safetensors", "config.json", "tokenizer.json", "checkpoint/training_state.json"):
         assert (encoder_ckpt / name).is_file(), name
@@ -172,6 +187,7 @@ def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, ca
     tr, dv, te = task_files
     result = finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--dev", str(dv), "--test", str(te),
                             "--out", str(tmp_path), "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", "--device", "cpu"])
+    print(result["test"]["accuracy"])
     out = capsys.readouterr().out
     assert f"initialised from {encoder_ckpt}" in out
     # everything else, the token embedding (stored once with the tied MLM decoder) and the pooler
