@@ -22,7 +22,7 @@ from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
-from minilm.finetuning import TASK_HEADS, evaluate_task, init_model, task_loss, task_targets
+from minilm.finetuning import TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import Trainer, TrainingDiverged
 
@@ -44,6 +44,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--label-col", default="label", help="column of the label or value (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=2, help="passes over the training data (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
+    p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
+    p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
     add_train_args(p, lr=None, batch_size=32, seq_len=64)
@@ -55,6 +57,8 @@ def parse_args(argv=None):
     args = p.parse_args(argv)
     check_train_flags(p, args)
     check_positive(p, args, "epochs", "vocab_size")
+    if args.freeze_layers < 0:
+        p.error(f"--freeze-layers must be >= 0, got {args.freeze_layers}")
     if args.train is None:
         if args.task not in DEFAULT_DATA:
             p.error(f"--task {args.task} has no default data: give --train (and --dev, --test)")
@@ -142,7 +146,11 @@ def main(argv=None):
         sys.exit(f"error: --init {init}: {e}")
     if init_path is not None:
         print(f"initialised from {init_path}; new: {', '.join(new) if new else 'nothing'}")
-    print(f"model: {config.arch} with a {head} head, {model.num_parameters():,} parameters, device {device}")
+    try:
+        trainable, total = freeze(model, args.freeze_embeddings, args.freeze_layers)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    print(f"model: {config.arch} with a {head} head, {total:,} parameters, {trainable:,} trained ({100 * trainable / total:.1f}%), device {device}")
     if args.compile:
         from kernels import compile_blocks
 

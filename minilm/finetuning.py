@@ -46,6 +46,20 @@ def _tied_copy(model, name: str, loaded: dict) -> bool:
     return p is not None and any(params.get(k) is p for k in loaded)
 
 
+def freeze(model, embeddings: bool = False, layers: int = 0) -> tuple[int, int]:
+    """Stop training the token/position/segment embeddings and/or the first `layers` blocks of the
+    backbone (the lower layers hold the most general features; Howard & Ruder 2018). Returns
+    (trainable, total) parameter counts."""
+    backbone = model.transformer if hasattr(model, "transformer") else model.encoder
+    if layers > len(backbone.blocks):
+        raise ValueError(f"--freeze-layers {layers}: the model has {len(backbone.blocks)} blocks")
+    frozen = [*(backbone.embed.parameters() if embeddings else []), *(p for b in backbone.blocks[:layers] for p in b.parameters())]
+    for p in frozen:
+        p.requires_grad_(False)
+    params = list(model.parameters())
+    return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
+
+
 def forward_task(model, batch):
     if model.config.arch == "encoder":
         return model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))

@@ -196,6 +196,22 @@ def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, ca
     assert result["test"]["accuracy"] >= 0.9
 
 
+def test_finetune_can_freeze_embeddings_and_lower_layers(tmp_path, task_files, encoder_ckpt, capsys):
+    tr, dv, _ = task_files
+    finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--dev", str(dv), "--out", str(tmp_path),
+                   "--max-steps", "20", "--batch-size", "16", "--freeze-embeddings", "--freeze-layers", "1", "--device", "cpu"])
+    before, after = from_pretrained(encoder_ckpt).state_dict(), from_pretrained(tmp_path).state_dict()
+    frozen = [k for k in after if k.startswith(("transformer.embed.", "transformer.blocks.0."))]
+    trained = [k for k in after if k.startswith("transformer.blocks.1.")]
+    assert frozen and trained
+    assert all(torch.equal(before[k], after[k]) for k in frozen)
+    assert all(not torch.equal(before[k], after[k]) for k in trained if k.endswith("weight"))
+    out = capsys.readouterr().out
+    assert "trained (" in out and "% )" not in out
+    with pytest.raises(SystemExit, match="--freeze-layers 5: the model has 2 blocks"):
+        finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--out", str(tmp_path / "x"), "--freeze-layers", "5", "--device", "cpu"])
+
+
 def test_finetune_unknown_dev_label_names_file_and_line(tmp_path, task_files):
     tr, _, _ = task_files
     dev = tmp_path / "dev.tsv"
