@@ -87,18 +87,11 @@ def shards_for(args, out: Path) -> Path:
         tokenizer = Tokenizer.load(args.tokenizer)
     elif args.resume and (out / "checkpoint" / "tokenizer.json").exists():
         tokenizer = Tokenizer.load(out / "checkpoint")  # the run's own tokenizer, whatever happens to the shards
-    if is_shard_dir(directory):
-        from minilm.data.pipeline import fingerprint
-
-        meta = TokenShards(directory).meta
-        same = meta["source"].get("files") == fingerprint(args.data) and meta["source"].get("val_fraction") == args.val_fraction \
-            and meta["source"].get("seed") == args.seed and meta["source"].get("kind") == kind \
-            and (tokenizer is None or Tokenizer.load(directory).backend.to_str() == tokenizer.backend.to_str())
-        if same and (tokenizer is not None or meta["source"].get("vocab_size") == args.vocab_size):
-            print(f"reusing the token shards in {directory}")
-            return directory
-    print(f"tokenizing {args.data} into {directory}" + ("" if tokenizer else f" (training a {kind} tokenizer of {args.vocab_size:,} entries first)"))
-    prepare_corpus(args.data, directory, tokenizer, kind=kind, vocab_size=args.vocab_size, val_fraction=args.val_fraction, seed=args.seed)
+    print(f"token shards of {args.data} in {directory}: reused if unchanged, else written"
+          + ("" if tokenizer else f" (a {kind} tokenizer of {args.vocab_size:,} entries trained first)"))
+    meta = prepare_corpus(args.data, directory, tokenizer, kind=kind, vocab_size=args.vocab_size,
+                          val_fraction=args.val_fraction, seed=args.seed, reuse=True)
+    print("reused the existing shards" if meta["reused"] else "wrote the shards")
     return directory
 
 

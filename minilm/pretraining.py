@@ -77,6 +77,12 @@ def evaluate_pretraining(model, objective: str, val_batches) -> dict:
     return metrics
 
 
+def unigram_log_probs(counts) -> torch.Tensor:
+    """log p(v) = log (n(v) + 1) / (N + V), the add-one unigram model of token counts (V,), float64."""
+    c = torch.as_tensor(counts, dtype=torch.float64) + 1.0
+    return (c / c.sum()).log()
+
+
 @torch.no_grad()
 def init_output_bias(model, counts) -> bool:
     """Set the vocabulary bias of an MLM or LM head to the log unigram frequencies of the training
@@ -88,8 +94,7 @@ def init_output_bias(model, counts) -> bool:
     head = head.decoder if head is not None else getattr(model, "lm_head", None)
     if head is None or getattr(head, "bias", None) is None:
         return False
-    c = torch.as_tensor(counts, dtype=torch.float64) + 1.0
-    logp = (c / c.sum()).log()
+    logp = unigram_log_probs(counts)
     head.bias.copy_((logp - logp.mean()).to(head.bias.dtype))
     return True
 
@@ -98,7 +103,6 @@ def unigram_baseline(train_counts, val_counts) -> float:
     """Cross-entropy (nats per token) of the add-one unigram distribution of the training tokens on
     the validation tokens, from token counts (V,): the loss a model reaches from token frequencies
     alone.  H = -sum_v n_val(v) log p(v) / sum_v n_val(v),  p(v) = (n_train(v) + 1) / (N_train + V)."""
-    counts = torch.as_tensor(train_counts, dtype=torch.float64) + 1.0
-    logp = (counts / counts.sum()).log()
+    logp = unigram_log_probs(train_counts)
     val = torch.as_tensor(val_counts, dtype=torch.float64)
     return float(-(val * logp).sum() / val.sum())

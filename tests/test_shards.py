@@ -78,6 +78,18 @@ def test_prepare_corpus_refuses_an_empty_validation_split(tmp_path, bpe):
     corpus = write_corpus(tmp_path / "c.txt", docs=2, lines=3)
     with pytest.raises(ValueError, match="the val split is empty"):
         prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=1e-9)
+    assert not (tmp_path / "s" / "meta.json").exists()  # not left looking complete
+
+
+def test_prepare_corpus_reuses_shards_of_the_same_corpus_and_settings(tmp_path, bpe):
+    corpus = write_corpus(tmp_path / "c.txt", docs=20)
+    first = prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=0.2, reuse=True)
+    assert not first["reused"] and first["source"]["dropped"]["documents"] == 20
+    assert prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=0.2, reuse=True)["reused"]
+    assert not prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=0.3, reuse=True)["reused"]  # another split
+    other = Tokenizer.train([" ".join(WORDS)] * 5, kind="bpe", vocab_size=280)
+    assert not prepare_corpus(corpus, tmp_path / "s", other, val_fraction=0.3, reuse=True)["reused"]  # another tokenizer
+    assert not prepare_corpus(corpus, tmp_path / "s", other, val_fraction=0.3)["reused"]  # reuse off: always written
 
 
 PEAK = textwrap.dedent("""

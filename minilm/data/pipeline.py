@@ -15,13 +15,14 @@ The tokenizer, when none is given, is trained on the train split in a first stre
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 from pathlib import Path
 
 import numpy as np
 
 from minilm.data.corpus import corpus_files, iter_documents
-from minilm.data.shards import write_shards
+from minilm.data.shards import is_shard_dir, write_shards
 from minilm.tokenizer import Tokenizer
 
 
@@ -60,21 +61,29 @@ def fingerprint(path) -> list:
 
 
 def prepare_corpus(path, directory, tokenizer: Tokenizer | None = None, kind: str = "wordpiece", vocab_size: int = 8192,
-                   val_fraction: float = 0.02, seed: int = 0, text_field: str = "text") -> dict:
-    """Shards of the corpus at `path` in `directory` (train and val splits). Returns the meta dict."""
+                   val_fraction: float = 0.02, seed: int = 0, text_field: str = "text", reuse: bool = False) -> dict:
+    """Shards of the corpus at `path` in `directory` (train and val splits). Returns the meta dict.
+
+    With `reuse`, shards already in `directory` are kept when they came from the same files
+    (name, size, mtime), split and tokenizer kind, and from the same tokenizer (when one is given)
+    or the same requested vocabulary size (when it is trained); meta["reused"] says so."""
     options = dict(val_fraction=val_fraction, seed=seed, text_field=text_field)
+    source = {"path": str(Path(path).resolve()), "files": fingerprint(path), **options, "kind": kind, "vocab_size": vocab_size}
+    if reuse and is_shard_dir(directory):
+        meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
+        ignored = {"dropped"} | ({"vocab_size"} if tokenizer is not None else set())  # a given tokenizer is compared itself
+        same_source = all(meta["source"].get(k) == v for k, v in source.items() if k not in ignored)
+        same_tokenizer = tokenizer is None or Tokenizer.load(directory).backend.to_str() == tokenizer.backend.to_str()
+        if same_source and same_tokenizer:
+            return {**meta, "reused": True}
     if tokenizer is None:
         lines = (line for split, doc in corpus_splits(path, **options) if split == "train" for line in doc)
         tokenizer = Tokenizer.train(lines, kind=kind, vocab_size=vocab_size)
-    stats: dict = {}
-    source = {"path": str(Path(path).resolve()), "files": fingerprint(path), **options, "kind": kind, "vocab_size": vocab_size}
+    stats = source["dropped"] = {}  # filled while write_shards reads the documents, before it writes meta.json
     meta = write_shards(directory, corpus_splits(path, stats=stats, **options), tokenizer, source=source)
     for split in ("train", "val"):
         if meta["splits"].get(split, {}).get("tokens", 0) == 0:
+            (Path(directory) / "meta.json").unlink()  # not a usable shard directory
             raise ValueError(f"{path}: the {split} split is empty (a corpus of {stats['documents']} documents; "
                              f"{'raise --val-fraction' if split == 'val' else 'lower --val-fraction'})")
-    meta["source"]["dropped"] = stats
-    from minilm.checkpoint import atomic_write_json
-
-    atomic_write_json(Path(directory) / "meta.json", meta)
-    return meta
+    return {**meta, "reused": False}
