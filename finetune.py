@@ -4,9 +4,11 @@
     python finetune.py --task cls --train train.csv --dev dev.csv --test test.csv --text-col sentence --label-col label
     python finetune.py --task cls --train pairs.jsonl --text-col premise --text-pair-col hypothesis
     python finetune.py --task regression --train stsb_train.tsv --dev stsb_dev.tsv --text-col sentence1 --text-pair-col sentence2 --label-col score
+    python finetune.py --task ner --train train.conll --dev dev.conll --test test.conll       # CoNLL: token ... tag, blank line between sentences
+    python finetune.py --task ner --train en_ewt-ud-train.conllu --dev en_ewt-ud-dev.conllu  # CoNLL-U: UPOS tags (--tag-col xpos for XPOS)
     python finetune.py --task cls --init runs/pretrain-encoder --epochs 5 --out runs/my-classifier
 
-Inputs are CSV, TSV (with a header row) or JSONL, optionally gzipped. The label set is read from
+Inputs are CSV, TSV (with a header row) or JSONL, optionally gzipped; for ner, CoNLL or CoNLL-U. The label set is read from
 the training file and saved with the model. --init takes a checkpoint of train.py (default:
 runs/pretrain-encoder when it exists, else a model trained from scratch, with a notice); "scratch"
 forces training from scratch. The best epoch on --dev is kept; --test is scored once at the end.
@@ -14,13 +16,13 @@ Results go to <out>/metrics.json as {"dev": {...}, "test": {...}}; the model to 
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
 from minilm.config import ModelConfig, from_preset
+from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.finetuning import TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
@@ -28,20 +30,28 @@ from minilm.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_INIT = ROOT / "runs" / "pretrain-encoder"
-DEFAULT_DATA = {"cls": ROOT / "data" / "wordnet" / "supersense"}  # the recipe each task falls back to
-SCALARS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "mse", "pearson", "spearman")
+# the data each task falls back to without --train: (folder, file name of a split, the recipe that writes it)
+DEFAULT_DATA = {
+    "cls": (ROOT / "data" / "wordnet" / "supersense", "{}.tsv.gz", "python data/wordnet/prepare.py"),
+    "regression": (ROOT / "data" / "stsb", "{}.tsv", "python data/stsb/prepare.py"),
+    "ner": (ROOT / "data" / "wnut17", "{}.conll", "python data/wnut17/prepare.py"),
+}
+SCALARS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "mse", "pearson", "spearman", "precision", "recall", "f1")
+METRIC = {"cls": "accuracy", "regression": "pearson", "ner": "f1"}  # the dev metric that picks the checkpoint
+SHOWN = {"cls": ("accuracy", "macro_f1"), "regression": ("mse", "pearson", "spearman"), "ner": ("precision", "recall", "f1", "accuracy")}
 
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=list(TASK_HEADS), default="cls", help="what to learn (default: %(default)s)")
     p.add_argument("--init", help='checkpoint to start from, or "scratch" (default: runs/pretrain-encoder if present)')
-    p.add_argument("--train", help="training file (.csv/.tsv/.jsonl[.gz]; default for cls: WordNet supersense)")
+    p.add_argument("--train", help="training file (.csv/.tsv/.jsonl[.gz], .conll/.conllu for ner; default: WordNet supersense for cls, data/stsb for regression, data/wnut17 for ner)")
     p.add_argument("--dev", help="development file: picks the best epoch")
     p.add_argument("--test", help="test file: scored once, at the end")
     p.add_argument("--text-col", default="text", help="column of the text (default: %(default)s)")
     p.add_argument("--text-pair-col", help="column of the second text of a pair (none by default)")
     p.add_argument("--label-col", default="label", help="column of the label or value (default: %(default)s)")
+    p.add_argument("--tag-col", default="upos", choices=["upos", "xpos"], help="ner on CoNLL-U files: the tag column (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=2, help="passes over the training data (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
@@ -62,10 +72,12 @@ def parse_args(argv=None):
     if args.train is None:
         if args.task not in DEFAULT_DATA:
             p.error(f"--task {args.task} has no default data: give --train (and --dev, --test)")
-        folder = DEFAULT_DATA[args.task]
-        if not (folder / "train.tsv.gz").exists():
-            p.error(f"{folder}: the default data is missing; run `python data/wordnet/prepare.py`")
-        args.train, args.dev, args.test = (str(folder / f"{s}.tsv.gz") for s in ("train", "dev", "test"))
+        folder, name, recipe = DEFAULT_DATA[args.task]
+        if not (folder / name.format("train")).exists():
+            p.error(f"--task {args.task} without --train reads {folder}, which is missing its files; run `{recipe}` first")
+        args.train, args.dev, args.test = (str(folder / name.format(s)) if (folder / name.format(s)).exists() else None for s in ("train", "dev", "test"))
+        if args.task == "regression" and args.text_pair_col is None:
+            args.text_pair_col = "text_pair"  # the recipe's pair column
     args.out = args.out or str(ROOT / "runs" / f"finetune-{args.task}")
     return args
 
@@ -84,8 +96,37 @@ def targets(examples, args, labels):
 
 
 def read_split(path, args, labels=None):
+    """(examples, targets) of a file; sentences and tag ids for ner."""
+    if args.task == "ner":
+        sentences = read_conll(path, args.tag_col)
+        return sentences, tag_ids(sentences, labels)
     examples = read_examples(path, args.text_col, args.text_pair_col, args.label_col)
     return examples, targets(examples, args, labels)
+
+
+def read_train(args):
+    """(examples, label set, targets) of the training file; the label set is read from it (none for regression)."""
+    if args.task == "ner":
+        sentences = read_conll(args.train, args.tag_col)
+        labels = tag_set(sentences)
+        return sentences, labels, tag_ids(sentences, labels)
+    examples = read_examples(args.train, args.text_col, args.text_pair_col, args.label_col)
+    labels = label_set(examples) if args.task == "cls" else []
+    return examples, labels, targets(examples, args, labels)
+
+
+def texts_of(examples):
+    """The raw text of the examples, to train a tokenizer on."""
+    for e in examples:
+        if hasattr(e, "words"):  # a tagged sentence
+            yield " ".join(e.words)
+        else:
+            yield from (t for t in (e.text, e.pair) if t is not None)
+
+
+def task_data(args, tokenizer, examples, y, batch_size, seed=0):
+    Data = TaggingData if args.task == "ner" else ClassificationData
+    return Data(examples, tokenizer, y, args.seq_len, batch_size, seed)
 
 
 def main(argv=None):
@@ -95,14 +136,13 @@ def main(argv=None):
 
     # -- data ----------------------------------------------------------------------------------------
     try:
-        train_examples = read_examples(args.train, args.text_col, args.text_pair_col, args.label_col)
-        labels = label_set(train_examples) if args.task == "cls" else []
-        train_y = targets(train_examples, args, labels)
+        train_examples, labels, train_y = read_train(args)
         dev = read_split(args.dev, args, labels) if args.dev else None
         test = read_split(args.test, args, labels) if args.test else None
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
-    print(f"train {args.train}: {len(train_examples):,} examples" + (f", {len(labels)} labels" if labels else ""))
+    unit = "sentences" if args.task == "ner" else "examples"
+    print(f"train {args.train}: {len(train_examples):,} {unit}" + (f", {len(labels)} labels" if labels else ""))
 
     # -- model and tokenizer ----------------------------------------------------------------------------
     init = args.init
@@ -111,10 +151,9 @@ def main(argv=None):
         if init == "scratch":
             print(f"notice: no pretrained checkpoint at {DEFAULT_INIT} (run `python train.py` to make one); training from scratch")
     head = TASK_HEADS[args.task]
-    n_labels = len(labels) if args.task == "cls" else 0
+    n_labels = len(labels)
     if init == "scratch":
-        texts = (t for e in train_examples for t in (e.text, e.pair) if t is not None)
-        tokenizer = Tokenizer.train(texts, kind="wordpiece", vocab_size=args.vocab_size)
+        tokenizer = Tokenizer.train(texts_of(train_examples), kind="wordpiece", vocab_size=args.vocab_size)
         config = from_preset(
             args.preset, arch="encoder", head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
             max_seq_len=args.seq_len, **model_overrides(args)
@@ -156,13 +195,13 @@ def main(argv=None):
 
         compile_blocks(model)
 
-    train_data = ClassificationData(train_examples, tokenizer, train_y, args.seq_len, args.batch_size * args.grad_accum, args.seed)
-    dev_data = ClassificationData(dev[0], tokenizer, dev[1], args.seq_len, 128) if dev else None
-    test_data = ClassificationData(test[0], tokenizer, test[1], args.seq_len, 128) if test else None
+    train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum, args.seed)
+    dev_data = task_data(args, tokenizer, *dev, 128) if dev else None
+    test_data = task_data(args, tokenizer, *test, 128) if test else None
 
     # -- loop ----------------------------------------------------------------------------------------------
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
-    metric, mode = ("accuracy", "max") if args.task == "cls" else ("pearson", "max")
+    metric, mode = METRIC[args.task], "max"
 
     def evaluate(m):
         if dev_data is None:
@@ -191,8 +230,7 @@ def main(argv=None):
     for name in ("dev", "test"):
         if name in results:
             r = results[name]
-            shown = ("accuracy", "macro_f1") if args.task == "cls" else ("mse", "pearson", "spearman")
-            print(f"{name}: " + ", ".join(f"{k} {r[k]:.4f}" for k in shown))
+            print(f"{name}: " + ", ".join(f"{k} {r[k]:.4f}" for k in SHOWN[args.task]))
     print(f"saved {args.out} (metrics in {Path(args.out) / 'metrics.json'})")
     return results
 

@@ -2,6 +2,8 @@
 
     cls          sequence classification: logits (B, L), cross-entropy, accuracy and P/R/F1
     regression   one value per text (pair): (B,), mean squared error, Pearson and Spearman
+    ner          one tag per word (token classification): logits (B, T, L) on each word's first
+                 subword, cross-entropy there; entity P/R/F1 for BIO tags, else tag accuracy and F1
 
 `init_model` builds the task model from a checkpoint (its backbone weights loaded, the head new)
 or from scratch.
@@ -17,10 +19,12 @@ import torch.nn.functional as F
 
 from minilm.checkpoint import load_weights
 from minilm.config import ModelConfig
-from minilm.metrics import classification_report, pearson, spearman
+from minilm.data.tagging import word_predictions
+from minilm.metrics import classification_report, entity_report, is_bio, pearson, spearman
 from minilm.models import build_model
+from minilm.objectives import IGNORE_INDEX
 
-TASK_HEADS = {"cls": "cls", "regression": "regression"}
+TASK_HEADS = {"cls": "cls", "regression": "regression", "ner": "token"}
 
 
 def init_model(config: ModelConfig, init: str | Path | None):
@@ -73,13 +77,19 @@ def task_loss(task: str):
         out = forward_task(model, batch)
         if task == "regression":
             return {"mse": (F.mse_loss(out.float(), batch["labels"].float(), reduction="sum"), len(out))}
+        if task == "ner":  # out (B, T, L); labels (B, T), IGNORE_INDEX off the first subwords
+            labels = batch["labels"]
+            loss = F.cross_entropy(out.float().flatten(0, 1), labels.flatten(), ignore_index=IGNORE_INDEX, reduction="sum")
+            return {"ce": (loss, int((labels != IGNORE_INDEX).sum()))}
         return {"ce": (F.cross_entropy(out.float(), batch["labels"], reduction="sum"), len(out))}
 
     return loss_fn
 
 
 def task_targets(task: str):
-    """The trainer's targets: {part: number of examples in a batch}."""
+    """The trainer's targets: {part: number of examples (tagged words for ner) in a batch}."""
+    if task == "ner":
+        return lambda batch: {"ce": (batch["labels"] != IGNORE_INDEX).sum()}
     part = "mse" if task == "regression" else "ce"
     return lambda batch: {part: len(batch["labels"])}
 
@@ -99,7 +109,39 @@ def predict(model, data, device="cpu") -> np.ndarray:
     return restored.numpy()
 
 
+@torch.no_grad()
+def predict_tags(model, data, device="cpu") -> list[list[int]]:
+    """Tag ids per word of every sentence of a TaggingData, in its order."""
+    model.eval()
+    tags = [None] * len(data)
+    for index, batch in data.by_length():
+        logits = forward_task(model, {k: v.to(device) for k, v in batch.items()}).float().cpu()  # (B, T, L)
+        for row, i in enumerate(index):
+            tags[i] = word_predictions(logits[row], data.word_index[i], len(data.sentences[i].words))
+    return tags
+
+
+def tagging_report(gold: list[list[str]], pred: list[list[str]], labels: list[str]) -> dict:
+    """Per-word accuracy and macro F1 over the tags; for BIO tag sets also entity-level P/R/F1
+    (then "f1" is the entity F1; else it is the per-word micro F1, the accuracy)."""
+    index = {name: i for i, name in enumerate(labels)}
+    flat_gold = [index[t] for s in gold for t in s]
+    flat_pred = [index[t] for s in pred for t in s]
+    words = classification_report(flat_gold, flat_pred, labels)
+    report = {"accuracy": words["accuracy"], "macro_f1": words["macro_f1"], "per_tag_f1": words["per_class_f1"]}
+    if is_bio(labels):
+        entities = entity_report(gold, pred)
+        report.update(precision=entities["precision"], recall=entities["recall"], f1=entities["f1"],
+                      per_type_f1=entities["per_type_f1"], entities=entities["entities"])
+    else:
+        report.update(precision=words["micro_precision"], recall=words["micro_recall"], f1=words["micro_f1"])
+    return report
+
+
 def evaluate_task(task: str, model, data, labels: list[str] | None = None, device="cpu") -> dict:
+    if task == "ner":
+        pred = [[labels[t] for t in s] for s in predict_tags(model, data, device)]
+        return tagging_report([s.tags for s in data.sentences], pred, labels)
     out = predict(model, data, device)
     gold = np.asarray(data.labels)
     if task == "regression":

@@ -79,3 +79,47 @@ def spearman(x, y) -> float:
 def perplexity(mean_nll: float) -> float:
     """exp of the mean negative log-likelihood per token (capped to stay finite)."""
     return float(math.exp(min(mean_nll, 50.0)))
+
+
+def is_bio(tags) -> bool:
+    """True when every tag is O, B-type or I-type (an entity tagging scheme, scored by entity)."""
+    return all(t == "O" or t[:2] in ("B-", "I-") for t in tags)
+
+
+def entity_spans(tags: list[str]) -> list[tuple[str, int, int]]:
+    """(type, start, end) of the entities in one BIO sentence, end exclusive. As conlleval and
+    seqeval read BIO: an entity starts at B-X, or at I-X that does not continue an X entity
+    (after O or another type), and runs over the following I-X."""
+    spans, start, kind = [], None, None
+    for i, tag in enumerate([*tags, "O"]):
+        prefix, entity = (tag[0], tag[2:]) if tag != "O" else ("O", None)
+        if start is not None and (prefix != "I" or entity != kind):
+            spans.append((kind, start, i))
+            start = None
+        if prefix in ("B", "I") and start is None:
+            start, kind = i, entity
+    return spans
+
+
+def entity_report(gold: list[list[str]], pred: list[list[str]]) -> dict:
+    """Entity-level precision, recall and F1 (an entity counts only with its exact type and span):
+
+        P = |gold ∩ predicted| / |predicted|,  R = |gold ∩ predicted| / |gold|,  F1 = 2PR / (P + R)
+
+    pooled over all sentences (micro), with per-type F1."""
+    def entity_set(sentences):
+        return {(i, *span) for i, tags in enumerate(sentences) for span in entity_spans(tags)}
+
+    g, p = entity_set(gold), entity_set(pred)
+    types = sorted({e[1] for e in g | p})
+
+    def prf(gs, ps):
+        tp = len(gs & ps)
+        precision = tp / len(ps) if ps else 0.0
+        recall = tp / len(gs) if gs else 0.0
+        f1 = 2 * precision * recall / (precision + recall) if precision + recall > 0 else 0.0
+        return precision, recall, f1
+
+    precision, recall, f1 = prf(g, p)
+    per_type = {t: prf({e for e in g if e[1] == t}, {e for e in p if e[1] == t})[2] for t in types}
+    return {"precision": precision, "recall": recall, "f1": f1, "per_type_f1": per_type, "entities": len(g), "predicted": len(p)}

@@ -185,6 +185,17 @@ class Tokenizer:
             self.backend.no_truncation()
         return [e.ids for e in encodings], [e.type_ids for e in encodings]
 
+    def encode_words(self, sentences, max_len: int | None = None):
+        """Subword ids of pre-split sentences (lists of words), truncated to max_len, with the word
+        each subword came from: two lists of lists, ids and word indices (None for special tokens)."""
+        if max_len is not None:
+            self.backend.enable_truncation(max_len)
+        try:
+            encodings = self.backend.encode_batch([list(words) for words in sentences], is_pretokenized=True)
+        finally:
+            self.backend.no_truncation()
+        return [e.ids for e in encodings], [e.word_ids for e in encodings]
+
     def decode(self, ids, skip_special: bool = True) -> str:
         return self.backend.decode(list(ids), skip_special_tokens=skip_special)
 

@@ -34,12 +34,9 @@ so their counts are not stated here; the summary this script prints and meta.jso
 
 import argparse
 import http.client
-import os
 import random
 import sys
-import tempfile
 import time
-import urllib.request
 from pathlib import Path
 
 from tqdm import tqdm
@@ -49,6 +46,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.checkpoint import atomic_write_json  # noqa: E402
+from minilm.data.download import cache_dir, download  # noqa: E402
 from minilm.data.corpus import clean_line, not_utf8, open_text  # noqa: E402
 from minilm.data.shards import write_shards  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
@@ -102,33 +100,6 @@ def split_stories(inputs, val_fraction, seed, stats=None):
 
 # ----------------------------------------------------------------------------- downloading
 
-def download(url, path):
-    """Stream url into path, 1 MiB at a time, through a temp file renamed when complete: a file
-    with the final name is always whole, and is reused by the next run."""
-    if path.is_file():
-        print(f"using {path} (downloaded earlier)")
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"downloading {url} -> {path}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
-            size = int(response.headers.get("Content-Length") or 0) or None
-            received = 0
-            with tqdm(total=size, unit="B", unit_scale=True, unit_divisor=1024, desc=path.name) as bar:
-                while chunk := response.read(1 << 20):
-                    f.write(chunk)
-                    received += len(chunk)
-                    bar.update(len(chunk))
-            if size is not None and received != size:
-                raise OSError(f"connection closed after {received:,} of {size:,} bytes")
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
 def fetch(name, cache_dir):
     url = URL.format(name=name)
     try:
@@ -160,7 +131,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8192,
                         help="size of the byte-level BPE vocabulary trained on the train stories")
     parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "minilm" / "tinystories",
+                        default=cache_dir("tinystories"),
                         help="where downloaded files are kept (and reused)")
     args = parser.parse_args(argv)
 

@@ -38,13 +38,9 @@ With `--val valid.txt` alone the split is 54 train / 6 val articles (2,313 / 148
 
 import argparse
 import http.client
-import os
 import re
 import sys
-import tempfile
 import time
-import urllib.error
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -52,6 +48,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.checkpoint import atomic_write_json  # noqa: E402
+from minilm.data.download import cache_dir, download  # noqa: E402
 from minilm.data.corpus import clean_line, not_utf8, open_text  # noqa: E402
 from minilm.data.shards import write_shards  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
@@ -120,25 +117,6 @@ def split_articles(files, stats=None):
 
 # ----------------------------------------------------------------------------- downloading
 
-def download(url, path):
-    """Fetch url into path through a temp file that is renamed when complete, so a file with the
-    final name is always whole and an earlier download is reused."""
-    if path.is_file():
-        return path
-    path.parent.mkdir(parents=True, exist_ok=True)
-    print(f"downloading {url}")
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f, urllib.request.urlopen(url, timeout=60) as response:
-            while chunk := response.read(1 << 20):
-                f.write(chunk)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
-    return path
-
-
 def download_all(cache_dir):
     files = {}
     for split, name in DOWNLOADS.items():
@@ -170,7 +148,7 @@ def main(argv=None):
     parser.add_argument("--vocab-size", type=int, default=8192,
                         help="size of the byte-level BPE vocabulary trained on the train split")
     parser.add_argument("--cache-dir", type=Path,
-                        default=Path(os.environ.get("XDG_CACHE_HOME", "~/.cache")).expanduser() / "minilm" / "wikitext2",
+                        default=cache_dir("wikitext2"),
                         help="where the downloaded files are kept (and reused)")
     args = parser.parse_args(argv)
 

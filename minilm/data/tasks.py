@@ -112,16 +112,14 @@ def label_ids(examples, labels: list[str]) -> list[int]:
     return out
 
 
-class ClassificationData:
-    """Tokenized text (pairs) with integer labels; `batch(step)` for training, `batches()` for eval."""
+class TaskBatches:
+    """Seeded, length-grouped batches of tokenized examples. A subclass sets `ids` (one token id
+    list per example), `batch_size` and `seed`, and writes `_collate(indices) -> batch`."""
 
-    def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0):
-        texts = [e.text for e in examples]
-        pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
-        self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
-        self.labels = labels
-        self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
-        self._epoch_cache = {}
+    ids: list
+    batch_size: int
+    seed: int
+    _epoch_cache: dict  # {epoch: its batches}, the latest epoch only
 
     def __len__(self):
         return len(self.ids)
@@ -132,15 +130,7 @@ class ClassificationData:
         return max(1, len(self.ids) // self.batch_size)
 
     def _collate(self, index) -> dict:
-        input_ids = pad([self.ids[i] for i in index], self.pad_id)
-        out = {
-            "input_ids": input_ids,  # (B, T)
-            "attention_mask": (input_ids != self.pad_id).long(),
-            "segment_ids": pad([self.segments[i] for i in index], 0, input_ids.shape[1]),
-        }
-        if self.labels is not None:
-            out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
-        return out
+        raise NotImplementedError
 
     POOL = 50  # batches per length-sorted pool
     MIN_POOLS = 10  # group by length only when an epoch holds at least this many pools
@@ -188,3 +178,26 @@ class ClassificationData:
         size = batch_size or self.batch_size
         for start in range(0, len(self.ids), size):
             yield self._collate(range(start, min(start + size, len(self.ids))))
+
+
+class ClassificationData(TaskBatches):
+    """Tokenized text (pairs) with integer labels; `batch(step)` for training, `batches()` for eval."""
+
+    def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0):
+        texts = [e.text for e in examples]
+        pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
+        self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
+        self.labels = labels
+        self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
+        self._epoch_cache = {}
+
+    def _collate(self, index) -> dict:
+        input_ids = pad([self.ids[i] for i in index], self.pad_id)
+        out = {
+            "input_ids": input_ids,  # (B, T)
+            "attention_mask": (input_ids != self.pad_id).long(),
+            "segment_ids": pad([self.segments[i] for i in index], 0, input_ids.shape[1]),
+        }
+        if self.labels is not None:
+            out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
+        return out
