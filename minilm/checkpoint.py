@@ -139,10 +139,21 @@ def owned_tensors(model) -> dict:
 
 
 def save_pretrained(directory, model, tokenizer: Tokenizer | None = None) -> None:
-    """Write model.safetensors, config.json (and tokenizer.json), each file atomically."""
+    """Write model.safetensors, config.json (and tokenizer.json), each file atomically. A model
+    with a parameter-efficient adapter (minilm.peft) writes only its trained tensors,
+    adapter.safetensors, and adapter_config.json, which names the base checkpoint."""
     directory = Path(directory)
     model = unwrap(model)
-    _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model), tmp))
+    spec = getattr(model, "peft", None)
+    if spec is not None:
+        from minilm import peft
+
+        _atomic(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model), tmp))
+        spec.save(directory / peft.SPEC_FILE)
+        if (directory / MODEL_FILE).exists():
+            (directory / MODEL_FILE).unlink()  # a full model from an earlier run would shadow the adapter
+    else:
+        _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model), tmp))
     model.config.save(directory / CONFIG_FILE)
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)
@@ -182,6 +193,12 @@ def from_pretrained(path, **config_changes):
 
     if interop.is_hf_checkpoint(path):
         return interop.load_hf_model(path, **config_changes)
+    from minilm import peft
+
+    if (path / peft.SPEC_FILE).is_file():
+        model = load_adapter(path, **config_changes)
+        peft.merge(model)  # LoRA folds into the weights for inference
+        return model.eval()
     for name in (CONFIG_FILE, MODEL_FILE):
         if not (path / name).is_file():
             raise FileNotFoundError(f"{path}: not a minilm checkpoint (missing {name})")
@@ -194,6 +211,42 @@ def from_pretrained(path, **config_changes):
     except (RuntimeError, SafetensorError) as e:
         raise ValueError(f"{path / MODEL_FILE}: weights do not fit {path / CONFIG_FILE}: {e}") from None
     return model.eval()
+
+
+def load_adapter(path, **config_changes):
+    """The model of an adapter checkpoint, unmerged: its base checkpoint's weights, the adapter's
+    modules in place and its trained tensors loaded."""
+    from minilm import peft
+    from minilm.finetuning import init_model
+
+    path = Path(path)
+    spec = peft.PeftSpec.load(path / peft.SPEC_FILE)
+    if not Path(spec.base).is_dir():
+        raise FileNotFoundError(f"{path / peft.SPEC_FILE}: its base checkpoint {spec.base} is not there (the adapter holds only its own weights)")
+    config = ModelConfig.load(path / CONFIG_FILE)
+    if config_changes:
+        config = config.replace(**config_changes)
+    model, _ = init_model(config, spec.base)
+    peft.apply(model, spec)
+    load_into(model, path)
+    return model
+
+
+def load_into(model, path) -> None:
+    """Load a checkpoint directory's tensors into `model` in place: all of them, or for an adapter
+    checkpoint its trained tensors into a model that carries the same adapter."""
+    from minilm import peft
+
+    path = resolve_checkpoint(path)
+    if (path / peft.SPEC_FILE).is_file():
+        tensors = load_file(path / peft.WEIGHTS_FILE)
+        expected = set(peft.trained_tensors(model))
+        if set(tensors) != expected:
+            raise ValueError(f"{path / peft.WEIGHTS_FILE}: its tensors do not fit the model's adapter "
+                             f"(missing {sorted(expected - set(tensors))[:3]}, unexpected {sorted(set(tensors) - expected)[:3]})")
+        model.load_state_dict(tensors, strict=False)
+    else:
+        model.load_state_dict(from_pretrained(path).state_dict())
 
 
 def load_weights(path) -> dict:

@@ -29,7 +29,7 @@ import torch
 from tqdm import tqdm
 
 from minilm.blocks import Transformer
-from minilm.checkpoint import from_pretrained, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
+from minilm.checkpoint import load_into, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
 from minilm.optim import DynamicLossScaler, build_optimizer, clip_grad_norm, lr_at, set_lr
 from minilm.rng import get_rng_state, set_rng_state
 
@@ -146,8 +146,7 @@ class Trainer:
         if not (ckpt / "training_state.json").exists():
             tqdm.write(f"--resume: no checkpoint in {self.out / 'checkpoint'}; starting from step 0")
             return False
-        restored = from_pretrained(ckpt)
-        self.model.load_state_dict(restored.state_dict())
+        load_into(self.model, ckpt)
         state = load_state(ckpt)
         opt = state["optimizer"]
         opt["state"] = {int(k): v for k, v in opt["state"].items()}
@@ -274,8 +273,8 @@ class Trainer:
             if self.writer:
                 self.writer.close()
         best = resolve_checkpoint(self.out / "best")
-        if args.keep_best and (best / "model.safetensors").exists():
-            self.model.load_state_dict(from_pretrained(best).state_dict())
+        if args.keep_best and (best / "config.json").exists():
+            load_into(self.model, best)
         save_pretrained(self.out, self.model, self.tokenizer)
         self.model.eval()
         return {"step": self.step, "best": self.best, "last_eval": last_eval, "seconds": time.perf_counter() - t0}

@@ -1,0 +1,109 @@
+"""Parameter-efficient fine-tuning: train a few new weights beside a frozen pretrained backbone.
+
+    lora      low-rank updates of chosen linear layers, foldable into them afterwards (lora.py)
+    adapter   a bottleneck network after every attention and feed-forward output (adapters.py)
+
+`apply(model, spec)` freezes every weight except those named in `spec.trainable` (the freshly
+initialised task head), then puts the method's modules in place. The model keeps the spec as
+`model.peft`; minilm.checkpoint then saves only the trained tensors (adapter.safetensors) with
+adapter_config.json, which names the base checkpoint the adapter sits on, and `from_pretrained`
+of such a directory rebuilds the base, adds the adapter and, for LoRA, merges it into the weights.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+from torch import nn
+
+from minilm.norms import LayerNorm, RMSNorm
+from minilm.peft.adapters import AdapterLinear
+from minilm.peft.lora import LoRALinear
+
+METHODS = ("lora", "adapter")
+PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")  # the backbone's linear layers, by name
+SPEC_FILE = "adapter_config.json"
+WEIGHTS_FILE = "adapter.safetensors"
+
+
+@dataclass
+class PeftSpec:
+    method: str
+    base: str  # the checkpoint directory that holds the frozen weights
+    r: int = 8  # LoRA rank
+    alpha: float = 16.0  # LoRA scale numerator: updates are scaled by alpha / r
+    dropout: float = 0.0  # LoRA dropout on the layer input
+    targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # layers LoRA adapts (Hu et al.: W^Q and W^V)
+    adapter_size: int = 64  # bottleneck width m of an adapter
+    trainable: list[str] = field(default_factory=list)  # other tensors trained in full (the new task head)
+
+    def __post_init__(self):
+        if self.method not in METHODS:
+            raise ValueError(f"unknown parameter-efficient method {self.method!r}; choose one of {', '.join(METHODS)}")
+        unknown = [t for t in self.targets if t not in PROJECTIONS]
+        if unknown:
+            raise ValueError(f"LoRA target {unknown[0]!r} is not a projection of the model; choose from {', '.join(PROJECTIONS)}")
+
+    def save(self, path) -> None:
+        from minilm.checkpoint import atomic_write_json
+
+        atomic_write_json(Path(path), asdict(self))
+
+    @classmethod
+    def load(cls, path) -> "PeftSpec":
+        with open(path, encoding="utf-8") as f:
+            return cls(**json.load(f))
+
+
+def _backbone(model) -> nn.Module:
+    return model.transformer if hasattr(model, "transformer") else model.encoder
+
+
+def _replace(model, wanted, wrap) -> int:
+    """Replace each nn.Linear of the backbone whose own name is in `wanted` by wrap(linear)."""
+    count = 0
+    for module in list(_backbone(model).modules()):
+        for name, child in list(module.named_children()):
+            if name in wanted and isinstance(child, nn.Linear):
+                setattr(module, name, wrap(child))
+                count += 1
+    return count
+
+
+def _owner(model, name: str) -> nn.Module:
+    return model.get_submodule(name.rsplit(".", 1)[0]) if "." in name else model
+
+
+def apply(model, spec: PeftSpec) -> None:
+    """Freeze the model but `spec.trainable`, add the method's modules (trainable), keep the spec.
+    Adapters also train the layer norms' gains and biases, as Houlsby et al. do."""
+    for name, p in model.named_parameters():
+        p.requires_grad_(name in spec.trainable or (spec.method == "adapter" and isinstance(_owner(model, name), (LayerNorm, RMSNorm))))
+    if spec.method == "lora":
+        added = _replace(model, set(spec.targets), lambda linear: LoRALinear(linear, spec.r, spec.alpha, spec.dropout))
+    else:
+        added = _replace(model, {"o_proj", "fc2"}, lambda linear: AdapterLinear(linear, spec.adapter_size))
+    if added == 0:
+        raise ValueError(f"{spec.method}: no layer of the model matched {spec.targets}")
+    model.peft = spec
+
+
+def trained_tensors(model) -> dict:
+    """The tensors an adapter checkpoint holds: every parameter that trains."""
+    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+
+
+def merge(model) -> None:
+    """Fold every LoRA update into its layer (W' = W + alpha/r B A): the model becomes a plain
+    one, saved whole from then on. Adapters are not linear in their input and stay as they are."""
+    if getattr(model, "peft", None) is None or model.peft.method != "lora":
+        return
+    for module in list(model.modules()):
+        for name, child in list(module.named_children()):
+            if isinstance(child, LoRALinear):
+                setattr(module, name, child.merge())
+    for p in model.parameters():
+        p.requires_grad_(True)
+    model.peft = None
