@@ -25,21 +25,26 @@ from minilm.cli import add_model_args, add_train_args, check_positive, check_tra
 from minilm.config import ModelConfig, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
-from minilm.finetuning import TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
+from minilm.data.text_to_text import Seq2SeqData, SFTData
+from minilm.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_INIT = ROOT / "runs" / "pretrain-encoder"
+DEFAULT_INIT = {"sft": ROOT / "runs" / "pretrain-decoder", "seq2seq": ROOT / "runs" / "pretrain-encoder-decoder"}  # else pretrain-encoder
 # the data each task falls back to without --train: (folder, file name of a split, the recipe that writes it)
 DEFAULT_DATA = {
     "cls": (ROOT / "data" / "wordnet" / "supersense", "{}.tsv.gz", "python data/wordnet/prepare.py"),
     "regression": (ROOT / "data" / "stsb", "{}.tsv", "python data/stsb/prepare.py"),
     "ner": (ROOT / "data" / "wnut17", "{}.conll", "python data/wnut17/prepare.py"),
 }
-SCALARS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "mse", "pearson", "spearman", "precision", "recall", "f1")
-METRIC = {"cls": "accuracy", "regression": "pearson", "ner": "f1"}  # the dev metric that picks the checkpoint
-SHOWN = {"cls": ("accuracy", "macro_f1"), "regression": ("mse", "pearson", "spearman"), "ner": ("precision", "recall", "f1", "accuracy")}
+SCALARS = ("accuracy", "macro_f1", "macro_precision", "macro_recall", "micro_f1", "mse", "pearson", "spearman", "precision", "recall", "f1",
+           "loss", "perplexity", "token_accuracy", "exact_match", "chrf")
+# the dev metric that picks the checkpoint, and whether higher is better
+METRIC = {"cls": ("accuracy", "max"), "regression": ("pearson", "max"), "ner": ("f1", "max"), "sft": ("loss", "min"), "seq2seq": ("loss", "min")}
+TEXT = ("perplexity", "token_accuracy", "exact_match", "chrf")
+SHOWN = {"cls": ("accuracy", "macro_f1"), "regression": ("mse", "pearson", "spearman"), "ner": ("precision", "recall", "f1", "accuracy"), "sft": TEXT, "seq2seq": TEXT}
+COLUMNS = {"sft": ("prompt", "response"), "seq2seq": ("source", "target")}  # default input and output columns
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -52,6 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--text-col", default="text", help="column of the text (default: %(default)s)")
     p.add_argument("--text-pair-col", help="column of the second text of a pair (none by default)")
     p.add_argument("--label-col", default="label", help="column of the label or value (default: %(default)s)")
+    p.add_argument("--source-col", help="sft / seq2seq: column of the input text (default: prompt / source)")
+    p.add_argument("--target-col", help="sft / seq2seq: column of the output text (default: response / target)")
     p.add_argument("--tag-col", default="upos", choices=["upos", "xpos"], help="ner on CoNLL-U files: the tag column (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=2, help="passes over the training data (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
@@ -89,6 +96,9 @@ def parse_args(argv=None):
         args.train, args.dev, args.test = (str(folder / name.format(s)) if (folder / name.format(s)).exists() else None for s in ("train", "dev", "test"))
         if args.task == "regression" and args.text_pair_col is None:
             args.text_pair_col = "text_pair"  # the recipe's pair column
+    if args.task in COLUMNS:
+        args.source_col = args.source_col or COLUMNS[args.task][0]
+        args.target_col = args.target_col or COLUMNS[args.task][1]
     args.out = args.out or str(ROOT / "runs" / f"finetune-{args.task}")
     return args
 
@@ -108,6 +118,8 @@ def targets(examples, args, labels):
 
 def read_split(path, args, labels=None):
     """(examples, targets) of a file; sentences and tag ids for ner."""
+    if args.task in TASK_ARCH:
+        return read_examples(path, args.source_col, None, args.target_col), None
     if args.task == "ner":
         sentences = read_conll(path, args.tag_col)
         return sentences, tag_ids(sentences, labels)
@@ -117,6 +129,8 @@ def read_split(path, args, labels=None):
 
 def read_train(args):
     """(examples, label set, targets) of the training file; the label set is read from it (none for regression)."""
+    if args.task in TASK_ARCH:
+        return read_examples(args.train, args.source_col, None, args.target_col), [], None
     if args.task == "ner":
         sentences = read_conll(args.train, args.tag_col)
         labels = tag_set(sentences)
@@ -126,16 +140,19 @@ def read_train(args):
     return examples, labels, targets(examples, args, labels)
 
 
-def texts_of(examples):
-    """The raw text of the examples, to train a tokenizer on."""
+def texts_of(examples, with_outputs: bool = False):
+    """The raw text of the examples, to train a tokenizer on (with the output texts of sft / seq2seq)."""
     for e in examples:
         if hasattr(e, "words"):  # a tagged sentence
             yield " ".join(e.words)
         else:
-            yield from (t for t in (e.text, e.pair) if t is not None)
+            yield from (t for t in (e.text, e.pair, e.label if with_outputs else None) if t is not None)
 
 
 def task_data(args, tokenizer, examples, y, batch_size, seed=0):
+    if args.task in TASK_ARCH:
+        Data = SFTData if args.task == "sft" else Seq2SeqData
+        return Data(examples, tokenizer, args.seq_len, batch_size, seed)
     Data = TaggingData if args.task == "ner" else ClassificationData
     return Data(examples, tokenizer, y, args.seq_len, batch_size, seed)
 
@@ -156,17 +173,19 @@ def main(argv=None):
     print(f"train {args.train}: {len(train_examples):,} {unit}" + (f", {len(labels)} labels" if labels else ""))
 
     # -- model and tokenizer ----------------------------------------------------------------------------
-    init = args.init
+    init, arch = args.init, TASK_ARCH.get(args.task, "encoder")
+    default_init = DEFAULT_INIT.get(args.task, ROOT / "runs" / "pretrain-encoder")
     if init is None:
-        init = str(DEFAULT_INIT) if (DEFAULT_INIT / "config.json").exists() else "scratch"
+        init = str(default_init) if (default_init / "config.json").exists() else "scratch"
         if init == "scratch":
-            print(f"notice: no pretrained checkpoint at {DEFAULT_INIT} (run `python train.py` to make one); training from scratch")
+            print(f"notice: no pretrained checkpoint at {default_init} (run `python train.py --arch {arch}` to make one); training from scratch")
     head = TASK_HEADS[args.task]
     n_labels = len(labels)
     if init == "scratch":
-        tokenizer = Tokenizer.train(texts_of(train_examples), kind="wordpiece", vocab_size=args.vocab_size)
+        kind = "wordpiece" if arch == "encoder" else "bpe"
+        tokenizer = Tokenizer.train(texts_of(train_examples, args.task in TASK_ARCH), kind=kind, vocab_size=args.vocab_size)
         config = from_preset(
-            args.preset, arch="encoder", head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
+            args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
             max_seq_len=args.seq_len, **model_overrides(args)
         )
         init_path = None
@@ -181,6 +200,9 @@ def main(argv=None):
         if shape_flags:
             sys.exit(f"error: --{shape_flags[0].replace('_', '-')} changes the architecture; it applies to --init scratch only")
         dropout = args.dropout if args.dropout is not None else 0.1
+        if args.task in TASK_ARCH and base.arch != arch:
+            sys.exit(f"error: --task {args.task} fine-tunes a {arch} model; --init {init} is {'an' if base.arch[0] in 'aeiou' else 'a'} {base.arch} checkpoint "
+                     f"(make one with `python train.py --arch {arch}`)")
         try:
             config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
                                   attn_impl=args.attn_impl or base.attn_impl)
@@ -199,7 +221,7 @@ def main(argv=None):
     try:
         if args.peft:
             if init_path is None:
-                sys.exit(f"error: --peft adapts a pretrained model, and there is none at {DEFAULT_INIT}: give --init CHECKPOINT")
+                sys.exit(f"error: --peft adapts a pretrained model, and there is none at {default_init}: give --init CHECKPOINT")
             spec = peft.PeftSpec(args.peft, str(init_path.resolve()), args.lora_r, args.lora_alpha, args.lora_dropout,
                                  [t.strip() for t in args.lora_targets.split(",") if t.strip()], args.adapter_size, trainable=new)
             peft.apply(model, spec)
@@ -218,7 +240,7 @@ def main(argv=None):
 
     # -- loop ----------------------------------------------------------------------------------------------
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
-    metric, mode = METRIC[args.task], "max"
+    metric, mode = METRIC[args.task]
 
     def evaluate(m):
         if dev_data is None:

@@ -4,6 +4,8 @@
     regression   one value per text (pair): (B,), mean squared error, Pearson and Spearman
     ner          one tag per word (token classification): logits (B, T, L) on each word's first
                  subword, cross-entropy there; entity P/R/F1 for BIO tags, else tag accuracy and F1
+    sft          a decoder trained on responses to prompts; seq2seq: an encoder-decoder trained on
+                 source -> target (minilm/text_tasks.py): perplexity, exact match and chrF
 
 `init_model` builds the task model from a checkpoint (its backbone weights loaded, the head new)
 or from scratch.
@@ -23,8 +25,10 @@ from minilm.data.tagging import word_predictions
 from minilm.metrics import classification_report, entity_report, is_bio, pearson, spearman
 from minilm.models import build_model
 from minilm.objectives import IGNORE_INDEX
+from minilm.text_tasks import evaluate_text_task, text_loss
 
-TASK_HEADS = {"cls": "cls", "regression": "regression", "ner": "token"}
+TASK_HEADS = {"cls": "cls", "regression": "regression", "ner": "token", "sft": "lm", "seq2seq": "lm"}
+TASK_ARCH = {"sft": "decoder", "seq2seq": "encoder-decoder"}  # the others sit on an encoder
 
 
 def init_model(config: ModelConfig, init: str | Path | None):
@@ -74,6 +78,8 @@ def task_loss(task: str):
     """The trainer's loss_fn: {task: (summed loss, number of examples)}."""
 
     def loss_fn(model, batch):
+        if task in TASK_ARCH:
+            return text_loss(model, batch)
         out = forward_task(model, batch)
         if task == "regression":
             return {"mse": (F.mse_loss(out.float(), batch["labels"].float(), reduction="sum"), len(out))}
@@ -88,6 +94,8 @@ def task_loss(task: str):
 
 def task_targets(task: str):
     """The trainer's targets: {part: number of examples (tagged words for ner) in a batch}."""
+    if task in TASK_ARCH:
+        return lambda batch: {"lm": (batch["labels"] != IGNORE_INDEX).sum()}
     if task == "ner":
         return lambda batch: {"ce": (batch["labels"] != IGNORE_INDEX).sum()}
     part = "mse" if task == "regression" else "ce"
@@ -139,6 +147,8 @@ def tagging_report(gold: list[list[str]], pred: list[list[str]], labels: list[st
 
 
 def evaluate_task(task: str, model, data, labels: list[str] | None = None, device="cpu") -> dict:
+    if task in TASK_ARCH:
+        return evaluate_text_task(model, data, device)
     if task == "ner":
         pred = [[labels[t] for t in s] for s in predict_tags(model, data, device)]
         return tagging_report([s.tags for s in data.sentences], pred, labels)

@@ -123,3 +123,38 @@ def entity_report(gold: list[list[str]], pred: list[list[str]]) -> dict:
     precision, recall, f1 = prf(g, p)
     per_type = {t: prf({e for e in g if e[1] == t}, {e for e in p if e[1] == t})[2] for t in types}
     return {"precision": precision, "recall": recall, "f1": f1, "per_type_f1": per_type, "entities": len(g), "predicted": len(p)}
+
+
+def _char_ngrams(text: str, n: int) -> dict:
+    counts: dict = {}
+    for i in range(len(text) - n + 1):
+        counts[text[i : i + n]] = counts.get(text[i : i + n], 0) + 1
+    return counts
+
+
+def chrf(hypotheses: list[str], references: list[str], max_order: int = 6, beta: float = 2.0) -> float:
+    """Corpus-level chrF (Popović 2015), on a 0-100 scale, as sacreBLEU computes it by default.
+
+    Whitespace is removed; for each n = 1..6 the clipped matches of character n-grams, and the
+    n-grams of hypotheses and references, are summed over the corpus (a hypothesis's n-grams count
+    only where its reference is long enough to have n-grams). With P and R the precision and
+    recall averaged over the orders where both sides have n-grams,
+
+        chrF = (1 + beta^2) P R / (beta^2 P + R),  beta = 2 (recall weighs twice as much).
+    """
+    match, hyp, ref = [0] * max_order, [0] * max_order, [0] * max_order
+    for h, r in zip(hypotheses, references):
+        h, r = "".join(h.split()), "".join(r.split())
+        for n in range(1, max_order + 1):
+            hc, rc = _char_ngrams(h, n), _char_ngrams(r, n)
+            hyp[n - 1] += sum(hc.values()) if rc else 0  # a reference too short for order n scores no n-grams
+            ref[n - 1] += sum(rc.values())
+            match[n - 1] += sum(min(c, rc.get(g, 0)) for g, c in hc.items())
+    orders = [n for n in range(max_order) if hyp[n] > 0 and ref[n] > 0]
+    if not orders:
+        return 0.0
+    precision = sum(match[n] / hyp[n] for n in orders) / len(orders)
+    recall = sum(match[n] / ref[n] for n in orders) / len(orders)
+    if precision + recall == 0:
+        return 0.0
+    return 100 * (1 + beta**2) * precision * recall / (beta**2 * precision + recall)

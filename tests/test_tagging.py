@@ -4,7 +4,6 @@ entity-level metrics (against seqeval), and `finetune.py --task ner` learning a 
 import json
 import random
 
-import numpy as np
 import pytest
 import torch
 
