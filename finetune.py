@@ -64,12 +64,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
     p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
-    p.add_argument("--peft", choices=["lora", "adapter"], help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint")
+    p.add_argument("--peft", choices=list(peft.METHODS), help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r (default: %(default)s)")
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha: updates are scaled by alpha / r (default: %(default)s)")
     p.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout on the adapted layers' input (default: %(default)s)")
     p.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated layers LoRA adapts, from q_proj,k_proj,v_proj,o_proj,fc1,fc2 (default: %(default)s)")
     p.add_argument("--adapter-size", type=int, default=64, help="bottleneck width of each adapter (default: %(default)s)")
+    p.add_argument("--prefix-length", type=int, default=16, help="virtual tokens of prefix tuning (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
     add_train_args(p, lr=None, batch_size=32, seq_len=64)
@@ -80,7 +81,7 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     check_train_flags(p, args)
-    check_positive(p, args, "epochs", "vocab_size", "lora_r", "adapter_size")
+    check_positive(p, args, "epochs", "vocab_size", "lora_r", "adapter_size", "prefix_length")
     if args.peft and (args.freeze_embeddings or args.freeze_layers):
         p.error("--peft already freezes the whole backbone; drop --freeze-embeddings / --freeze-layers")
     if args.peft and args.init == "scratch":
@@ -223,7 +224,8 @@ def main(argv=None):
             if init_path is None:
                 sys.exit(f"error: --peft adapts a pretrained model, and there is none at {default_init}: give --init CHECKPOINT")
             spec = peft.PeftSpec(args.peft, str(init_path.resolve()), args.lora_r, args.lora_alpha, args.lora_dropout,
-                                 [t.strip() for t in args.lora_targets.split(",") if t.strip()], args.adapter_size, trainable=new)
+                                 [t.strip() for t in args.lora_targets.split(",") if t.strip()], args.adapter_size,
+                                 args.prefix_length, trainable=new)
             peft.apply(model, spec)
         trainable, total = freeze(model, args.freeze_embeddings, args.freeze_layers)
     except ValueError as e:

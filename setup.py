@@ -21,7 +21,7 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        # transformers and seqeval are test-time references only: minilm never imports them
-        "dev": ["pytest>=8", "transformers==5.23.0", "tensorboard>=2.14", "seqeval>=1.2"],
+        # transformers, seqeval and sacrebleu are test-time references only: minilm never imports them
+        "dev": ["pytest>=8", "transformers==5.23.0", "tensorboard>=2.14", "seqeval>=1.2", "sacrebleu>=2"],
     },
 )

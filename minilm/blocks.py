@@ -63,6 +63,7 @@ class Transformer(nn.Module):
         self.blocks = nn.ModuleList(Block(config, causal, cross, layer=i) for i in range(n_layer))
         self.norm = make_norm(config) if config.norm_position == "pre" else None
         self.grad_checkpointing = False
+        self.prefix = None  # trainable virtual keys and values (minilm/peft/prefix.py), or None
 
     def forward(
         self,
@@ -81,13 +82,22 @@ class Transformer(nn.Module):
         memory (B, S_enc, C) and memory_mask (B, S_enc): the encoder output, for cross-attention.
         """
         B, T = input_ids.shape
+        P = 0  # virtual prefix positions, which the caller's attention_mask and positions leave out
+        if self.prefix is not None:
+            cache = cache if cache is not None else KVCache()
+            if cache.length == 0:
+                self.prefix.fill(cache, B)
+            P = self.prefix.length
         past = cache.length if cache is not None else 0
         S = past + T
         if position_ids is None:
-            position_ids = torch.arange(past, S, device=input_ids.device)  # (T,)
-        if self.config.pos != "rope" and S > self.config.max_seq_len:
+            position_ids = torch.arange(past - P, S - P, device=input_ids.device)  # (T,)
+        if P:
+            mask = attention_mask if attention_mask is not None else torch.ones(B, S - P, dtype=torch.long, device=input_ids.device)
+            attention_mask = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, S)
+        if self.config.pos != "rope" and S - P > self.config.max_seq_len:
             raise ValueError(
-                f"sequence of {S} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
+                f"sequence of {S - P} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
             )
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
         # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then

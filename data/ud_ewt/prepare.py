@@ -8,7 +8,15 @@
 UD_English-EWT (Silveira et al. 2014): 12,544 / 2,001 / 2,077 sentences of web text (blogs,
 reviews, e-mail, answers) with 17 universal POS tags. CC BY-SA 4.0. Scored by tag accuracy
 (= micro F1). The files are copied unchanged: train.conllu, dev.conllu, test.conllu.
+
+Two text-to-text tasks are written from the same sentences (JSONL, one sentence per line):
+  lemmas-{split}.jsonl   {"source": the words, "target": their lemmas}: lemmatisation, for
+                         `finetune.py --task seq2seq --train data/ud_ewt/lemmas-train.jsonl ...`
+  upos-{split}.jsonl     {"prompt": "POS tags: " + the words, "response": their UPOS tags}, for
+                         `finetune.py --task sft --train data/ud_ewt/upos-train.jsonl ...`
 """
+
+import json
 
 import shutil
 import sys
@@ -17,6 +25,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent.parent))  # this checkout's minilm
 
+from minilm.checkpoint import atomic_write_text  # noqa: E402
 from minilm.data.recipes import recipe_parser, source  # noqa: E402
 from minilm.data.tagging import read_conll  # noqa: E402
 
@@ -32,7 +41,13 @@ def main(argv=None):
         tmp = target.with_name(f".{target.name}.part")
         shutil.copyfile(path, tmp)
         tmp.replace(target)
-        print(f"{split}: {len(read_conll(target)):,} sentences -> {target}")
+        sentences = read_conll(target)
+        lemmas = read_conll(target, "lemma")
+        atomic_write_text(args.out / f"lemmas-{split}.jsonl", "".join(
+            json.dumps({"source": " ".join(s.words), "target": " ".join(t.tags)}) + "\n" for s, t in zip(sentences, lemmas)))
+        atomic_write_text(args.out / f"upos-{split}.jsonl", "".join(
+            json.dumps({"prompt": "POS tags: " + " ".join(s.words), "response": " ".join(s.tags)}) + "\n" for s in sentences))
+        print(f"{split}: {len(sentences):,} sentences -> {target}, lemmas-{split}.jsonl, upos-{split}.jsonl")
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ from minilm.data.pretrain import pad
 from minilm.data.tasks import TaskBatches
 from minilm.objectives import IGNORE_INDEX
 
-UD_COLUMNS = {"upos": 3, "xpos": 4}
+UD_COLUMNS = {"upos": 3, "xpos": 4, "lemma": 2}  # the columns read_conll can take as the "tag"
 
 
 @dataclass
@@ -73,7 +73,7 @@ def read_conll(path, tag_col: str = "upos") -> list[Sentence]:
                     if len(fields) < 2:
                         raise ValueError(f"{path}:{lineno}: expected a token and a tag, found {line.strip()!r}")
                     word, tag = fields[0], fields[-1]
-                if tag in ("", "_"):
+                if tag == "" or (tag == "_" and not (conllu and tag_col == "lemma")):  # "_": no value (a lemma may be "_")
                     raise ValueError(f"{path}:{lineno}: field 'tag' is empty for token {word!r}")
                 start = start or lineno
                 words.append(word)

@@ -2,6 +2,7 @@
 
     lora      low-rank updates of chosen linear layers, foldable into them afterwards (lora.py)
     adapter   a bottleneck network after every attention and feed-forward output (adapters.py)
+    prefix    trainable keys and values before the real ones in every self-attention (prefix.py)
 
 `apply(model, spec)` freezes every weight except those named in `spec.trainable` (the freshly
 initialised task head), then puts the method's modules in place. The model keeps the spec as
@@ -18,11 +19,14 @@ from pathlib import Path
 
 from torch import nn
 
+from minilm.blocks import Transformer
+
 from minilm.norms import LayerNorm, RMSNorm
 from minilm.peft.adapters import AdapterLinear
 from minilm.peft.lora import LoRALinear
+from minilm.peft.prefix import Prefix
 
-METHODS = ("lora", "adapter")
+METHODS = ("lora", "adapter", "prefix")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")  # the backbone's linear layers, by name
 SPEC_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter.safetensors"
@@ -37,6 +41,7 @@ class PeftSpec:
     dropout: float = 0.0  # LoRA dropout on the layer input
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # layers LoRA adapts (Hu et al.: W^Q and W^V)
     adapter_size: int = 64  # bottleneck width m of an adapter
+    prefix_length: int = 16  # virtual tokens P of prefix tuning
     trainable: list[str] = field(default_factory=list)  # other tensors trained in full (the new task head)
 
     def __post_init__(self):
@@ -83,6 +88,13 @@ def apply(model, spec: PeftSpec) -> None:
         p.requires_grad_(name in spec.trainable or (spec.method == "adapter" and isinstance(_owner(model, name), (LayerNorm, RMSNorm))))
     if spec.method == "lora":
         added = _replace(model, set(spec.targets), lambda linear: LoRALinear(linear, spec.r, spec.alpha, spec.dropout))
+    elif spec.method == "prefix":
+        added = 0
+        for stack in model.modules():
+            if isinstance(stack, Transformer):
+                c, weight = stack.config, stack.embed.token.weight
+                stack.prefix = Prefix(len(stack.blocks), c.n_head, c.head_size, spec.prefix_length, weight.dtype, weight.device)
+                added += 1
     else:
         added = _replace(model, {"o_proj", "fc2"}, lambda linear: AdapterLinear(linear, spec.adapter_size))
     if added == 0:
