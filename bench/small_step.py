@@ -12,7 +12,6 @@ so drift in the machine's speed hits them alike; the numbers are medians after w
 """
 
 import argparse
-import json
 import platform
 import statistics
 import sys

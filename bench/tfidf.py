@@ -1,12 +1,14 @@
-"""TF-IDF + logistic regression baseline for WordNet noun supersense classification.
+"""TF-IDF + logistic regression baseline for a text classification task folder.
 
-    python data/wordnet/prepare.py        # once, if data/wordnet/supersense/ is missing
-    python bench/tfidf_supersense.py
-    python bench/tfidf_supersense.py --data data/wordnet/supersense --out /tmp/tfidf.json
+    python bench/tfidf.py                                  # WordNet noun supersense (the default data)
+    python bench/tfidf.py --data data/sst2 --out bench/results/tfidf_sst2.json   # after data/sst2/prepare.py
+    python bench/tfidf.py --data data/wordnet/supersense --out /tmp/tfidf.json
 
-The task: read a noun's WordNet definition ("a young person of either sex") and predict its
-lexicographer file, one of 25 classes (noun.person). This script gives the number a pretrained
-minilm encoder should beat: word 1-2 gram TF-IDF features (sublinear tf) and a multinomial logistic
+The folder holds train, dev and test files (.tsv or .tsv.gz, columns `text` and `label`), as
+data/wordnet/prepare.py and the data/sst2 recipe write them. For the default, WordNet supersense,
+the task is to read a noun's definition ("a young person of either sex") and predict its
+lexicographer file, one of 25 classes (noun.person). This script gives the number minilm's
+fine-tuned encoders are set beside: word 1-2 gram TF-IDF features (sublinear tf) and a multinomial logistic
 regression, with the inverse regularisation strength C picked by dev accuracy from a small grid,
 then dev and test accuracy and macro-F1, next to the majority-class baseline (the most frequent
 train label, always). Results go to a JSON file and a small Markdown table on stdout.
@@ -15,7 +17,6 @@ scikit-learn is needed here but is not a dependency of minilm: `pip install scik
 """
 
 import argparse
-import gzip
 import json
 import sys
 import time
@@ -23,17 +24,26 @@ from collections import Counter
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
 C_GRID = [10.0, 30.0, 100.0, 300.0]   # dev accuracy flattens out towards 300
 
 
+def split_file(folder: Path, split: str) -> Path | None:
+    for name in (f"{split}.tsv.gz", f"{split}.tsv"):
+        if (folder / name).is_file():
+            return folder / name
+    return None
+
+
 def read_split(path):
-    """(texts, labels) of one supersense TSV (header text/label/synset, no quoting, no tabs)."""
-    with gzip.open(path, "rt", encoding="utf-8") as f:
-        header = f.readline().rstrip("\n").split("\t")
-        if header != ["text", "label", "synset"]:
-            sys.exit(f"error: {path} has header {header}, expected text/label/synset")
-        rows = [line.rstrip("\n").split("\t") for line in f]
-    return [r[0] for r in rows], [r[1] for r in rows]
+    """(texts, labels) of one task file, read by minilm's reader (errors name file and line)."""
+    from minilm.data.tasks import read_examples
+
+    try:
+        examples = read_examples(path)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    return [e.text for e in examples], [e.label for e in examples]
 
 
 def scores(y_true, y_pred):
@@ -44,10 +54,10 @@ def scores(y_true, y_pred):
 
 def main():
     parser = argparse.ArgumentParser(
-        description="TF-IDF + logistic regression baseline on the WordNet noun supersense task.",
+        description="TF-IDF + logistic regression baseline on a text classification task folder.",
                                      formatter_class=argparse.ArgumentDefaultsHelpFormatter)
     parser.add_argument("--data", type=Path, default=ROOT / "data" / "wordnet" / "supersense",
-                        help="folder holding train/dev/test.tsv.gz from data/wordnet/prepare.py")
+                        help="folder holding train/dev/test.tsv[.gz] with text and label columns")
     parser.add_argument("--out", type=Path,
                         default=ROOT / "bench" / "results" / "tfidf_supersense.json",
                         help="where the results JSON is written")
@@ -59,12 +69,13 @@ def main():
     except ImportError:
         sys.exit("error: this benchmark needs scikit-learn, which minilm does not depend on: "
                  "pip install scikit-learn")
-    missing = [s for s in ("train", "dev", "test") if not (args.data / f"{s}.tsv.gz").is_file()]
+    files = {s: split_file(args.data, s) for s in ("train", "dev", "test")}
+    missing = [s for s, f in files.items() if f is None]
     if missing:
-        sys.exit(f"error: no {', '.join(missing)}.tsv.gz in {args.data}; "
-                 "run python data/wordnet/prepare.py first")
+        sys.exit(f"error: no {', '.join(missing)}.tsv[.gz] in {args.data}; run its recipe "
+                 "(python data/wordnet/prepare.py, python data/sst2/prepare.py) first")
 
-    data = {s: read_split(args.data / f"{s}.tsv.gz") for s in ("train", "dev", "test")}
+    data = {s: read_split(f) for s, f in files.items()}
     (train_x, train_y), (dev_x, dev_y), (test_x, test_y) = data["train"], data["dev"], data["test"]
 
     t0 = time.perf_counter()
