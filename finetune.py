@@ -104,8 +104,22 @@ def parse_args(argv=None):
     return args
 
 
+def read_task_file(path, args):
+    """The examples of one file of the task: tagged sentences for ner, rows for the others."""
+    if args.task in TASK_ARCH:
+        return read_examples(path, args.source_col, None, args.target_col)
+    if args.task == "ner":
+        return read_conll(path, args.tag_col)
+    return read_examples(path, args.text_col, args.text_pair_col, args.label_col)
+
+
 def targets(examples, args, labels):
-    """Label ids (cls) or float values (regression) of examples; errors name file, line and field."""
+    """Label ids (cls), tag ids per word (ner), float values (regression) or None (sft, seq2seq,
+    whose targets are texts); errors name file, line and field."""
+    if args.task in TASK_ARCH:
+        return None
+    if args.task == "ner":
+        return tag_ids(examples, labels)
     if args.task == "cls":
         return label_ids(examples, labels)
     values = []
@@ -118,26 +132,15 @@ def targets(examples, args, labels):
 
 
 def read_split(path, args, labels=None):
-    """(examples, targets) of a file; sentences and tag ids for ner."""
-    if args.task in TASK_ARCH:
-        return read_examples(path, args.source_col, None, args.target_col), None
-    if args.task == "ner":
-        sentences = read_conll(path, args.tag_col)
-        return sentences, tag_ids(sentences, labels)
-    examples = read_examples(path, args.text_col, args.text_pair_col, args.label_col)
+    """(examples, targets) of a dev or test file."""
+    examples = read_task_file(path, args)
     return examples, targets(examples, args, labels)
 
 
 def read_train(args):
-    """(examples, label set, targets) of the training file; the label set is read from it (none for regression)."""
-    if args.task in TASK_ARCH:
-        return read_examples(args.train, args.source_col, None, args.target_col), [], None
-    if args.task == "ner":
-        sentences = read_conll(args.train, args.tag_col)
-        labels = tag_set(sentences)
-        return sentences, labels, tag_ids(sentences, labels)
-    examples = read_examples(args.train, args.text_col, args.text_pair_col, args.label_col)
-    labels = label_set(examples) if args.task == "cls" else []
+    """(examples, label set, targets) of the training file; the label set is read from it."""
+    examples = read_task_file(args.train, args)
+    labels = tag_set(examples) if args.task == "ner" else label_set(examples) if args.task == "cls" else []
     return examples, labels, targets(examples, args, labels)
 
 

@@ -10,14 +10,14 @@ Two formats, told apart by the file name:
 
 A word split into several subwords is labelled on its first subword; the others get IGNORE_INDEX,
 as in BERT's NER fine-tuning (Devlin et al. 2019, section 5.3). Words beyond --seq-len are dropped
-from training and predicted as "O" (or the most common tag) at evaluation, so every gold tag is scored.
+from training and predicted as the first tag of the label set ("O" where there is one) at
+evaluation, so every gold tag is scored.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-
 
 from minilm.data.corpus import not_utf8, open_text
 from minilm.data.pretrain import pad
