@@ -60,6 +60,62 @@ def left_pad(prompts, pad_id: int):
     return ids, mask
 
 
+class Stepper:
+    """Feeds a model one new token per row per step, over a KV cache.
+
+    Decoder: input_ids (B, T) is the left-padded prompt; the position of each real token counts
+    from that row's first real token. Encoder-decoder: input_ids is the source, encoded once (its
+    cross-attention keys and values are projected at the first step and cached); the target starts
+    from `decoder_start_id`. `history` (B, t) holds every token fed so far (the repetition penalty's
+    "already present" set: the prompt for a decoder, the start token for an encoder-decoder).
+    """
+
+    def __init__(self, model, input_ids, attention_mask, max_new_tokens: int, decoder_start_id=None):
+        self.model, self.cache = model, KVCache()
+        self.encoder_decoder = model.config.arch == "encoder-decoder"
+        self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        limit = model.config.max_seq_len if model.config.pos != "rope" else None
+        if self.encoder_decoder:
+            if limit is not None and max_new_tokens > limit:  # the start token and all but the last new token are fed
+                raise ValueError(f"max_new_tokens ({max_new_tokens}) exceeds the model's max_seq_len={limit}")
+            if decoder_start_id is None:
+                raise ValueError("an encoder-decoder needs decoder_start_id (the token its target starts from)")
+            self.memory = model.encode(input_ids, self.mask)  # (B, S, C)
+            self.history = torch.full((input_ids.shape[0], 1), decoder_start_id, dtype=torch.long, device=input_ids.device)
+        else:
+            if limit is not None and input_ids.shape[1] + max_new_tokens - 1 > limit:  # the last new token is never fed
+                raise ValueError(
+                    f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
+                    f"max_seq_len={limit}"
+                )
+            self.history = input_ids
+            self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
+
+    def first(self):
+        """Logits (B, V) for the first new token."""
+        if self.encoder_decoder:
+            return self.model.decode(self.history, self.memory, self.mask, cache=self.cache)[:, -1]
+        return self.model(self.history, self.mask, self.positions, cache=self.cache)[:, -1]
+
+    def next(self, token):
+        """Feed token (B,); logits (B, V) for the token after it."""
+        self.history = torch.cat([self.history, token[:, None]], dim=1)
+        if self.encoder_decoder:
+            return self.model.decode(token[:, None], self.memory, self.mask, cache=self.cache)[:, -1]
+        self.mask = torch.cat([self.mask, torch.ones_like(token[:, None])], dim=1)
+        self.positions = self.positions[:, -1:] + 1  # (B, 1)
+        return self.model(token[:, None], self.mask, self.positions, cache=self.cache)[:, -1]
+
+    def reorder(self, index):
+        """Keep rows `index` (B',) of every piece of state (beam search)."""
+        self.cache.reorder(index)
+        self.history, self.mask = self.history[index], self.mask[index]
+        if self.encoder_decoder:
+            self.memory = self.memory[index]
+        else:
+            self.positions = self.positions[index]
+
+
 @torch.no_grad()
 def generate(
     model,
@@ -84,46 +140,21 @@ def generate(
     decoding stops when every row has. `on_step(tokens (B,))` is called after each step (streaming).
     """
     model.eval()
-    B = input_ids.shape[0]
-    device = input_ids.device
-    if attention_mask is None:
-        attention_mask = torch.ones_like(input_ids)
-    cache = KVCache()
-    encoder_decoder = model.config.arch == "encoder-decoder"
-    limit = model.config.max_seq_len if model.config.pos != "rope" else None
-    if encoder_decoder:
-        if limit is not None and max_new_tokens > limit:  # the start token and all but the last new token are fed
-            raise ValueError(f"max_new_tokens ({max_new_tokens}) exceeds the model's max_seq_len={limit}")
-        memory = model.encode(input_ids, attention_mask)
-        history = torch.full((B, 1), decoder_start_id, dtype=torch.long, device=device)
-        logits = model.decode(history, memory, attention_mask, cache=cache)[:, -1]
-    else:
-        if limit is not None and input_ids.shape[1] + max_new_tokens - 1 > limit:  # the last new token is never fed
-            raise ValueError(
-                f"prompt ({input_ids.shape[1]} tokens) + max_new_tokens ({max_new_tokens}) exceeds the model's "
-                f"max_seq_len={limit}"
-            )
-        history = input_ids
-        positions = (attention_mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
-        logits = model(input_ids, attention_mask, positions, cache=cache)[:, -1]  # (B, V)
+    B, device = input_ids.shape[0], input_ids.device
+    stepper = Stepper(model, input_ids, attention_mask, max_new_tokens, decoder_start_id)
+    logits = stepper.first()  # (B, V)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
     for step in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, history, repetition_penalty)
+        logits = apply_repetition_penalty(logits, stepper.history, repetition_penalty)
         token = next_token(logits, greedy, temperature, top_k, top_p, generator)  # (B,)
         token = torch.where(done, torch.full_like(token, pad_id), token)
         new.append(token)
-        history = torch.cat([history, token[:, None]], dim=1)
         if on_step is not None:
             on_step(token)
         if eos_id is not None:
             done |= token == eos_id
         if bool(done.all()) or step == max_new_tokens - 1:
             break  # nothing more to predict: the last token is never fed back
-        if encoder_decoder:
-            logits = model.decode(token[:, None], memory, attention_mask, cache=cache)[:, -1]
-        else:
-            attention_mask = torch.cat([attention_mask, torch.ones_like(token[:, None])], dim=1)
-            positions = positions[:, -1:] + 1  # (B, 1)
-            logits = model(token[:, None], attention_mask, positions, cache=cache)[:, -1]
+        logits = stepper.next(token)
     return torch.stack(new, dim=1) if new else torch.zeros((B, 0), dtype=torch.long, device=device)
