@@ -1,13 +1,19 @@
-"""Use a trained minilm checkpoint: generate text, label text, fill in masked words.
+"""Use a trained minilm checkpoint: generate text, label or tag text, fill in masked words, embed
+sentences, or serve a model over HTTP.
 
     python infer.py generate --ckpt runs/pretrain-decoder --prompt "a small" --max-new-tokens 30 --seed 0
     python infer.py generate --ckpt runs/pretrain-decoder --prompt "a tool" --greedy --stream
+    python infer.py generate --ckpt runs/pretrain-decoder --prompt "a tool" --num-beams 4 --length-penalty 1.0
     python infer.py predict --ckpt runs/finetune-cls "a large carnivorous bird of prey"
     echo "a building where people live" | python infer.py predict --ckpt runs/finetune-cls --json
+    python infer.py predict --ckpt runs/finetune-ner "Alice flew to Paris on Monday"      # entity spans
+    python infer.py predict --ckpt runs/finetune-cls --quantize int8 --file texts.txt     # int8 on the CPU
     python infer.py fill-mask --ckpt runs/pretrain-encoder "a domestic [MASK] that barks"
+    python infer.py embed --ckpt runs/pretrain-encoder "a dog" "a cat" --json
+    python infer.py serve --ckpt runs/finetune-cls --port 8000      # http://127.0.0.1:8000/predict
 
-Inputs of predict and fill-mask come from the arguments, else --file, else standard input (one
-per line). --json prints one JSON object per input.
+Inputs of predict, fill-mask and embed come from the arguments, else --file, else standard input
+(one per line). --json prints one JSON object per input.
 """
 
 import argparse
@@ -17,37 +23,44 @@ from pathlib import Path
 
 import torch
 
-from minilm.checkpoint import from_pretrained, resolve_checkpoint
-from minilm.data.tasks import ClassificationData, Example
-from minilm.finetuning import predict
-from minilm.generate import generate, left_pad
-from minilm.tokenizer import MASK, Tokenizer
+from minilm import inference
+from minilm.inference import GenerationSettings
+from minilm.tokenizer import MASK
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_CKPT = {
     "generate": ROOT / "runs" / "pretrain-decoder",
     "predict": ROOT / "runs" / "finetune-cls",
     "fill-mask": ROOT / "runs" / "pretrain-encoder",
+    "embed": ROOT / "runs" / "pretrain-encoder",
+    "serve": ROOT / "runs" / "finetune-cls",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,predict,fill-mask}")
-
-    g = sub.add_parser("generate", help="continue a prompt with a decoder (or encoder-decoder) checkpoint")
-    g.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
+def add_generation_flags(g):
     g.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate at most (default: %(default)s)")
     g.add_argument("--greedy", action="store_true", help="always take the most likely token")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
     g.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
     g.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
     g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty, > 1 discourages repeats")
+    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beam search)")
+    g.add_argument("--length-penalty", type=float, default=1.0,
+                   help="beam search: scores are divided by length ** this; > 0 favours longer outputs (default: %(default)s)")
     g.add_argument("--stop", action="append", default=[], help="stop when this string is generated (repeatable)")
-    g.add_argument("--stream", action="store_true", help="print tokens as they are produced (one prompt)")
     g.add_argument("--seed", type=int, help="random seed for sampling")
 
-    pr = sub.add_parser("predict", help="label texts with a classifier (or score them with a regression) checkpoint")
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,predict,fill-mask,embed,serve}")
+
+    g = sub.add_parser("generate", help="continue a prompt with a decoder (or encoder-decoder) checkpoint")
+    g.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
+    add_generation_flags(g)
+    g.add_argument("--stream", action="store_true", help="print text as it is produced (one prompt, no beams)")
+
+    pr = sub.add_parser("predict", help="label texts (classifier), score them (regression) or tag their words (ner)")
     pr.add_argument("texts", nargs="*", help="texts to label (default: --file, else standard input)")
     pr.add_argument("--pair", help="a second text, paired with each input (pair classifiers)")
     pr.add_argument("--top", type=int, default=1, help="how many labels to show per text (default: %(default)s)")
@@ -56,11 +69,25 @@ def build_parser() -> argparse.ArgumentParser:
     fm.add_argument("texts", nargs="*", help=f"texts containing {MASK} (default: --file, else standard input)")
     fm.add_argument("--top-k", type=int, default=5, help="candidates per mask (default: %(default)s)")
 
-    for s in (g, pr, fm):
+    em = sub.add_parser("embed", help="mean-pooled sentence embeddings of texts")
+    em.add_argument("texts", nargs="*", help="texts to embed (default: --file, else standard input)")
+    em.add_argument("--no-normalize", action="store_true", help="keep the raw mean (default: scaled to unit length)")
+
+    sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /health")
+    sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
+    sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
+    sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (default: %(default)s)")
+    sv.add_argument("--max-prompt-tokens", type=int, default=512, help="longest prompt accepted, in tokens (default: %(default)s)")
+    sv.add_argument("--max-new-tokens-limit", type=int, default=256, help="largest max_new_tokens accepted (default: %(default)s)")
+    sv.add_argument("--max-batch", type=int, default=64, help="most texts or prompts in one request (default: %(default)s)")
+
+    for s in (g, pr, fm, em, sv):
         s.add_argument("--ckpt", help=f"checkpoint directory (default: {', '.join(f'{k}: {v.relative_to(ROOT)}' for k, v in DEFAULT_CKPT.items())})")
-        s.add_argument("--json", action="store_true", help="print JSON instead of text")
         s.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
-    for s in (pr, fm):
+        s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
+    for s in (g, pr, fm, em):
+        s.add_argument("--json", action="store_true", help="print JSON instead of text")
+    for s in (pr, fm, em):
         s.add_argument("--file", help="read inputs from this file, one per line")
         s.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass (default: %(default)s)")
     return p
@@ -73,21 +100,34 @@ def parse_args(argv=None):
     return args
 
 
-def load(args):
+def load(args, needs: str):
+    """The checkpoint's (model, tokenizer); exits with a clear message when it cannot do `needs`."""
     try:
-        model = from_pretrained(args.ckpt).to(args.device)
-        tokenizer = Tokenizer.load(resolve_checkpoint(args.ckpt))
-    except (FileNotFoundError, ValueError) as e:
+        model, tokenizer = inference.load(args.ckpt, args.device, args.quantize)
+    except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
+    if needs in NEEDS and inference.kind(model) != needs:  # any model embeds; serve answers what the model can
+        c = model.config
+        sys.exit(f"error: {args.ckpt} holds a {c.arch} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")
     return model, tokenizer
+
+
+NEEDS = {
+    "generate": "a language model (train.py --arch decoder or encoder-decoder, or finetune.py --task sft/seq2seq)",
+    "predict": "a cls, regression or ner checkpoint (finetune.py)",
+    "fill-mask": "an MLM checkpoint (train.py)",
+}
 
 
 def read_inputs(args) -> list[str]:
     if args.texts:
         return args.texts
     if args.file:
-        with open(args.file, encoding="utf-8") as f:
-            lines = [line.rstrip("\n") for line in f]
+        try:
+            with open(args.file, encoding="utf-8") as f:
+                lines = [line.rstrip("\n") for line in f]
+        except (OSError, UnicodeDecodeError) as e:
+            sys.exit(f"error: {args.file}: {e}")
     else:
         lines = [line.rstrip("\n") for line in sys.stdin]
     lines = [line for line in lines if line.strip()]
@@ -96,97 +136,83 @@ def read_inputs(args) -> list[str]:
     return lines
 
 
-def cut_at_stop(text: str, stops) -> tuple[str, bool]:
-    hits = [text.index(s) for s in stops if s in text]
-    return (text[: min(hits)], True) if hits else (text, False)
+def settings_of(args) -> GenerationSettings:
+    return GenerationSettings(args.max_new_tokens, args.greedy, args.temperature, args.top_k, args.top_p, args.repetition_penalty,
+                              args.num_beams, args.length_penalty, args.stop, args.seed)
 
 
 def cmd_generate(args):
-    model, tk = load(args)
-    if model.config.arch == "encoder" or model.config.head != "lm":
-        sys.exit(f"error: {args.ckpt} is a {model.config.arch} with a {model.config.head} head; generate needs a language model")
-    generator = torch.Generator(device=args.device).manual_seed(args.seed) if args.seed is not None else None
-    encoder_decoder = model.config.arch == "encoder-decoder"
-    prompts = [tk.encode(p, add_special=False) + ([tk.eos_id] if encoder_decoder else []) for p in args.prompt]
-    input_ids, mask = left_pad(prompts, tk.pad_id)
-    stream = args.stream and len(prompts) == 1 and not args.json
-    produced, shown = [], [""]
+    model, tk = load(args, "generate")
+    stream = args.stream and len(args.prompt) == 1 and not args.json and args.num_beams == 1
 
-    def on_step(token):  # stream: print the newly decodable text
-        produced.append(int(token[0]))
-        text, _ = cut_at_stop(tk.decode(produced), args.stop)
-        sys.stdout.write(text[len(shown[0]) :])
+    def on_text(piece):
+        sys.stdout.write(piece)
         sys.stdout.flush()
-        shown[0] = text
 
     try:
-        new = generate(
-            model, input_ids.to(args.device), mask.to(args.device), args.max_new_tokens, greedy=args.greedy,
-            temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, repetition_penalty=args.repetition_penalty,
-            eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id, generator=generator,
-            on_step=on_step if stream else None,
-        )
+        results = inference.generate_texts(model, tk, args.prompt, settings_of(args), on_text if stream else None)
     except ValueError as e:
         sys.exit(f"error: {e}")
-    for row in new.tolist():
-        tokens = row[: row.index(tk.eos_id)] if tk.eos_id in row else row
-        text, stopped = cut_at_stop(tk.decode(tokens), args.stop)
+    for r in results:
         if args.json:
-            print(json.dumps({"text": text, "tokens": tokens}))
+            print(json.dumps(r))
         elif stream:
             print()
         else:
-            print(text)
+            print(r["text"])
 
 
 def cmd_predict(args):
-    model, tk = load(args)
-    head = model.config.head
-    if head not in ("cls", "regression"):
-        sys.exit(f"error: {args.ckpt} has a {head!r} head; predict needs a cls or regression checkpoint (finetune.py)")
-    texts = read_inputs(args)
-    examples = [Example(text, args.pair, None, f"input {i + 1}") for i, text in enumerate(texts)]
-    data = ClassificationData(examples, tk, None, model.config.max_seq_len, args.batch_size)
-    outputs = torch.as_tensor(predict(model, data, args.device))  # (N, L) logits, or (N,) values
-    for text, row in zip(texts, outputs):
-        if head == "regression":
-            print(json.dumps({"text": text, "value": float(row)}) if args.json else f"{float(row):.4f}\t{text}")
-            continue
-        top = row.softmax(-1).topk(min(args.top, len(row)))
-        names = model.config.labels or [str(i) for i in range(len(row))]
-        labels = [{"label": names[i], "probability": p} for p, i in zip(top.values.tolist(), top.indices.tolist())]
+    model, tk = load(args, "predict")
+    for r in inference.predict_texts(model, tk, read_inputs(args), args.pair, args.top, args.batch_size):
         if args.json:
-            print(json.dumps({"text": text, "label": labels[0]["label"], "probability": labels[0]["probability"], "top": labels}))
+            print(json.dumps(r))
+        elif "value" in r:
+            print(f"{r['value']:.4f}\t{r['text']}")
+        elif "tags" in r:
+            print(" ".join(f"{w}/{t}" for w, t in zip(r["words"], r["tags"])))
+            for e in r.get("entities", []):
+                print(f"  {e['type']}: {e['text']}")
         else:
-            print("\t".join(f"{x['label']} ({x['probability']:.3f})" for x in labels) + f"\t{text}")
+            print("\t".join(f"{x['label']} ({x['probability']:.3f})" for x in r["top"]) + f"\t{r['text']}")
 
 
-@torch.no_grad()
 def cmd_fill_mask(args):
-    model, tk = load(args)
-    if model.config.head not in ("mlm", "mlm+nsp"):
-        sys.exit(f"error: {args.ckpt} has a {model.config.head!r} head; fill-mask needs an MLM checkpoint (train.py)")
-    for text in read_inputs(args):
-        ids = tk.encode(text)[: model.config.max_seq_len]
-        positions = [i for i, t in enumerate(ids) if t == tk.mask_id]
-        if not positions:
-            sys.exit(f"error: no {MASK} in {text!r}")
-        logits = model(torch.tensor([ids], device=args.device))[0]  # (T, V)
-        candidates = []
-        for pos in positions:
-            top = logits[pos].float().softmax(-1).topk(args.top_k)
-            candidates.append([{"token": tk.id_to_token(i), "probability": float(p)} for p, i in zip(top.values.tolist(), top.indices.tolist())])
+    model, tk = load(args, "fill-mask")
+    try:
+        results = inference.fill_mask(model, tk, read_inputs(args), args.top_k)
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+    for r in results:
         if args.json:
-            print(json.dumps({"text": text, "masks": candidates}))
-        else:
-            print(text)
-            for n, cands in enumerate(candidates):
-                print(f"  [MASK] {n + 1}: " + ", ".join(f"{c['token']} ({c['probability']:.3f})" for c in cands))
+            print(json.dumps(r))
+            continue
+        print(r["text"])
+        for n, cands in enumerate(r["masks"]):
+            print(f"  {MASK} {n + 1}: " + ", ".join(f"{c['token']} ({c['probability']:.3f})" for c in cands))
+
+
+def cmd_embed(args):
+    model, tk = load(args, "embed")
+    texts = read_inputs(args)
+    vectors = inference.embed_texts(model, tk, texts, normalize=not args.no_normalize, batch_size=args.batch_size)
+    for text, v in zip(texts, vectors.tolist()):
+        print(json.dumps({"text": text, "embedding": v}) if args.json else " ".join(f"{x:.5f}" for x in v))
+
+
+def cmd_serve(args):
+    from minilm.serve import Limits, serve
+
+    model, tk = load(args, "serve")
+    limits = Limits(args.max_body_bytes, args.max_prompt_tokens, args.max_new_tokens_limit, args.max_batch)
+    serve(model, tk, args.host, args.port, limits)
 
 
 def main(argv=None):
     args = parse_args(argv)
-    {"generate": cmd_generate, "predict": cmd_predict, "fill-mask": cmd_fill_mask}[args.command](args)
+    commands = {"generate": cmd_generate, "predict": cmd_predict, "fill-mask": cmd_fill_mask, "embed": cmd_embed, "serve": cmd_serve}
+    with torch.no_grad():
+        commands[args.command](args)
 
 
 if __name__ == "__main__":

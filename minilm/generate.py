@@ -137,7 +137,8 @@ def generate(
 
     Decoder: continues each prompt. Encoder-decoder: input_ids are the source; the target starts
     from `decoder_start_id`. Rows that produced `eos_id` are padded with `pad_id` afterwards;
-    decoding stops when every row has. `on_step(tokens (B,))` is called after each step (streaming).
+    decoding stops when every row has. `on_step(tokens (B,))` is called after each step (streaming);
+    it may return a (B,) bool tensor of rows to finish now (a stop string appeared in them).
     """
     model.eval()
     B, device = input_ids.shape[0], input_ids.device
@@ -151,7 +152,9 @@ def generate(
         token = torch.where(done, torch.full_like(token, pad_id), token)
         new.append(token)
         if on_step is not None:
-            on_step(token)
+            finish = on_step(token)
+            if finish is not None:
+                done |= finish
         if eos_id is not None:
             done |= token == eos_id
         if bool(done.all()) or step == max_new_tokens - 1:

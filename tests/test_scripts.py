@@ -263,6 +263,10 @@ def test_infer_predict_and_fill_mask(tmp_path, task_files, encoder_ckpt, capsys)
     lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
     assert [x["label"] for x in lines] == ["tool", "food"]
     assert all(0.0 < x["probability"] <= 1.0 for x in lines)
+    infer.main(["predict", "--ckpt", str(tmp_path), "--json", "--quantize", "int8", "the hammer saw drill here", "the bread cheese apple here"])
+    int8 = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert [x["label"] for x in int8] == ["tool", "food"]
+    assert all(abs(a["probability"] - b["probability"]) < 0.05 for a, b in zip(lines, int8))
     infer.main(["fill-mask", "--ckpt", str(encoder_ckpt), "--json", "a animal like the dog cat [MASK] bird ."])
     masks = json.loads(capsys.readouterr().out)["masks"]
     assert len(masks) == 1 and len(masks[0]) == 5
@@ -271,7 +275,7 @@ def test_infer_predict_and_fill_mask(tmp_path, task_files, encoder_ckpt, capsys)
 def test_infer_refuses_the_wrong_kind_of_checkpoint(encoder_ckpt):
     with pytest.raises(SystemExit, match="generate needs a language model"):
         infer.main(["generate", "--ckpt", str(encoder_ckpt), "--prompt", "x"])
-    with pytest.raises(SystemExit, match="predict needs a cls or regression checkpoint"):
+    with pytest.raises(SystemExit, match="predict needs a cls, regression or ner checkpoint"):
         infer.main(["predict", "--ckpt", str(encoder_ckpt), "x"])
     with pytest.raises(SystemExit, match="no such checkpoint directory"):
         infer.main(["predict", "--ckpt", "/nonexistent/ckpt", "x"])

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 import finetune
+import infer
 from minilm.data.tagging import TaggingData, first_subword_labels, read_conll, tag_ids, tag_set, word_predictions
 from minilm.metrics import entity_report, entity_spans, is_bio
 from minilm.objectives import IGNORE_INDEX
@@ -149,6 +150,11 @@ def test_finetune_ner_learns_entities(tmp_path, capsys):
     saved = json.loads((tmp_path / "o" / "metrics.json").read_text())
     assert saved["labels"] == ["O", "B-animal", "I-animal"] and saved["test"]["f1"] == result["test"]["f1"]
     assert "dev: precision" in capsys.readouterr().out
+    infer.main(["predict", "--ckpt", str(tmp_path / "o"), "--json", "the red dog saw a cat here", "big owl"])
+    first, second = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert first["words"] == "the red dog saw a cat here".split() and len(first["tags"]) == 7
+    assert [(e["type"], e["text"]) for e in first["entities"]] == [("animal", "red dog"), ("animal", "cat")]
+    assert second["entities"] == [{"type": "animal", "start": 1, "end": 2, "text": "owl"}]
 
 
 def test_finetune_ner_on_ud_ewt_upos_scores_tag_accuracy(tmp_path, shared_data):

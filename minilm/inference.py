@@ -1,0 +1,215 @@
+"""What a trained checkpoint answers: generated text, labels, entity spans, values, masked words,
+sentence embeddings. Each function takes texts and returns JSON-ready dicts; `infer.py` prints
+them and `minilm/serve.py` sends them over HTTP.
+
+Notation: B batch, T time, C channels, V vocabulary, L labels.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass, field
+
+import torch
+
+from minilm.beam import beam_search
+from minilm.checkpoint import from_pretrained, resolve_checkpoint
+from minilm.data.pretrain import pad
+from minilm.data.tagging import Sentence, TaggingData
+from minilm.data.tasks import ClassificationData, Example
+from minilm.finetuning import predict, predict_tags
+from minilm.generate import generate, left_pad
+from minilm.metrics import entity_spans, is_bio
+from minilm.tokenizer import MASK, Tokenizer
+
+GENERATIVE_HEADS = ("lm",)
+PREDICT_HEADS = ("cls", "regression", "token")
+MLM_HEADS = ("mlm", "mlm+nsp")
+
+
+def load(ckpt, device: str = "cpu", quantize: str | None = None):
+    """(model, tokenizer) of a checkpoint directory; `quantize="int8"` for dynamic int8 on the CPU."""
+    model = from_pretrained(ckpt).to(device)
+    tokenizer = Tokenizer.load(resolve_checkpoint(ckpt))
+    if quantize:
+        from minilm.quantize import quantize as to_int8
+
+        model = to_int8(model, quantize)
+    return model, tokenizer
+
+
+def kind(model) -> str:
+    """What a model can do: "generate", "predict", "fill-mask" or "embed" (an encoder with no head)."""
+    head = model.config.head
+    if head in GENERATIVE_HEADS and model.config.arch != "encoder":
+        return "generate"
+    if head in PREDICT_HEADS:
+        return "predict"
+    if head in MLM_HEADS:
+        return "fill-mask"
+    return "embed"
+
+
+# -- generation --------------------------------------------------------------------------------------------
+@dataclass
+class GenerationSettings:
+    """The decoding knobs of `infer.py generate` and of the server's /generate."""
+
+    max_new_tokens: int = 50
+    greedy: bool = False
+    temperature: float = 1.0
+    top_k: int | None = None
+    top_p: float | None = None
+    repetition_penalty: float = 1.0
+    num_beams: int = 1
+    length_penalty: float = 1.0
+    stop: list[str] = field(default_factory=list)
+    seed: int | None = None
+
+    def check(self):
+        if self.max_new_tokens < 0:
+            raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
+        if self.temperature < 0:
+            raise ValueError(f"temperature must be >= 0, got {self.temperature}")
+        if self.top_p is not None and not 0.0 < self.top_p <= 1.0:
+            raise ValueError(f"top_p must be in (0, 1], got {self.top_p}")
+        if self.top_k is not None and self.top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {self.top_k}")
+        if self.repetition_penalty <= 0:
+            raise ValueError(f"repetition_penalty must be > 0, got {self.repetition_penalty}")
+        if self.num_beams < 1:
+            raise ValueError(f"num_beams must be >= 1, got {self.num_beams}")
+        return self
+
+
+def cut_at_stop(text: str, stops) -> tuple[str, bool]:
+    """The text up to the first stop string, and whether one was found."""
+    hits = [text.index(s) for s in stops if s and s in text]
+    return (text[: min(hits)], True) if hits else (text, False)
+
+
+def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSettings, on_text=None) -> list[dict]:
+    """{"text", "tokens"} per prompt: the continuation (decoder) or the output (encoder-decoder).
+
+    `on_text(piece)` receives the first prompt's text as it grows (streaming; one prompt, no beams).
+    Decoding stops at EOS, at max_new_tokens, or once every row has produced a stop string.
+    """
+    settings.check()
+    tk = tokenizer
+    encoder_decoder = model.config.arch == "encoder-decoder"
+    ids = [tk.encode(p, add_special=False) + ([tk.eos_id] if encoder_decoder else []) for p in prompts]
+    input_ids, mask = left_pad(ids, tk.pad_id)
+    device = next(model.parameters()).device
+    input_ids, mask = input_ids.to(device), mask.to(device)
+    common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id)
+    if settings.num_beams > 1:
+        new = beam_search(model, input_ids, mask, settings.max_new_tokens, settings.num_beams, settings.length_penalty, **common)
+    else:
+        produced = [[] for _ in prompts]
+        shown = [""]
+
+        def on_step(token):  # (B,) -> rows that produced a stop string
+            stopped = torch.zeros(len(prompts), dtype=torch.bool)
+            for i, t in enumerate(token.tolist()):
+                produced[i].append(t)
+                if settings.stop or (i == 0 and on_text is not None):
+                    text, hit = cut_at_stop(tk.decode(until_eos(produced[i], tk.eos_id)), settings.stop)
+                    stopped[i] = hit
+                    if i == 0 and on_text is not None and len(text) > len(shown[0]) and text.startswith(shown[0]):
+                        on_text(text[len(shown[0]) :])
+                        shown[0] = text
+            return stopped.to(token.device)
+
+        generator = torch.Generator(device=device).manual_seed(settings.seed) if settings.seed is not None else None
+        needs_steps = bool(settings.stop) or on_text is not None
+        new = generate(model, input_ids, mask, settings.max_new_tokens, greedy=settings.greedy, temperature=settings.temperature,
+                       top_k=settings.top_k, top_p=settings.top_p, generator=generator,
+                       on_step=on_step if needs_steps else None, **common)
+    results = []
+    for row in new.tolist():
+        tokens = until_eos(row, tk.eos_id)
+        text, _ = cut_at_stop(tk.decode(tokens), settings.stop)
+        results.append({"text": text, "tokens": tokens})
+    return results
+
+
+def until_eos(tokens: list[int], eos_id) -> list[int]:
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
+
+
+# -- prediction --------------------------------------------------------------------------------------------
+WORD = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks, as the tagging corpora split them
+
+
+def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, top: int = 1, batch_size: int = 64) -> list[dict]:
+    """cls: {"label", "probability", "top"}; regression: {"value"}; token: {"words", "tags", "entities"}."""
+    head, device = model.config.head, next(model.parameters()).device
+    names = model.config.labels
+    if head == "token":
+        sentences = [Sentence(WORD.findall(t), [], f"input {i + 1}") for i, t in enumerate(texts)]
+        data = TaggingData(sentences, tokenizer, [[0] * len(s.words) for s in sentences], model.config.max_seq_len, batch_size)
+        results = []
+        for text, s, tag_ids in zip(texts, sentences, predict_tags(model, data, device)):
+            tags = [names[t] if names else str(t) for t in tag_ids]
+            out = {"text": text, "words": s.words, "tags": tags}
+            if names and is_bio(names):
+                out["entities"] = [{"type": kind_, "start": a, "end": b, "text": " ".join(s.words[a:b])}
+                                   for kind_, a, b in entity_spans(tags)]
+            results.append(out)
+        return results
+    examples = [Example(text, pair, None, f"input {i + 1}") for i, text in enumerate(texts)]
+    data = ClassificationData(examples, tokenizer, None, model.config.max_seq_len, batch_size)
+    outputs = torch.as_tensor(predict(model, data, device))  # (N, L) logits, or (N,) values
+    if head == "regression":
+        return [{"text": text, "value": float(v)} for text, v in zip(texts, outputs)]
+    names = names or [str(i) for i in range(outputs.shape[-1])]
+    results = []
+    for text, row in zip(texts, outputs):
+        best = row.softmax(-1).topk(min(top, len(row)))
+        labels = [{"label": names[i], "probability": p} for p, i in zip(best.values.tolist(), best.indices.tolist())]
+        results.append({"text": text, "label": labels[0]["label"], "probability": labels[0]["probability"], "top": labels})
+    return results
+
+
+@torch.no_grad()
+def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5) -> list[dict]:
+    """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}."""
+    device, results = next(model.parameters()).device, []
+    for text in texts:
+        ids = tokenizer.encode(text)[: model.config.max_seq_len]
+        positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
+        if not positions:
+            raise ValueError(f"no {MASK} in {text!r}")
+        logits = model(torch.tensor([ids], device=device))[0]  # (T, V)
+        masks = []
+        for pos in positions:
+            best = logits[pos].float().softmax(-1).topk(top_k)
+            masks.append([{"token": tokenizer.id_to_token(i), "probability": float(p)}
+                          for p, i in zip(best.values.tolist(), best.indices.tolist())])
+        results.append({"text": text, "masks": masks})
+    return results
+
+
+@torch.no_grad()
+def embed_texts(model, tokenizer, texts: list[str], normalize: bool = True, batch_size: int = 64) -> torch.Tensor:
+    """Sentence embeddings (N, C): the mean of the last hidden states over the real tokens,
+
+        e = sum_t m_t h_t / sum_t m_t,    m_t = 1 for a real token, 0 for padding,
+
+    as Sentence-BERT pools (Reimers and Gurevych 2019), then scaled to unit length (cosine
+    similarity becomes a dot product) unless normalize=False."""
+    model.eval()
+    device, out = next(model.parameters()).device, []
+    for start in range(0, len(texts), batch_size):
+        ids, segments = tokenizer.encode_batch(texts[start : start + batch_size], max_len=model.config.max_seq_len)
+        input_ids = pad(ids, tokenizer.pad_id).to(device)  # (B, T), right-padded
+        mask = pad([[1] * len(r) for r in ids], 0).to(device)  # (B, T)
+        if model.config.arch == "encoder-decoder":
+            h = model.encode(input_ids, mask)  # (B, T, C)
+        else:
+            h = model.hidden(input_ids, mask)  # (B, T, C)
+        m = mask[:, :, None].to(h.dtype)  # (B, T, 1)
+        e = (h * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C)
+        out.append(torch.nn.functional.normalize(e.float(), dim=-1) if normalize else e.float())
+    return torch.cat(out).cpu()
+

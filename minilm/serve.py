@@ -1,0 +1,235 @@
+"""A local HTTP JSON API over one checkpoint (`infer.py serve`), on Python's standard library.
+
+    GET  /health     {"status": "ok", "arch", "head", "can": "generate" | "predict" | "fill-mask" | "embed"}
+    POST /generate   {"prompt": str} or {"prompts": [str]}, and optionally "max_new_tokens", "greedy",
+                     "temperature", "top_k", "top_p", "repetition_penalty", "num_beams", "length_penalty",
+                     "stop", "seed", "stream"
+                     -> {"text", "tokens"} (or {"results": [...]} for "prompts"); with "stream": true, a
+                     text/event-stream of `data: {"text": piece}` events, then `data: {"done": true, "text", "tokens"}`
+    POST /predict    {"text": str} or {"texts": [str]} (and "pair", "top") -> one result or {"results": [...]}
+    POST /embed      {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
+
+It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths and
+max_new_tokens are bounded (`Limits`); errors are JSON `{"error": ...}` with a 4xx code. Requests
+are served on threads; the model answers one at a time (one lock), so the answers are those of
+the CLI. SIGTERM or SIGINT stop accepting, let the requests in flight finish, and exit.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+import threading
+from dataclasses import dataclass, fields
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from minilm import inference
+from minilm.inference import GenerationSettings
+
+
+@dataclass
+class Limits:
+    max_body_bytes: int = 1 << 20
+    max_prompt_tokens: int = 512
+    max_new_tokens: int = 256
+    max_batch: int = 64
+
+
+class BadRequest(Exception):
+    def __init__(self, message: str, status: HTTPStatus = HTTPStatus.BAD_REQUEST):
+        super().__init__(message)
+        self.status = status
+
+
+SETTING_TYPES = {f.name: f.type for f in fields(GenerationSettings)}
+
+
+def texts_of(body: dict, one: str, many: str, limits: Limits) -> tuple[list[str], bool]:
+    """The request's texts and whether it sent a list: {"text": s} or {"texts": [s, ...]}."""
+    if (one in body) == (many in body):
+        raise BadRequest(f'give exactly one of "{one}" (a string) or "{many}" (a list of strings)')
+    texts = [body[one]] if one in body else body[many]
+    if not isinstance(texts, list) or not texts or not all(isinstance(t, str) for t in texts):
+        raise BadRequest(f'"{many}" must be a non-empty list of strings' if many in body else f'"{one}" must be a string')
+    if len(texts) > limits.max_batch:
+        raise BadRequest(f"{len(texts)} texts in one request; the limit is {limits.max_batch}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+    return texts, many in body
+
+
+def settings_of(body: dict, limits: Limits) -> GenerationSettings:
+    """GenerationSettings from the request's fields, type-checked and bounded."""
+    known = set(SETTING_TYPES) | {"prompt", "prompts", "stream"}
+    unknown = sorted(set(body) - known)
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; /generate takes {', '.join(sorted(known))}")
+    values = {}
+    for name in SETTING_TYPES:
+        if name not in body or body[name] is None:
+            continue
+        v = body[name]
+        if name == "stop":
+            v = [v] if isinstance(v, str) else v
+            if not isinstance(v, list) or not all(isinstance(s, str) for s in v):
+                raise BadRequest('"stop" must be a string or a list of strings')
+        elif name == "greedy":
+            if not isinstance(v, bool):
+                raise BadRequest('"greedy" must be true or false')
+        elif name in ("max_new_tokens", "top_k", "num_beams", "seed"):
+            if not isinstance(v, int) or isinstance(v, bool):
+                raise BadRequest(f'"{name}" must be an integer')
+        elif not isinstance(v, (int, float)) or isinstance(v, bool):
+            raise BadRequest(f'"{name}" must be a number')
+        values[name] = v
+    values.setdefault("max_new_tokens", min(GenerationSettings.max_new_tokens, limits.max_new_tokens))
+    settings = GenerationSettings(**values)
+    if settings.max_new_tokens > limits.max_new_tokens:
+        raise BadRequest(f"max_new_tokens={settings.max_new_tokens} is above this server's limit of {limits.max_new_tokens}")
+    try:
+        return settings.check()
+    except ValueError as e:
+        raise BadRequest(str(e)) from None
+
+
+class Handler(BaseHTTPRequestHandler):
+    server_version = "minilm"
+    timeout = 60  # seconds a client may take to send its request
+
+    # the server object carries model, tokenizer, lock and limits
+    def log_message(self, format, *args):  # one line per request on stderr, as the standard library does
+        if not self.server.quiet:
+            super().log_message(format, *args)
+
+    def send_json(self, status: HTTPStatus, payload: dict):
+        data = json.dumps(payload).encode()
+        self.send_response(status)
+        self.send_header("Content-Type", "application/json")
+        self.send_header("Content-Length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def do_GET(self):
+        if self.path != "/health":
+            return self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {self.path}"})
+        c = self.server.model.config
+        self.send_json(HTTPStatus.OK, {"status": "ok", "arch": c.arch, "head": c.head, "can": inference.kind(self.server.model)})
+
+    def do_POST(self):
+        routes = {"/generate": self.generate, "/predict": self.predict, "/embed": self.embed}
+        try:
+            if self.path not in routes:
+                raise BadRequest(f"no such endpoint: POST {self.path} (try {', '.join(routes)})", HTTPStatus.NOT_FOUND)
+            routes[self.path](self.read_body())
+        except BadRequest as e:
+            self.send_json(e.status, {"error": str(e)})
+        except ValueError as e:  # the model refused the input (for example a prompt past its positions)
+            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+
+    def read_body(self) -> dict:
+        length = self.headers.get("Content-Length")
+        if length is None:
+            raise BadRequest("a request body with Content-Length is required", HTTPStatus.LENGTH_REQUIRED)
+        try:
+            length = int(length)
+        except ValueError:
+            raise BadRequest(f"bad Content-Length {length!r}") from None
+        if length > self.server.limits.max_body_bytes:
+            self.close_connection = True  # the unread body must not be taken for the next request
+            raise BadRequest(f"request body of {length} bytes is above the limit of {self.server.limits.max_body_bytes}",
+                             HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+        try:
+            body = json.loads(self.rfile.read(length).decode("utf-8"))
+        except (UnicodeDecodeError, json.JSONDecodeError) as e:
+            raise BadRequest(f"the body is not valid JSON ({e})") from None
+        if not isinstance(body, dict):
+            raise BadRequest("the body must be a JSON object")
+        return body
+
+    def require(self, can: str):
+        have = inference.kind(self.server.model)
+        if have != can and can != "embed":
+            raise BadRequest(f"this server's model can {have}, not {can}", HTTPStatus.NOT_FOUND)
+
+    def generate(self, body: dict):
+        self.require("generate")
+        s = self.server
+        prompts, many = texts_of(body, "prompt", "prompts", s.limits)
+        settings = settings_of(body, s.limits)
+        for p in prompts:
+            n = len(s.tokenizer.encode(p, add_special=False))
+            if n > s.limits.max_prompt_tokens:
+                raise BadRequest(f"prompt of {n} tokens is above this server's limit of {s.limits.max_prompt_tokens}")
+        stream = body.get("stream", False)
+        if not isinstance(stream, bool):
+            raise BadRequest('"stream" must be true or false')
+        if stream and (many or settings.num_beams > 1):
+            raise BadRequest('"stream" takes one "prompt" and no beam search')
+        if not stream:
+            with s.lock:
+                results = inference.generate_texts(s.model, s.tokenizer, prompts, settings)
+            return self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
+        self.send_response(HTTPStatus.OK)
+        self.send_header("Content-Type", "text/event-stream")
+        self.send_header("Cache-Control", "no-cache")
+        self.end_headers()
+        self.close_connection = True  # the stream's end is the connection's end
+
+        def event(payload):
+            self.wfile.write(f"data: {json.dumps(payload)}\n\n".encode())
+            self.wfile.flush()
+
+        with s.lock:
+            try:
+                result = inference.generate_texts(s.model, s.tokenizer, prompts, settings, lambda piece: event({"text": piece}))[0]
+            except ValueError as e:
+                return event({"error": str(e)})
+        event({"done": True, **result})
+
+    def predict(self, body: dict):
+        self.require("predict")
+        s = self.server
+        texts, many = texts_of(body, "text", "texts", s.limits)
+        pair, top = body.get("pair"), body.get("top", 1)
+        if pair is not None and not isinstance(pair, str):
+            raise BadRequest('"pair" must be a string')
+        if not isinstance(top, int) or isinstance(top, bool) or top < 1:
+            raise BadRequest('"top" must be a positive integer')
+        with s.lock:
+            results = inference.predict_texts(s.model, s.tokenizer, texts, pair, top)
+        self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
+
+    def embed(self, body: dict):
+        s = self.server
+        texts, many = texts_of(body, "text", "texts", s.limits)
+        with s.lock:
+            vectors = inference.embed_texts(s.model, s.tokenizer, texts).tolist()
+        self.send_json(HTTPStatus.OK, {"embeddings": vectors} if many else {"embedding": vectors[0]})
+
+
+class Server(ThreadingHTTPServer):
+    daemon_threads = False  # server_close() waits for the requests in flight
+    block_on_close = True
+
+
+def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, quiet=False) -> Server:
+    server = Server((host, port), Handler)
+    server.model, server.tokenizer, server.limits, server.quiet = model.eval(), tokenizer, limits or Limits(), quiet
+    server.lock = threading.Lock()
+    return server
+
+
+def serve(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None):
+    """Serve until SIGTERM or SIGINT; then finish the requests in flight and return."""
+    server = make_server(model, tokenizer, host, port, limits)
+
+    def stop(signum, frame):
+        print(f"{signal.Signals(signum).name}: finishing the requests in flight, then exiting", flush=True)
+        threading.Thread(target=server.shutdown).start()  # shutdown() waits for serve_forever, so not on its thread
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    h, p = server.server_address[:2]
+    print(f"serving {inference.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
+    server.serve_forever()
+    server.server_close()
+    print("stopped", flush=True)

@@ -1,0 +1,64 @@
+"""infer.py beyond the basics: streaming equals the plain result, beam search from the command line,
+sentence embeddings, and int8 quantisation."""
+
+import json
+
+import pytest
+import torch
+from torch import nn
+
+import infer
+from minilm import inference
+from minilm.quantize import linear_weight_bytes, quantize
+from test_scripts import corpus, decoder_ckpt, encoder_ckpt  # noqa: F401  (module fixtures)
+
+
+def run(capsys, *argv):
+    infer.main([*argv])
+    return capsys.readouterr().out
+
+
+@pytest.mark.parametrize("how", [["--greedy"], ["--seed", "3", "--top-k", "8"], ["--greedy", "--stop", "e"]])
+def test_streamed_text_equals_the_plain_result(decoder_ckpt, capsys, how):
+    common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a food like", "--max-new-tokens", "16", *how]
+    streamed = run(capsys, *common, "--stream")
+    plain = json.loads(run(capsys, *common, "--json"))["text"]
+    assert streamed == plain + "\n" and plain.strip()
+
+
+def test_beam_search_from_the_command_line(decoder_ckpt, capsys):
+    common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--max-new-tokens", "10", "--json"]
+    first = run(capsys, *common, "--num-beams", "4", "--length-penalty", "0.5")
+    assert run(capsys, *common, "--num-beams", "4", "--length-penalty", "0.5") == first  # beam search is deterministic
+    beams = [json.loads(x) for x in first.splitlines()]
+    assert len(beams) == 2 and all(1 <= len(b["tokens"]) <= 10 for b in beams)
+    with pytest.raises(SystemExit, match="num_beams must be >= 1"):
+        infer.main([*common, "--num-beams", "0"])
+
+
+def test_embed_is_the_masked_mean_of_the_hidden_states(encoder_ckpt, capsys):
+    texts = ["the dog cat horse", "bread cheese apple rice bean soup", "a"]
+    out = [json.loads(x) for x in run(capsys, "embed", "--ckpt", str(encoder_ckpt), "--json", *texts).splitlines()]
+    got = torch.tensor([o["embedding"] for o in out])  # (3, C)
+    model, tk = inference.load(encoder_ckpt)
+    for text, e in zip(texts, got):
+        ids = torch.tensor([tk.encode(text)])
+        alone = model.hidden(ids)[0].mean(0)  # one text: no padding, a plain mean over its tokens
+        assert torch.allclose(e, alone / alone.norm(), atol=1e-5)
+    raw = [json.loads(x)["embedding"] for x in run(capsys, "embed", "--ckpt", str(encoder_ckpt), "--json", "--no-normalize", *texts).splitlines()]
+    assert abs(torch.tensor(raw[1]).norm().item() - 1.0) > 1e-3
+
+
+def test_int8_quantisation_replaces_the_linear_layers_and_stays_close(encoder_ckpt):
+    model, tk = inference.load(encoder_ckpt)
+    q = quantize(model)
+    assert not any(isinstance(m, nn.Linear) for m in q.modules())
+    assert isinstance(model.transformer.blocks[0].attn.q_proj, nn.Linear)  # the original is untouched
+    assert linear_weight_bytes(q) * 4 == linear_weight_bytes(model)
+    ids = torch.tensor([tk.encode("a animal like the dog cat bird fish")])
+    with torch.no_grad():
+        full, int8 = model(ids)[0], q(ids)[0]  # (T, V)
+    assert (full - int8).abs().max() < 0.05 * full.abs().max()
+    assert (full.argmax(-1) == int8.argmax(-1)).float().mean() >= 0.75
+    with pytest.raises(ValueError, match="unknown quantisation"):
+        quantize(model, "int4")

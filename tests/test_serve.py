@@ -1,0 +1,159 @@
+"""`infer.py serve`: valid, oversized and malformed requests, several at once, streaming, and a clean
+exit on SIGTERM. Every answer is checked against what minilm.inference returns directly."""
+
+import http.client
+import json
+import re
+import signal
+import subprocess
+import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+from minilm import inference
+from minilm.checkpoint import save_pretrained
+from minilm.config import ModelConfig
+from minilm.inference import GenerationSettings
+from minilm.models import build_model
+from minilm.serve import Limits, make_server
+from test_scripts import corpus, decoder_ckpt, encoder_ckpt  # noqa: F401  (module fixtures)
+
+ROOT = Path(__file__).resolve().parent.parent
+LIMITS = Limits(max_body_bytes=4096, max_prompt_tokens=20, max_new_tokens=16, max_batch=8)
+
+
+@pytest.fixture(scope="module")
+def classifier_ckpt(tmp_path_factory, encoder_ckpt):
+    """An untrained three-label classifier with the encoder's tokenizer: the answers' content is
+    checked against minilm.inference, not against the truth."""
+    model, tk = inference.load(encoder_ckpt)
+    config = ModelConfig(**{**model.config.__dict__, "head": "cls", "n_labels": 3, "labels": ["a", "b", "c"]})
+    out = tmp_path_factory.mktemp("cls")
+    save_pretrained(out, build_model(config).eval(), tokenizer=tk)
+    return out
+
+
+def running(ckpt):
+    model, tk = inference.load(ckpt)
+    server = make_server(model, tk, "127.0.0.1", 0, LIMITS, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, model, tk
+
+
+def request(server, method, path, body=None, raw: bytes | None = None, headers=None):
+    conn = http.client.HTTPConnection(*server.server_address[:2], timeout=30)
+    data = raw if raw is not None else (json.dumps(body).encode() if body is not None else None)
+    conn.request(method, path, body=data, headers={"Content-Type": "application/json", **(headers or {})})
+    response = conn.getresponse()
+    payload = response.read().decode()
+    conn.close()
+    return response.status, response.getheader("Content-Type"), payload
+
+
+@pytest.fixture(scope="module")
+def cls_server(classifier_ckpt):
+    server, model, tk = running(classifier_ckpt)
+    yield server, model, tk
+    server.shutdown()
+    server.server_close()
+
+
+@pytest.fixture(scope="module")
+def lm_server(decoder_ckpt):
+    server, model, tk = running(decoder_ckpt)
+    yield server, model, tk
+    server.shutdown()
+    server.server_close()
+
+
+def test_health_and_predict(cls_server):
+    server, model, tk = cls_server
+    status, kind, body = request(server, "GET", "/health")
+    assert status == 200 and kind == "application/json"
+    assert json.loads(body) == {"status": "ok", "arch": "encoder", "head": "cls", "can": "predict"}
+    texts = ["the dog cat horse", "bread cheese apple", "a"]
+    expected = inference.predict_texts(model, tk, texts, top=2)
+    status, _, body = request(server, "POST", "/predict", {"texts": texts, "top": 2})
+    assert status == 200 and json.loads(body) == {"results": expected}
+    status, _, body = request(server, "POST", "/predict", {"text": texts[0]})
+    assert status == 200 and json.loads(body)["label"] == expected[0]["label"]
+    status, _, body = request(server, "POST", "/embed", {"text": "a dog"})
+    assert status == 200 and len(json.loads(body)["embedding"]) == model.config.n_embd
+
+
+@pytest.mark.parametrize("method, path, body, raw, status, message", [
+    ("POST", "/predict", None, b"{not json", 400, "not valid JSON"),
+    ("POST", "/predict", None, b"\xff\xfe", 400, "not valid JSON"),
+    ("POST", "/predict", [1, 2], None, 400, "must be a JSON object"),
+    ("POST", "/predict", {}, None, 400, 'exactly one of "text"'),
+    ("POST", "/predict", {"text": 3}, None, 400, '"text" must be a string'),
+    ("POST", "/predict", {"texts": []}, None, 400, "non-empty list"),
+    ("POST", "/predict", {"texts": ["a"] * 9}, None, 413, "the limit is 8"),
+    ("POST", "/predict", {"text": "a", "top": 0}, None, 400, '"top" must be a positive integer'),
+    ("POST", "/predict", None, b'{"text": "' + b"a " * 4000 + b'"}', 413, "above the limit of 4096"),
+    ("POST", "/generate", {"prompt": "a"}, None, 404, "can predict, not generate"),
+    ("POST", "/nowhere", {"text": "a"}, None, 404, "no such endpoint"),
+    ("GET", "/nowhere", None, None, 404, "no such endpoint"),
+])
+def test_bad_requests_get_json_errors(cls_server, method, path, body, raw, status, message):
+    got, kind, payload = request(cls_server[0], method, path, body, raw)
+    assert got == status and kind == "application/json"
+    assert message in json.loads(payload)["error"]
+
+
+def test_requests_at_once_get_their_own_answers(cls_server):
+    server, model, tk = cls_server
+    texts = [f"the dog {'cat ' * i}here" for i in range(12)]
+    expected = inference.predict_texts(model, tk, texts)
+    with ThreadPoolExecutor(max_workers=12) as pool:
+        answers = list(pool.map(lambda t: request(server, "POST", "/predict", {"text": t}), texts))
+    assert [a[0] for a in answers] == [200] * 12
+    assert [json.loads(a[2]) for a in answers] == expected
+
+
+def test_generate_plain_streamed_and_bounded(lm_server):
+    server, model, tk = lm_server
+    settings = GenerationSettings(max_new_tokens=12, greedy=True)
+    expected = inference.generate_texts(model, tk, ["a food like"], settings)[0]
+    status, _, body = request(server, "POST", "/generate", {"prompt": "a food like", "max_new_tokens": 12, "greedy": True})
+    assert status == 200 and json.loads(body) == expected
+    status, kind, body = request(server, "POST", "/generate", {"prompt": "a food like", "max_new_tokens": 12, "greedy": True,
+                                                               "stream": True})
+    events = [json.loads(line[len("data: "):]) for line in body.split("\n\n") if line]
+    assert status == 200 and kind == "text/event-stream"
+    assert events[-1] == {"done": True, **expected} and "".join(e["text"] for e in events[:-1]) == expected["text"]
+    assert len(events) > 2  # it came in pieces
+    status, _, body = request(server, "POST", "/generate", {"prompts": ["a", "a tool like"], "max_new_tokens": 4, "seed": 1})
+    assert status == 200 and len(json.loads(body)["results"]) == 2
+    for bad, message in [
+        ({"prompt": "a", "max_new_tokens": 17}, "above this server's limit of 16"),
+        ({"prompt": "a " * 30}, "above this server's limit of 20"),
+        ({"prompt": "a", "temperature": "hot"}, '"temperature" must be a number'),
+        ({"prompt": "a", "top_p": 2.0}, "top_p must be in (0, 1]"),
+        ({"prompt": "a", "colour": 1}, "unknown field(s) colour"),
+        ({"prompts": ["a", "b"], "stream": True}, '"stream" takes one "prompt"'),
+    ]:
+        status, _, body = request(server, "POST", "/generate", bad)
+        assert status == 400 and message in json.loads(body)["error"], bad
+
+
+def test_serve_binds_to_localhost_and_exits_cleanly_on_sigterm(classifier_ckpt):
+    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "serve", "--ckpt", str(classifier_ckpt), "--port", "0"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=ROOT)
+    try:
+        line = proc.stdout.readline()
+        match = re.search(r"http://([\d.]+):(\d+)", line)
+        assert match and match.group(1) == "127.0.0.1", line
+        conn = http.client.HTTPConnection(match.group(1), int(match.group(2)), timeout=30)
+        conn.request("GET", "/health")
+        assert conn.getresponse().status == 200
+        conn.close()
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    assert proc.returncode == 0, err
+    assert "SIGTERM" in out and "stopped" in out
