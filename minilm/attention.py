@@ -62,8 +62,8 @@ def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
     dtype's most negative finite value, not -inf, so that a row with every key masked (a padded
     query) gives a finite, ignored output instead of NaN.
     """
-    if key_mask is None and not causal:
-        return None
+    if key_mask is None and (not causal or T == 1):
+        return None  # nothing to hide: no padding, and a single (last) query may see every key
     allowed = torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
     if causal:
         allowed = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]

@@ -73,7 +73,8 @@ class Stepper:
     def __init__(self, model, input_ids, attention_mask, max_new_tokens: int, decoder_start_id=None):
         self.model, self.cache = model, KVCache()
         self.encoder_decoder = model.config.arch == "encoder-decoder"
-        self.mask = torch.ones_like(input_ids) if attention_mask is None else attention_mask
+        padded = attention_mask is not None and not bool(attention_mask.all())
+        self.mask = attention_mask if padded else None  # None: no padding, so no mask to build at each step
         limit = model.config.max_seq_len if model.config.pos != "rope" else None
         if self.encoder_decoder:
             if limit is not None and max_new_tokens > limit:  # the start token and all but the last new token are fed
@@ -89,27 +90,34 @@ class Stepper:
                     f"max_seq_len={limit}"
                 )
             self.history = input_ids
-            self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
+            if padded:
+                self.positions = (self.mask.cumsum(-1) - 1).clamp(min=0)  # (B, T): left pads do not count
+            else:
+                self.positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # (B, T)
 
     def first(self):
         """Logits (B, V) for the first new token."""
         if self.encoder_decoder:
             return self.model.decode(self.history, self.memory, self.mask, cache=self.cache)[:, -1]
-        return self.model(self.history, self.mask, self.positions, cache=self.cache)[:, -1]
+        h = self.model.hidden(self.history, self.mask, self.positions, cache=self.cache)  # (B, T, C)
+        return self.model.head_logits(h[:, -1:])[:, -1]  # the head at the last position only
 
     def next(self, token):
         """Feed token (B,); logits (B, V) for the token after it."""
         self.history = torch.cat([self.history, token[:, None]], dim=1)
         if self.encoder_decoder:
             return self.model.decode(token[:, None], self.memory, self.mask, cache=self.cache)[:, -1]
-        self.mask = torch.cat([self.mask, torch.ones_like(token[:, None])], dim=1)
+        if self.mask is not None:
+            self.mask = torch.cat([self.mask, torch.ones_like(token[:, None])], dim=1)
         self.positions = self.positions[:, -1:] + 1  # (B, 1)
         return self.model(token[:, None], self.mask, self.positions, cache=self.cache)[:, -1]
 
     def reorder(self, index):
         """Keep rows `index` (B',) of every piece of state (beam search)."""
         self.cache.reorder(index)
-        self.history, self.mask = self.history[index], self.mask[index]
+        self.history = self.history[index]
+        if self.mask is not None:
+            self.mask = self.mask[index]
         if self.encoder_decoder:
             self.memory = self.memory[index]
         else:
@@ -146,10 +154,12 @@ def generate(
     logits = stepper.first()  # (B, V)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)
+    can_finish = eos_id is not None or on_step is not None  # else every row runs to max_new_tokens
     for step in range(max_new_tokens):
         logits = apply_repetition_penalty(logits, stepper.history, repetition_penalty)
         token = next_token(logits, greedy, temperature, top_k, top_p, generator)  # (B,)
-        token = torch.where(done, torch.full_like(token, pad_id), token)
+        if can_finish:
+            token = token.masked_fill(done, pad_id)  # finished rows: padding
         new.append(token)
         if on_step is not None:
             finish = on_step(token)
@@ -157,7 +167,7 @@ def generate(
                 done |= finish
         if eos_id is not None:
             done |= token == eos_id
-        if bool(done.all()) or step == max_new_tokens - 1:
+        if step == max_new_tokens - 1 or (can_finish and bool(done.all())):
             break  # nothing more to predict: the last token is never fed back
         logits = stepper.next(token)
     return torch.stack(new, dim=1) if new else torch.zeros((B, 0), dtype=torch.long, device=device)
