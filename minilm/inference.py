@@ -102,11 +102,11 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id)
+    shown = [""]  # the streamed text so far
     if settings.num_beams > 1:
         new = beam_search(model, input_ids, mask, settings.max_new_tokens, settings.num_beams, settings.length_penalty, **common)
     else:
         produced = [[] for _ in prompts]
-        shown = [""]
 
         def on_step(token):  # (B,) -> rows that produced a stop string
             stopped = torch.zeros(len(prompts), dtype=torch.bool)
@@ -115,6 +115,7 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
                 if settings.stop or (i == 0 and on_text is not None):
                     text, hit = cut_at_stop(tk.decode(until_eos(produced[i], tk.eos_id)), settings.stop)
                     stopped[i] = hit
+                    text = text.rstrip("\ufffd")  # an incomplete UTF-8 sequence: wait for its remaining bytes
                     if i == 0 and on_text is not None and len(text) > len(shown[0]) and text.startswith(shown[0]):
                         on_text(text[len(shown[0]) :])
                         shown[0] = text
@@ -130,6 +131,10 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
         tokens = until_eos(row, tk.eos_id)
         text, _ = cut_at_stop(tk.decode(tokens), settings.stop)
         results.append({"text": text, "tokens": tokens})
+    if on_text is not None and settings.num_beams == 1 and results[0]["text"].startswith(shown[0]):
+        rest = results[0]["text"][len(shown[0]) :]  # what was held back at the end, if anything
+        if rest:
+            on_text(rest)
     return results
 
 
