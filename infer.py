@@ -85,6 +85,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--ckpt", help=f"checkpoint directory (default: {', '.join(f'{k}: {v.relative_to(ROOT)}' for k, v in DEFAULT_CKPT.items())})")
         s.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
+        s.add_argument("--compile", action="store_true", help="compile each block with torch.compile (pays off on long runs)")
     for s in (g, pr, fm, em):
         s.add_argument("--json", action="store_true", help="print JSON instead of text")
     for s in (pr, fm, em):
@@ -106,6 +107,10 @@ def load(args, needs: str):
         model, tokenizer = inference.load(args.ckpt, args.device, args.quantize)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
+    if args.compile:
+        from kernels import compile_blocks
+
+        compile_blocks(model)
     if needs in NEEDS and inference.kind(model) != needs:  # any model embeds; serve answers what the model can
         c = model.config
         sys.exit(f"error: {args.ckpt} holds a {c.arch} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")
