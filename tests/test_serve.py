@@ -36,11 +36,14 @@ def classifier_ckpt(tmp_path_factory, encoder_ckpt):
     return out
 
 
-def running(ckpt):
+def serving(ckpt):
+    """(server, model, tokenizer) while the test runs, on a free port; shut down after."""
     model, tk = inference.load(ckpt)
     server = make_server(model, tk, "127.0.0.1", 0, LIMITS, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server, model, tk
+    yield server, model, tk
+    server.shutdown()
+    server.server_close()
 
 
 def request(server, method, path, body=None, raw: bytes | None = None, headers=None):
@@ -55,18 +58,12 @@ def request(server, method, path, body=None, raw: bytes | None = None, headers=N
 
 @pytest.fixture(scope="module")
 def cls_server(classifier_ckpt):
-    server, model, tk = running(classifier_ckpt)
-    yield server, model, tk
-    server.shutdown()
-    server.server_close()
+    yield from serving(classifier_ckpt)
 
 
 @pytest.fixture(scope="module")
 def lm_server(decoder_ckpt):
-    server, model, tk = running(decoder_ckpt)
-    yield server, model, tk
-    server.shutdown()
-    server.server_close()
+    yield from serving(decoder_ckpt)
 
 
 def test_health_and_predict(cls_server):
