@@ -1,0 +1,241 @@
+"""Training speed: minilm's step (eager / compiled x fp32 / bf16) beside `transformers`, in one process.
+
+    python bench/train_speed.py                          # GPT and BERT shapes, every variant (about 15 min on 2 cores)
+    python bench/train_speed.py --models gpt --repeats 5 --warmup 2 --out /tmp/speed.json
+
+Shapes (#layers x heads x width, vocabulary 8192, AdamW, gradient clipping at 1.0):
+  gpt   6 x 6 x 384, T = 256, batch 8, causal LM           beside transformers GPT2LMHeadModel (SDPA)
+  bert  6 x 6 x 384, T = 128, batch 16, MLM (15% targets)  beside transformers BertForMaskedLM (SDPA)
+
+minilm runs `Trainer.train_step` (its loss, backward, hand-written clipping and AdamW); the
+reference runs forward with labels, backward, clip_grad_norm_ and torch.optim.AdamW. All variants
+of a shape take turns step by step on the same random batches, so drift in the machine's speed
+hits them alike; the table gives medians after warm-up steps. MFU is model FLOPs per second over
+the matmul peak of the same dtype, measured in the same run (a 2048^3 matmul):
+
+    FLOPs per step = 6 N_dense tokens + 6 C V (predicted tokens) + 12 L C T tokens
+
+(N_dense: the parameters of the blocks; the head counted where a prediction is made; the last
+term is attention's QK^T and AV, forward and backward; Kaplan et al. 2020, PaLM appendix B).
+Peak memory is measured per variant in a fresh process (`--only`), as the growth of the peak
+resident set over the process's size before the model was built, beside an estimate:
+16 bytes per parameter (weights, gradients, Adam's two moments) plus the activations kept for
+backward, counted per block and for the logits.
+"""
+
+import argparse
+import json
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minilm.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
+from minilm.config import from_preset  # noqa: E402
+from minilm.models import build_model  # noqa: E402
+from minilm.objectives import IGNORE_INDEX  # noqa: E402
+from minilm.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
+from minilm.trainer import TrainArgs, Trainer  # noqa: E402
+
+SHAPES = {
+    "gpt": dict(n_layer=6, n_head=6, n_embd=384, vocab=8192, T=256, batch=8, objective="clm"),
+    "bert": dict(n_layer=6, n_head=6, n_embd=384, vocab=8192, T=128, batch=16, objective="mlm"),
+}
+VARIANTS = ["minilm eager fp32", "minilm eager bf16", "minilm compiled fp32", "minilm compiled bf16", "transformers fp32"]
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--models", default="gpt,bert", help="shapes to run, comma-separated (default: %(default)s)")
+    p.add_argument("--variants", default=",".join(VARIANTS), help="variants, comma-separated (default: all)")
+    p.add_argument("--repeats", type=int, default=20, help="timed steps per variant (default: %(default)s)")
+    p.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included (default: %(default)s)")
+    p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak memory runs")
+    p.add_argument("--only", help=argparse.SUPPRESS)  # "model:variant": one variant, a few steps, print peak memory JSON
+    p.add_argument("--out", default=str(ROOT / "bench" / "results" / "train_speed.json"), help="results JSON; a .md table beside it")
+    return p.parse_args(argv)
+
+
+def batches(shape: dict, n: int) -> list[dict]:
+    g = torch.Generator().manual_seed(0)
+    out = []
+    for _ in range(n):
+        ids = torch.randint(5, shape["vocab"], (shape["batch"], shape["T"] + 1), generator=g)
+        mask = torch.ones(shape["batch"], shape["T"], dtype=torch.long)
+        if shape["objective"] == "clm":
+            out.append({"input_ids": ids[:, :-1], "attention_mask": mask, "labels": ids[:, 1:].clone()})
+        else:
+            ids = ids[:, :-1]
+            chosen = torch.rand(ids.shape, generator=g) < 0.15
+            labels = torch.where(chosen, ids, torch.full_like(ids, IGNORE_INDEX))
+            out.append({"input_ids": torch.where(chosen, torch.full_like(ids, 4), ids), "attention_mask": mask, "labels": labels})
+    return out
+
+
+def minilm_step(shape: dict, variant: str, out_dir: str):
+    arch, head = ("decoder", "lm") if shape["objective"] == "clm" else ("encoder", "mlm")
+    config = from_preset("mini", arch=arch, head=head, vocab_size=shape["vocab"], max_seq_len=shape["T"], n_layer=shape["n_layer"],
+                         n_head=shape["n_head"], n_embd=shape["n_embd"], mlp="gelu", dropout=0.0, attn_dropout=0.0, attn_impl="sdpa")
+    model = build_model(config)
+    if "compiled" in variant:
+        from kernels import compile_blocks
+
+        compile_blocks(model, dynamic=False)
+    settings = TrainArgs(out=out_dir, max_steps=10**6, optimizer="adamw", lr=1e-4, weight_decay=0.01, grad_clip=1.0,
+                         dtype="bf16" if "bf16" in variant else "fp32")
+    objective = shape["objective"]
+    trainer = Trainer(model, None, None, pretraining_loss(objective), pretraining_targets(objective), lambda m: {}, settings)
+    return model, lambda batch: trainer.train_step(batch, 1e-4)
+
+
+def transformers_step(shape: dict):
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    if shape["objective"] == "clm":
+        config = transformers.GPT2Config(n_positions=shape["T"], n_embd=shape["n_embd"], n_layer=shape["n_layer"], n_head=shape["n_head"],
+                                         resid_pdrop=0.0, embd_pdrop=0.0, attn_pdrop=0.0, vocab_size=shape["vocab"])
+        model = transformers.GPT2LMHeadModel(config)
+    else:
+        config = transformers.BertConfig(hidden_size=shape["n_embd"], num_hidden_layers=shape["n_layer"], num_attention_heads=shape["n_head"],
+                                         intermediate_size=4 * shape["n_embd"], max_position_embeddings=shape["T"], hidden_dropout_prob=0.0,
+                                         attention_probs_dropout_prob=0.0, vocab_size=shape["vocab"])
+        model = transformers.BertForMaskedLM(config)
+    model.config._attn_implementation = "sdpa"
+    model.train()
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, weight_decay=0.01)
+
+    def step(batch):
+        loss = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"], labels=batch["labels"]).loss
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        optimizer.step()
+        return loss.item()
+
+    return model, step
+
+
+def build(shape: dict, variant: str, out_dir: str):
+    return transformers_step(shape) if variant.startswith("transformers") else minilm_step(shape, variant, out_dir)
+
+
+def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
+    """FLOP/s of an n x n x n matmul in `dtype`, the median of `repeats`."""
+    a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
+    for _ in range(2):
+        a @ b
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        a @ b
+        times.append(time.perf_counter() - start)
+    return 2 * n**3 / statistics.median(times)
+
+
+def model_flops(shape: dict, n_dense: int) -> float:
+    tokens = shape["batch"] * shape["T"]
+    predicted = tokens if shape["objective"] == "clm" else int(0.15 * tokens)
+    L, C, T = shape["n_layer"], shape["n_embd"], shape["T"]
+    return 6 * n_dense * tokens + 6 * C * shape["vocab"] * predicted + 12 * L * C * T * tokens
+
+
+def memory_estimate(shape: dict, n_params: int) -> dict:
+    """Bytes: 16 per parameter; per block and token about 18 C fp32 values kept for backward (norm
+    inputs and outputs, Q, K, V, attention output, the FFN's input, its 4C hidden before and after
+    GELU), and the logits of the predicted tokens with their gradient."""
+    tokens = shape["batch"] * shape["T"]
+    predicted = tokens if shape["objective"] == "clm" else int(0.15 * tokens)
+    states = 16 * n_params
+    activations = 4 * (18 * shape["n_embd"] * shape["n_layer"] * tokens + 2 * shape["vocab"] * predicted)
+    return {"parameters_and_optimizer": states, "activations": activations, "total": states + activations}
+
+
+def only(spec: str, steps: int = 4):
+    """One variant in this fresh process: peak resident growth over a few steps, as JSON."""
+    name, variant = spec.split(":", 1)
+    shape = SHAPES[name]
+    data = batches(shape, steps)
+    if variant.startswith("transformers"):
+        import transformers  # noqa: F401  (the library's own import is not the training step's memory)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    with tempfile.TemporaryDirectory() as d:
+        model, step = build(shape, variant, d)
+        n_params = sum(p.numel() for p in model.parameters())
+        for batch in data:
+            step(batch)
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    print(json.dumps({"peak_growth_bytes": peak - before, "parameters": n_params, "estimate": memory_estimate(shape, n_params)}))
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    if args.only:
+        return only(args.only)
+    variants = args.variants.split(",")
+    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
+    print(f"matmul peak: fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s", flush=True)
+    rows = []
+    for name in args.models.split(","):
+        shape = SHAPES[name]
+        data = batches(shape, args.warmup + args.repeats)
+        with tempfile.TemporaryDirectory() as d:
+            built = {v: build(shape, v, f"{d}/{i}") for i, v in enumerate(variants)}
+            times = {v: [] for v in variants}
+            for i, batch in enumerate(data):
+                for v, (_, step) in built.items():
+                    start = time.perf_counter()
+                    step(batch)
+                    if i >= args.warmup:
+                        times[v].append(time.perf_counter() - start)
+        reference = next((v for v in variants if v.startswith("transformers")), None)
+        for v in variants:
+            model = built[v][0]
+            n_dense = sum(p.numel() for n, p in model.named_parameters() if ".h." in n or "blocks." in n or "encoder.layer." in n)
+            t = statistics.median(times[v])
+            tokens = shape["batch"] * shape["T"]
+            peak = peaks["bfloat16" if "bf16" in v else "float32"]
+            row = {"model": name, "variant": v, "ms_per_step": 1000 * t, "tokens_per_s": tokens / t,
+                   "mfu": model_flops(shape, n_dense) / t / peak, "parameters": sum(p.numel() for p in model.parameters())}
+            if reference:
+                row["speedup_vs_transformers_fp32"] = statistics.median(times[reference]) / t
+            rows.append(row)
+            print(f"{name}: {v:22s} {1000 * t:8.1f} ms/step {tokens / t:8.0f} tokens/s  MFU {row['mfu']:.0%}"
+                  + (f"  x{row['speedup_vs_transformers_fp32']:.2f}" if reference else ""), flush=True)
+        if not args.no_memory:
+            for row in [r for r in rows if r["model"] == name]:
+                proc = subprocess.run([sys.executable, __file__, "--only", f"{name}:{row['variant']}"], capture_output=True, text=True)
+                if proc.returncode != 0:
+                    print(proc.stderr[-2000:], file=sys.stderr)
+                    continue
+                mem = json.loads(proc.stdout.strip().splitlines()[-1])
+                row["peak_memory_bytes"], row["memory_estimate"] = mem["peak_growth_bytes"], mem["estimate"]
+                print(f"{name}: {row['variant']:22s} peak memory {mem['peak_growth_bytes'] / 2**20:7.0f} MiB "
+                      f"(estimate {mem['estimate']['total'] / 2**20:.0f} MiB)", flush=True)
+    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
+    result = {"machine": machine, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    lines = [f"Training step, {machine}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
+             f"medians of {args.repeats} steps.", "",
+             "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | peak memory (estimate) |", "|---|---|---|---|---|---|---|"]
+    for r in rows:
+        mem = (f"{r['peak_memory_bytes'] / 2**20:.0f} MiB ({r['memory_estimate']['total'] / 2**20:.0f} MiB)" if "peak_memory_bytes" in r else "")
+        lines.append(f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.0%} | "
+                     f"x{r.get('speedup_vs_transformers_fp32', float('nan')):.2f} | {mem} |")
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
