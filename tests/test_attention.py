@@ -89,8 +89,9 @@ def test_attention_bias_blocks_future_and_padding():
     bias = attention_bias(torch.tensor([[1, 1, 0]]), 3, 3, True, torch.float32, "cpu")[0, 0]
     allowed = bias == 0
     assert allowed.tolist() == [[True, False, False], [True, True, False], [True, True, False]]
-    # with 2 cached positions, the single new query sees all 3 keys
-    assert (attention_bias(None, 1, 3, True, torch.float32, "cpu") == 0).all()
+    # with 2 cached positions, the single new query sees all 3 keys: no bias at all without padding
+    assert attention_bias(None, 1, 3, True, torch.float32, "cpu") is None
+    assert (attention_bias(torch.tensor([[1, 1, 1]]), 1, 3, True, torch.float32, "cpu") == 0).all()
 
 
 def test_fused_norms_and_activations_equal_their_written_out_equations():
