@@ -221,7 +221,7 @@ def test_infer_loads_a_checkpoint_interrupted_mid_swap(tmp_path, monkeypatch, to
     directory = tmp_path / "ckpt"
     save_checkpoint(directory, trained_like("decoder", "lm"), tokenizer)
     crash_in_swap(directory, trained_like("decoder", "lm", seed=3), monkeypatch)
-    model, tk = infer.load(argparse.Namespace(ckpt=str(directory), device="cpu"))
+    model, tk = infer.load(argparse.Namespace(ckpt=str(directory), device="cpu", quantize=None, compile=False), "generate")
     assert tk.vocab_size == tokenizer.vocab_size
 
 
