@@ -29,12 +29,12 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minilm.generate import Stepper, apply_repetition_penalty
+from minilm.generate import Stepper, apply_repetition_penalty, decoding
 
 NEG = -1.0e9  # the score of an impossible hypothesis
 
 
-@torch.no_grad()
+@decoding
 def beam_search(
     model,
     input_ids,
