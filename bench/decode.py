@@ -16,7 +16,6 @@ with --quantize int8 (dynamic int8 Linear layers) is timed beside them.
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import minilm  # noqa: E402
-from minilm.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
+from report import machine, write_results  # noqa: E402
 from minilm.generate import generate, left_pad  # noqa: E402
 from minilm.quantize import quantize  # noqa: E402
 
@@ -115,19 +114,14 @@ def main(argv=None):
                     print(f"{shape} batch {B}: {name:26s} {B * N / t:9.1f} tokens/s  x{ref / t:.2f}", flush=True)
                 if not same:
                     print(f"{shape} batch {B}: minilm's greedy tokens differ from transformers'", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {args.threads} torch threads, torch {torch.__version__}, transformers {transformers.__version__}"
-    result = {"machine": machine, "config": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
+    where = machine(f"transformers {transformers.__version__}")
+    result = {"machine": where, "config": {k: v for k, v in vars(args).items() if k != "out"}, "rows": rows}
     lines = [f"Greedy decoding of GPT-2 shapes (layers x heads x channels / vocabulary), prompts up to {args.prompt_len} tokens, "
-             f"{N} new tokens; {machine}; medians of {args.repeats} runs.", "",
+             f"{N} new tokens; {where}; medians of {args.repeats} runs.", "",
              "| shape | parameters | batch | side | tokens/s | vs transformers |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['shape']} | {r['parameters'] / 1e6:.1f}M | {r['batch']} | {r['side']} | {r['tokens_per_s']:.1f} | x{r['speedup']:.2f} |"
               for r in rows]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.md')}")
-
+    write_results(args.out, result, lines)
 
 if __name__ == "__main__":
     main()

@@ -11,7 +11,6 @@ speed is the median wall time of a full pass, in examples per second.
 """
 
 import argparse
-import platform
 import statistics
 import sys
 import time
@@ -23,9 +22,9 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minilm import inference  # noqa: E402
-from minilm.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
 from minilm.data.tasks import read_examples  # noqa: E402
 from minilm.quantize import linear_weight_bytes, quantize  # noqa: E402
+from report import machine, write_results  # noqa: E402
 
 DEFAULTS = {  # name: (checkpoint, dev file)
     "WordNet supersense": (ROOT / "runs" / "pretraining-helps" / "wordnet-pretrained", ROOT / "data" / "wordnet" / "supersense" / "dev.tsv.gz"),
@@ -77,17 +76,12 @@ def main(argv=None):
             rows.append({"task": name, "checkpoint": ckpt, "variant": v, "dev_examples": len(texts), "dev_accuracy": accuracy[v],
                          "seconds": t, "examples_per_s": len(texts) / t, "speedup": base / t, "linear_weight_mb": linear_weight_bytes(m) / 2**20})
             print(f"{name}: {v:8s} dev accuracy {accuracy[v]:.2%}  {len(texts) / t:8.1f} examples/s  x{base / t:.2f}", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, {"machine": machine, "repeats": args.repeats, "rows": rows})
-    lines = [f"Dynamic int8 vs float32 on the CPU ({machine}); median of {args.repeats} passes over the dev set.", "",
+    where = machine()
+    lines = [f"Dynamic int8 vs float32 on the CPU ({where}); median of {args.repeats} passes over the dev set.", "",
              "| task | variant | dev accuracy | examples/s | speed-up | Linear weights |", "|---|---|---|---|---|---|"]
     lines += [f"| {r['task']} | {r['variant']} | {r['dev_accuracy']:.2%} | {r['examples_per_s']:.1f} | x{r['speedup']:.2f} | "
               f"{r['linear_weight_mb']:.1f} MB |" for r in rows]
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.md')}")
-
+    write_results(args.out, {"machine": where, "repeats": args.repeats, "rows": rows}, lines)
 
 if __name__ == "__main__":
     main()

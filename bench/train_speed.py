@@ -25,7 +25,6 @@ backward, counted per block and for the logits.
 
 import argparse
 import json
-import platform
 import resource
 import statistics
 import subprocess
@@ -39,12 +38,12 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minilm.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
 from minilm.config import from_preset  # noqa: E402
 from minilm.models import build_model  # noqa: E402
 from minilm.objectives import IGNORE_INDEX  # noqa: E402
 from minilm.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
 from minilm.trainer import TrainArgs, Trainer  # noqa: E402
+from report import machine, write_results  # noqa: E402
 
 SHAPES = {
     "gpt": dict(n_layer=6, n_head=6, n_embd=384, vocab=8192, T=256, batch=8, objective="clm"),
@@ -160,6 +159,16 @@ def memory_estimate(shape: dict, n_params: int) -> dict:
     return {"parameters_and_optimizer": states, "activations": activations, "total": states + activations}
 
 
+def peak_rss() -> int:
+    """Bytes: this process's peak resident set. /proc's VmHWM starts afresh at exec, unlike
+    getrusage's ru_maxrss, which a child inherits from the parent that forked it."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    except (OSError, StopIteration):
+        return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
 def only(spec: str, steps: int = 4):
     """One variant in this fresh process: peak resident growth over a few steps, as JSON."""
     name, variant = spec.split(":", 1)
@@ -167,13 +176,13 @@ def only(spec: str, steps: int = 4):
     data = batches(shape, steps)
     if variant.startswith("transformers"):
         import transformers  # noqa: F401  (the library's own import is not the training step's memory)
-    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    before = peak_rss()
     with tempfile.TemporaryDirectory() as d:
         model, step = build(shape, variant, d)
         n_params = sum(p.numel() for p in model.parameters())
         for batch in data:
             step(batch)
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = peak_rss()
     print(json.dumps({"peak_growth_bytes": peak - before, "parameters": n_params, "estimate": memory_estimate(shape, n_params)}))
 
 
@@ -221,21 +230,16 @@ def main(argv=None):
                 row["peak_memory_bytes"], row["memory_estimate"] = mem["peak_growth_bytes"], mem["estimate"]
                 print(f"{name}: {row['variant']:22s} peak memory {mem['peak_growth_bytes'] / 2**20:7.0f} MiB "
                       f"(estimate {mem['estimate']['total'] / 2**20:.0f} MiB)", flush=True)
-    machine = f"{platform.processor() or platform.machine()}, {torch.get_num_threads()} torch threads, torch {torch.__version__}"
-    result = {"machine": machine, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
-    out = Path(args.out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(out, result)
-    lines = [f"Training step, {machine}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
+    where = machine()
+    result = {"machine": where, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
+    lines = [f"Training step, {where}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
              f"medians of {args.repeats} steps.", "",
              "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | peak memory (estimate) |", "|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = (f"{r['peak_memory_bytes'] / 2**20:.0f} MiB ({r['memory_estimate']['total'] / 2**20:.0f} MiB)" if "peak_memory_bytes" in r else "")
         lines.append(f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.0%} | "
                      f"x{r.get('speedup_vs_transformers_fp32', float('nan')):.2f} | {mem} |")
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
-    print(f"wrote {out} and {out.with_suffix('.md')}")
-
+    write_results(args.out, result, lines)
 
 if __name__ == "__main__":
     main()

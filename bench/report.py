@@ -1,0 +1,27 @@
+"""What the benchmarks share: a line naming the machine, and a result written as JSON with its
+Markdown table beside it (`<out>.json`, `<out>.md`), both atomically."""
+
+import platform
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from minilm.checkpoint import atomic_write_json, atomic_write_text  # noqa: E402
+
+
+def machine(*extra: str) -> str:
+    """CPU, torch threads and versions, as each result states them."""
+    parts = [platform.processor() or platform.machine(), f"{torch.get_num_threads()} torch threads", f"torch {torch.__version__}", *extra]
+    return ", ".join(parts)
+
+
+def write_results(out, result: dict, lines: list[str]) -> None:
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    atomic_write_json(out, result)
+    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    print(f"wrote {out} and {out.with_suffix('.md')}")
