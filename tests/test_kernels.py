@@ -81,3 +81,23 @@ def test_sdpa_and_compiled_math_attention_equal_the_math_path(causal):
     reference = lambda q, k, v: math_attention(q, k, v, bias, 0.0, False)  # noqa: E731
     assert_same(reference, lambda q, k, v: sdpa_attention(q, k, v, bias, 0.0, False), [q, k, v])
     assert_same(reference, lambda q, k, v: compiled_math_attention(q, k, v, bias, 0.0, False), [q, k, v])
+
+
+# -- where torch.compile cannot run ------------------------------------------------------------------------------
+def test_fused_ops_fall_back_to_their_reference_with_one_notice(monkeypatch, capsys):
+    import kernels.compile as kc
+    from kernels.compile import fused
+
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise kc.COMPILE_ERRORS[0]("no C++ compiler on this machine")
+        return run
+
+    monkeypatch.setattr(kc.torch, "compile", broken_compile)
+    monkeypatch.setattr(kc, "_warned", False)
+    op = fused(reference_bias_gelu)
+    x, b = leaves((2, 3, 4), (4,))
+    for _ in range(3):
+        torch.testing.assert_close(op(x, b), reference_bias_gelu(x, b))
+    out = capsys.readouterr().out
+    assert out.count("notice: torch.compile is unavailable here") == 1 and "running eager" in out
