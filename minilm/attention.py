@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from minilm.dropout import make_dropout
 from minilm.embeddings import apply_rotary
 
 
@@ -109,7 +110,7 @@ class MultiHeadAttention(nn.Module):
         self.k_proj = nn.Linear(C, C, bias=config.bias)  # W^K
         self.v_proj = nn.Linear(C, C, bias=config.bias)  # W^V
         self.o_proj = nn.Linear(C, C, bias=config.bias)  # W^O
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def split_heads(self, x):
         B, T, C = x.shape

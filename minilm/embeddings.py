@@ -16,6 +16,7 @@ import math
 import torch
 from torch import nn
 
+from minilm.dropout import make_dropout
 from minilm.norms import make_norm
 
 
@@ -47,7 +48,7 @@ class Embeddings(nn.Module):
         self.segment = nn.Embedding(config.n_segment, config.n_embd) if config.n_segment > 0 else None  # E_seg
         self.norm = make_norm(config) if config.embed_norm else None
         self.scale = math.sqrt(config.n_embd) if config.scale_embedding else None
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(self, input_ids, position_ids, segment_ids=None):
         """input_ids (B, T), position_ids (B, T) or (T,), segment_ids (B, T) -> (B, T, C)."""

@@ -83,11 +83,12 @@ class Stepper:
     from that row's first real token. Encoder-decoder: input_ids is the source, encoded once (its
     cross-attention keys and values are projected at the first step and cached); the target starts
     from `decoder_start_id`. `history` (B, t) holds every token fed so far (the repetition penalty's
-    "already present" set: the prompt for a decoder, the start token for an encoder-decoder).
+    "already present" set: the prompt for a decoder, the start token for an encoder-decoder); with
+    keep_history=False it stays the prompt (no repetition penalty needs more).
     """
 
-    def __init__(self, model, input_ids, attention_mask, max_new_tokens: int, decoder_start_id=None):
-        self.model, self.cache = model, KVCache()
+    def __init__(self, model, input_ids, attention_mask, max_new_tokens: int, decoder_start_id=None, keep_history=True):
+        self.model, self.cache, self.keep_history = model, KVCache(), keep_history
         self.encoder_decoder = model.config.arch == "encoder-decoder"
         padded = attention_mask is not None and not bool(attention_mask.all())
         self.mask = attention_mask if padded else None  # None: no padding, so no mask to build at each step
@@ -120,7 +121,8 @@ class Stepper:
 
     def next(self, token):
         """Feed token (B,); logits (B, V) for the token after it."""
-        self.history = torch.cat([self.history, token[:, None]], dim=1)
+        if self.keep_history:
+            self.history = torch.cat([self.history, token[:, None]], dim=1)
         if self.encoder_decoder:
             return self.model.decode(token[:, None], self.memory, self.mask, cache=self.cache)[:, -1]
         if self.mask is not None:
@@ -166,7 +168,7 @@ def generate(
     """
     model.eval()
     B, device = input_ids.shape[0], input_ids.device
-    stepper = Stepper(model, input_ids, attention_mask, max_new_tokens, decoder_start_id)
+    stepper = Stepper(model, input_ids, attention_mask, max_new_tokens, decoder_start_id, keep_history=repetition_penalty != 1.0)
     logits = stepper.first()  # (B, V)
     new = []
     done = torch.zeros(B, dtype=torch.bool, device=device)

@@ -6,6 +6,7 @@ Notation: B batch, T time, C channels, V vocabulary, L labels.
 import torch
 from torch import nn
 
+from minilm.dropout import make_dropout
 from minilm.mlp import ACTIVATIONS
 from minilm.norms import make_norm
 
@@ -64,7 +65,7 @@ class Classifier(nn.Module):
 
     def __init__(self, config, n_out: int):
         super().__init__()
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
         self.out = nn.Linear(config.n_embd, n_out)
 
     def forward(self, h):

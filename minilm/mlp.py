@@ -8,6 +8,8 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
+from minilm.dropout import make_dropout
+
 
 def gelu_reference(x):
     return 0.5 * x * (1.0 + (x / math.sqrt(2.0)).erf())
@@ -40,7 +42,7 @@ class FeedForward(nn.Module):
         self.act = ACTIVATIONS[config.mlp]
         self.fc1 = nn.Linear(config.n_embd, config.ff_size, bias=config.bias)  # W_1
         self.fc2 = nn.Linear(config.ff_size, config.n_embd, bias=config.bias)  # W_2
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         return self.dropout(self.fc2(self.act(self.fc1(x))))  # (B, T, F) inside
@@ -59,7 +61,7 @@ class SwiGLU(nn.Module):
         self.fc1 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_1, the gate
         self.fc3 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_3, the value
         self.fc2 = nn.Linear(hidden, config.n_embd, bias=config.bias)  # W_2
-        self.dropout = nn.Dropout(config.dropout)
+        self.dropout = make_dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
         return self.dropout(self.fc2(F.silu(self.fc1(x)) * self.fc3(x)))
