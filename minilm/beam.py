@@ -59,7 +59,7 @@ def beam_search(
         attention_mask = torch.ones_like(input_ids)
     # every row becomes K rows (b0 beam 0, b0 beam 1, ..., b1 beam 0, ...): (B * K, T)
     stepper = Stepper(model, input_ids.repeat_interleave(K, 0), attention_mask.repeat_interleave(K, 0),
-                      max_new_tokens, decoder_start_id)
+                      max_new_tokens, decoder_start_id, keep_history=repetition_penalty != 1.0)
     logits = stepper.first()  # (B * K, V)
     V = logits.shape[-1]
     if 2 * K > V:

@@ -15,6 +15,7 @@ import functools
 import torch
 
 from minilm.attention import KVCache
+from minilm.data.pretrain import pad
 
 
 def apply_repetition_penalty(logits, generated, penalty: float):
@@ -60,6 +61,20 @@ def left_pad(prompts, pad_id: int):
             ids[i, T - len(p) :] = torch.as_tensor(p)
             mask[i, T - len(p) :] = 1
     return ids, mask
+
+
+def pad_prompts(prompts, pad_id: int, encoder_decoder: bool):
+    """input_ids (B, T) and attention_mask (B, T) of prompts of different lengths: left-padded for
+    a decoder, whose new tokens follow each row's last real token; right-padded for an
+    encoder-decoder's sources, whose encoder counts positions from the first token."""
+    if not encoder_decoder:
+        return left_pad(prompts, pad_id)
+    return pad(prompts, pad_id), pad([[1] * len(p) for p in prompts], 0, max(len(p) for p in prompts))
+
+
+def until_eos(tokens: list[int], eos_id) -> list[int]:
+    """A row of generated ids up to, not including, its first EOS."""
+    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
 
 
 def decoding(fn):

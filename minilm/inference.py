@@ -18,7 +18,7 @@ from minilm.data.pretrain import pad
 from minilm.data.tagging import Sentence, TaggingData
 from minilm.data.tasks import ClassificationData, Example
 from minilm.finetuning import predict, predict_tags
-from minilm.generate import generate, left_pad
+from minilm.generate import generate, pad_prompts, until_eos
 from minilm.metrics import entity_spans, is_bio
 from minilm.tokenizer import MASK, Tokenizer
 
@@ -98,7 +98,7 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     tk = tokenizer
     encoder_decoder = model.config.arch == "encoder-decoder"
     ids = [tk.encode(p, add_special=False) + ([tk.eos_id] if encoder_decoder else []) for p in prompts]
-    input_ids, mask = left_pad(ids, tk.pad_id)
+    input_ids, mask = pad_prompts(ids, tk.pad_id, encoder_decoder)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
     common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id)
@@ -136,10 +136,6 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
         if rest:
             on_text(rest)
     return results
-
-
-def until_eos(tokens: list[int], eos_id) -> list[int]:
-    return tokens[: tokens.index(eos_id)] if eos_id in tokens else tokens
 
 
 # -- prediction --------------------------------------------------------------------------------------------

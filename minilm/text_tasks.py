@@ -8,8 +8,7 @@ import math
 
 import torch
 
-from minilm.data.pretrain import pad
-from minilm.generate import generate, left_pad
+from minilm.generate import generate, pad_prompts, until_eos
 from minilm.metrics import chrf
 from minilm.objectives import IGNORE_INDEX, cross_entropy_sum
 
@@ -37,20 +36,12 @@ def generate_outputs(model, data, device="cpu", batch_size: int = 32) -> list[st
         index = order[start : start + batch_size]
         prompts = [data.prompts[i] for i in index]
         longest_answer = max(len(data.references[i]) for i in index)  # characters: a generous bound on tokens
-        if seq2seq:  # the encoder counts positions from the first token: pad sources on the right
-            ids = pad(prompts, tk.pad_id)
-            mask = pad([[1] * len(p) for p in prompts], 0, ids.shape[1])
-            new = min(longest_answer + 2, limit)
-        else:
-            ids, mask = left_pad(prompts, tk.pad_id)
-            new = min(longest_answer + 2, limit - ids.shape[1] + 1)
+        ids, mask = pad_prompts(prompts, tk.pad_id, seq2seq)
+        new = min(longest_answer + 2, limit if seq2seq else limit - ids.shape[1] + 1)
         tokens = generate(model, ids.to(device), mask.to(device), max_new_tokens=max(new, 1), greedy=True,
                           eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id)
         for row, i in enumerate(index):
-            ids_i = tokens[row].tolist()
-            if tk.eos_id in ids_i:
-                ids_i = ids_i[: ids_i.index(tk.eos_id)]
-            out[i] = tk.decode(ids_i).strip()
+            out[i] = tk.decode(until_eos(tokens[row].tolist(), tk.eos_id)).strip()
     return out
 
 

@@ -3,7 +3,7 @@
 import torch
 
 from conftest import tiny_model
-from minilm.generate import apply_repetition_penalty, filter_logits, generate, left_pad
+from minilm.generate import apply_repetition_penalty, filter_logits, generate, left_pad, pad_prompts
 
 V = 53
 
@@ -43,6 +43,18 @@ def test_left_padded_batch_equals_one_by_one():
     for i, p in enumerate(prompts):
         alone = generate(model, torch.tensor([p]), max_new_tokens=12, greedy=True)
         assert torch.equal(batched[i], alone[0]), i
+
+
+def test_encoder_decoder_batch_of_sources_equals_one_by_one():
+    model = tiny_model("encoder-decoder", pos="learned", init_std=0.3)  # wide weights: outputs that depend on the source
+    sources = [[3, 9, 4, 7, 8, 2], [5, 1], [11, 12, 13]]
+    ids, mask = pad_prompts(sources, pad_id=0, encoder_decoder=True)
+    assert ids[1].tolist() == [5, 1, 0, 0, 0, 0]  # sources pad on the right: the encoder counts positions from the start
+    batched = generate(model, ids, mask, max_new_tokens=10, greedy=True, decoder_start_id=2)
+    for i, s in enumerate(sources):
+        alone = generate(model, torch.tensor([s]), max_new_tokens=10, greedy=True, decoder_start_id=2)
+        assert torch.equal(batched[i], alone[0]), i
+    assert len(set(batched[1].tolist())) > 2, "a degenerate output would prove little"
 
 
 def test_sampling_is_reproducible_with_a_seed_and_top_k_1_is_greedy():
