@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from minilm import inference
+from minilm.data.corpus import not_utf8, open_text
 from minilm.inference import GenerationSettings
 from minilm.tokenizer import MASK
 
@@ -129,10 +130,12 @@ def read_inputs(args) -> list[str]:
         return args.texts
     if args.file:
         try:
-            with open(args.file, encoding="utf-8") as f:
+            with open_text(args.file) as f:
                 lines = [line.rstrip("\n") for line in f]
-        except (OSError, UnicodeDecodeError) as e:
-            sys.exit(f"error: {args.file}: {e}")
+        except UnicodeDecodeError:
+            sys.exit(f"error: {not_utf8(args.file)}")
+        except OSError as e:
+            sys.exit(f"error: {args.file}: {e.strerror}")
     else:
         lines = [line.rstrip("\n") for line in sys.stdin]
     lines = [line for line in lines if line.strip()]

@@ -62,3 +62,13 @@ def test_int8_quantisation_replaces_the_linear_layers_and_stays_close(encoder_ck
     assert (full.argmax(-1) == int8.argmax(-1)).float().mean() >= 0.75
     with pytest.raises(ValueError, match="unknown quantisation"):
         quantize(model, "int4")
+
+
+def test_unreadable_input_files_are_clear_errors(encoder_ckpt, tmp_path):
+    missing = tmp_path / "nope.txt"
+    with pytest.raises(SystemExit, match=f"error: {missing}: No such file or directory"):
+        infer.main(["embed", "--ckpt", str(encoder_ckpt), "--file", str(missing)])
+    latin1 = tmp_path / "latin1.txt"
+    latin1.write_bytes("a dog\ncaf\xe9 au lait\n".encode("latin-1"))
+    with pytest.raises(SystemExit, match=f"error: {latin1}:2: not UTF-8 text \\(column 4"):
+        infer.main(["embed", "--ckpt", str(encoder_ckpt), "--file", str(latin1)])
