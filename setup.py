@@ -2,7 +2,7 @@
 
 from pathlib import Path
 
-from setuptools import setup
+from setuptools import find_packages, setup
 
 setup(
     name="minilm",
@@ -12,7 +12,7 @@ setup(
     long_description_content_type="text/markdown",
     license="MIT",
     python_requires=">=3.10",
-    packages=["minilm", "minilm.data", "minilm.interop", "minilm.optim", "kernels"],
+    packages=find_packages(include=["minilm", "minilm.*", "kernels", "kernels.*"]),
     install_requires=[
         "torch>=2.4",  # 2.13 is what CI runs
         "numpy>=1.24",
