@@ -6,6 +6,8 @@ import torch
 
 from kernels.attention import compiled_math_attention, math_attention, sdpa_attention
 from kernels.cross_entropy import chunked_cross_entropy, reference_cross_entropy
+from kernels.packed_linear import available as onednn_available
+from kernels.packed_linear import packed_linear, packed_linears
 from kernels.pointwise import bias_gelu, reference_bias_gelu, reference_residual_layer_norm, residual_layer_norm
 from minilm.attention import attention_bias
 from minilm.objectives import IGNORE_INDEX
@@ -81,6 +83,38 @@ def test_sdpa_and_compiled_math_attention_equal_the_math_path(causal):
     reference = lambda q, k, v: math_attention(q, k, v, bias, 0.0, False)  # noqa: E731
     assert_same(reference, lambda q, k, v: sdpa_attention(q, k, v, bias, 0.0, False), [q, k, v])
     assert_same(reference, lambda q, k, v: compiled_math_attention(q, k, v, bias, 0.0, False), [q, k, v])
+
+
+# -- Linear weights prepacked for oneDNN (decoding) ---------------------------------------------------------------
+needs_onednn = pytest.mark.skipif(not onednn_available(), reason="this torch is built without oneDNN (mkldnn)")
+
+
+@needs_onednn
+@pytest.mark.parametrize("rows", [(1, 24), (8, 24), (2, 3, 24)])
+@pytest.mark.parametrize("bias", [True, False])
+def test_packed_linear_equals_f_linear(rows, bias):
+    g = torch.Generator().manual_seed(0)
+    w, x = torch.randn(40, 24, generator=g), torch.randn(rows, generator=g)
+    b = torch.randn(40, generator=g) if bias else None
+    torch.testing.assert_close(packed_linear(w, b)(x), torch.nn.functional.linear(x, w, b), **TOL)
+
+
+@needs_onednn
+def test_packed_linears_only_inside_the_block_and_only_without_autograd():
+    from conftest import tiny_model
+
+    model = tiny_model("decoder", pos="learned").eval()
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    reference = model(ids)
+    layers = [m for m in model.modules() if isinstance(m, torch.nn.Linear)] + [model.lm_head]
+    with torch.inference_mode():
+        with packed_linears(model):
+            assert all("forward" in m.__dict__ for m in layers)  # every Linear and the LM head swapped
+            torch.testing.assert_close(model(ids), reference, **TOL)
+        assert not any("forward" in m.__dict__ for m in layers)  # the class's forward again
+    with packed_linears(model):  # autograd recording: the packed op has no backward, so nothing changes
+        assert not any("forward" in m.__dict__ for m in layers)
+        model(ids).sum().backward()
 
 
 # -- where torch.compile cannot run ------------------------------------------------------------------------------
