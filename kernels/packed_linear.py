@@ -10,6 +10,10 @@ developed on; the same product with W reordered once into oneDNN's blocked layou
 weight (and the LM head) once and routes their forward through oneDNN until the block ends;
 outside the block the model is exactly as before. The two paths differ only in the order of the
 sums (|dy| ~ 1e-5 for unit-scale inputs); tests/test_kernels.py holds them equal.
+
+A oneDNN call costs about 10 us more than F.linear's, whatever its size, so only matrices of at
+least MIN_PACKED entries (512 KB in fp32: 384 x 384 and up) are packed; a 128-wide model keeps
+F.linear everywhere (its matrices sit in cache and take 3-5 us).
 """
 
 import contextlib
@@ -18,6 +22,8 @@ import torch
 from torch import nn
 
 from minilm.heads import LMHead
+
+MIN_PACKED = 1 << 17  # weight entries; smaller matrices are read faster than a oneDNN call starts
 
 
 def available() -> bool:
@@ -37,12 +43,12 @@ def packed_linear(weight, bias=None):
 
 
 def packable(module) -> bool:
-    """A plain nn.Linear or LM head with a float32 weight on the CPU (subclasses with their own
-    forward, quantized layers and other devices keep their own path)."""
+    """A plain nn.Linear or LM head with a float32 weight of at least MIN_PACKED entries on the CPU
+    (subclasses with their own forward, quantized layers and other devices keep their own path)."""
     if type(module) not in (nn.Linear, LMHead):
         return False
     w = module.weight
-    return w.dtype == torch.float32 and w.device.type == "cpu"
+    return w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
 
 
 @contextlib.contextmanager
@@ -55,7 +61,7 @@ def packed_linears(model):
     if torch.is_grad_enabled() or not available():
         yield model
         return
-    swapped = [m for m in model.modules() if packable(m)]
+    swapped = [m for m in model.modules() if packable(m) and "forward" not in m.__dict__]  # not already packed by an outer block
     try:
         for m in swapped:
             m.forward = packed_linear(m.weight, None if m.bias is None else m.bias.detach())

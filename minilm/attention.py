@@ -26,12 +26,18 @@ class KVCache:
     """Keys and values of the positions already decoded, one entry per decoder layer.
 
     Self-attention appends the new step's keys and values; cross-attention keys and values are
-    projected from the encoder output once and reused at every step.
+    projected from the encoder output once and reused at every step. With a `capacity` (the most
+    positions a layer will hold: prompt + new tokens), each layer's keys and values live in one
+    buffer reserved at the first step and written in place, so a step copies only its own
+    position instead of the whole cache; past the capacity (or without one) they grow by
+    concatenation.
     """
 
-    def __init__(self):
+    def __init__(self, capacity: int | None = None):
+        self.capacity = capacity
         self.self_kv = {}  # layer index -> (k, v), each (B, nh, S_past, hs)
         self.cross_kv = {}  # layer index -> (k, v), each (B, nh, S_enc, hs)
+        self.buffers = {}  # layer index -> (K, V), each (B, nh, capacity, hs); self_kv holds views of their first S_past
 
     @property
     def length(self) -> int:
@@ -42,15 +48,34 @@ class KVCache:
         return k.shape[2]
 
     def append(self, layer: int, k, v):
-        if layer in self.self_kv:
-            past_k, past_v = self.self_kv[layer]
-            k, v = torch.cat([past_k, k], dim=2), torch.cat([past_v, v], dim=2)  # (B, nh, S, hs)
-        self.self_kv[layer] = (k, v)
-        return k, v
+        """Add k, v (B, nh, T, hs) after the layer's past; returns all of them, (B, nh, S, hs)."""
+        past = self.self_kv.get(layer)
+        P = past[0].shape[2] if past is not None else 0
+        S = P + k.shape[2]
+        if self.capacity is None or S > self.capacity:
+            self.buffers.pop(layer, None)
+            if past is not None:
+                k, v = torch.cat([past[0], k], dim=2), torch.cat([past[1], v], dim=2)  # (B, nh, S, hs)
+            self.self_kv[layer] = (k, v)
+            return k, v
+        if layer not in self.buffers:
+            B, nh, _, hs = k.shape
+            K, V = k.new_empty(B, nh, self.capacity, hs), v.new_empty(B, nh, self.capacity, hs)
+            if past is not None:  # positions set before the first append (a prefix's virtual keys and values)
+                K[:, :, :P], V[:, :, :P] = past
+            self.buffers[layer] = (K, V)
+        K, V = self.buffers[layer]
+        K[:, :, P:S], V[:, :, P:S] = k, v
+        self.self_kv[layer] = (K[:, :, :S], V[:, :, :S])
+        return self.self_kv[layer]
 
     def reorder(self, index):
         """Keep batch rows `index` (B',) of every entry (beam search)."""
-        self.self_kv = {i: (k[index], v[index]) for i, (k, v) in self.self_kv.items()}
+        self.buffers = {i: (K[index], V[index]) for i, (K, V) in self.buffers.items()}
+        self.self_kv = {
+            i: ((self.buffers[i][0][:, :, : k.shape[2]], self.buffers[i][1][:, :, : k.shape[2]]) if i in self.buffers else (k[index], v[index]))
+            for i, (k, v) in self.self_kv.items()
+        }
         self.cross_kv = {i: (k[index], v[index]) for i, (k, v) in self.cross_kv.items()}
 
 

@@ -106,8 +106,11 @@ class Stepper:
     """
 
     def __init__(self, model, input_ids, attention_mask, max_new_tokens: int, decoder_start_id=None, keep_history=True):
-        self.model, self.cache, self.keep_history = model, KVCache(), keep_history
+        self.model, self.keep_history = model, keep_history
         self.encoder_decoder = model.config.arch == "encoder-decoder"
+        prefix = (model.decoder if self.encoder_decoder else model.transformer).prefix
+        fed = (1 if self.encoder_decoder else input_ids.shape[1]) + max_new_tokens  # the most positions ever cached
+        self.cache = KVCache(capacity=fed + (prefix.length if prefix is not None else 0))
         padded = attention_mask is not None and not bool(attention_mask.all())
         self.mask = attention_mask if padded else None  # None: no padding, so no mask to build at each step
         limit = model.config.max_seq_len if model.config.pos != "rope" else None

@@ -75,6 +75,21 @@ def test_math_and_sdpa_agree_with_kv_cache():
     torch.testing.assert_close(outs[1], outs[0], atol=1e-5, rtol=1e-5)
 
 
+def test_kv_cache_with_a_capacity_equals_the_growing_cache():
+    g = torch.Generator().manual_seed(0)
+    chunks = [torch.randn(3, 2, t, 4, generator=g) for t in (2, 1, 1, 3, 1)]  # (B, nh, T, hs): a prompt, steps, a burst
+    grown, reserved = KVCache(), KVCache(capacity=6)  # 8 positions in all: the last two overflow the buffer
+    grown.self_kv[0] = reserved.self_kv[0] = (chunks[0], -chunks[0])  # set before the first append, as a prefix is
+    for i, c in enumerate(chunks[1:]):
+        if i == 2:  # beam search keeps and repeats rows
+            index = torch.tensor([2, 0, 0])
+            grown.reorder(index)
+            reserved.reorder(index)
+        a, b = grown.append(0, c, -c), reserved.append(0, c, -c)
+        assert torch.equal(a[0], b[0]) and torch.equal(a[1], b[1]) and grown.length == reserved.length
+    assert reserved.length == 8 and 0 not in reserved.buffers  # past its capacity it grew by concatenation
+
+
 def test_attention_functions_agree_on_random_masks():
     torch.manual_seed(0)
     q, k, v = (torch.randn(2, 3, 5, 8, dtype=torch.float64) for _ in range(3))

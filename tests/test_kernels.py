@@ -8,8 +8,10 @@ from kernels.attention import compiled_math_attention, math_attention, sdpa_atte
 from kernels.cross_entropy import chunked_cross_entropy, reference_cross_entropy
 from kernels.packed_linear import available as onednn_available
 from kernels.packed_linear import packed_linear, packed_linears
+import kernels.packed_linear as packed_linear_module
 from kernels.pointwise import bias_gelu, reference_bias_gelu, reference_residual_layer_norm, residual_layer_norm
 from minilm.attention import attention_bias
+from minilm.generate import generate
 from minilm.objectives import IGNORE_INDEX
 
 TOL = dict(atol=1e-5, rtol=1e-4)
@@ -100,9 +102,10 @@ def test_packed_linear_equals_f_linear(rows, bias):
 
 
 @needs_onednn
-def test_packed_linears_only_inside_the_block_and_only_without_autograd():
+def test_packed_linears_only_inside_the_block_and_only_without_autograd(monkeypatch):
     from conftest import tiny_model
 
+    monkeypatch.setattr(packed_linear_module, "MIN_PACKED", 0)  # the tiny model's matrices are below the size limit
     model = tiny_model("decoder", pos="learned").eval()
     ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(1))
     reference = model(ids)
@@ -111,10 +114,16 @@ def test_packed_linears_only_inside_the_block_and_only_without_autograd():
         with packed_linears(model):
             assert all("forward" in m.__dict__ for m in layers)  # every Linear and the LM head swapped
             torch.testing.assert_close(model(ids), reference, **TOL)
+            with packed_linears(model):  # nested: the outer block's packing stays
+                pass
+            assert all("forward" in m.__dict__ for m in layers)
         assert not any("forward" in m.__dict__ for m in layers)  # the class's forward again
     with packed_linears(model):  # autograd recording: the packed op has no backward, so nothing changes
         assert not any("forward" in m.__dict__ for m in layers)
         model(ids).sum().backward()
+    packed_tokens = generate(model, ids, max_new_tokens=12, greedy=True)  # decoding packs the layers itself
+    monkeypatch.setattr(packed_linear_module, "MIN_PACKED", 1 << 62)
+    assert torch.equal(packed_tokens, generate(model, ids, max_new_tokens=12, greedy=True))
 
 
 # -- where torch.compile cannot run ------------------------------------------------------------------------------
