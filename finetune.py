@@ -7,6 +7,7 @@
     python finetune.py --task ner --train train.conll --dev dev.conll --test test.conll       # CoNLL: token ... tag, blank line between sentences
     python finetune.py --task ner --train en_ewt-ud-train.conllu --dev en_ewt-ud-dev.conllu  # CoNLL-U: UPOS tags (--tag-col xpos for XPOS)
     python finetune.py --task cls --init runs/pretrain-encoder --epochs 5 --out runs/my-classifier
+    torchrun --nproc_per_node 2 finetune.py --task cls --batch-size 16   # 2 processes: global batch 2 x 16
 
 Inputs are CSV, TSV (with a header row) or JSONL, optionally gzipped; for ner, CoNLL or CoNLL-U. The label set is read from
 the training file and saved with the model. --init takes a checkpoint of train.py (default:
@@ -21,7 +22,8 @@ from pathlib import Path
 
 from minilm import peft
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
+from minilm import distributed
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, global_batch, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
@@ -164,7 +166,7 @@ def task_data(args, tokenizer, examples, y, batch_size, seed=0):
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(args.seed)
-    device = pick_device(args.device)
+    world, device = start(args)
 
     # -- data ----------------------------------------------------------------------------------------
     try:
@@ -187,7 +189,9 @@ def main(argv=None):
     n_labels = len(labels)
     if init == "scratch":
         kind = "wordpiece" if arch == "encoder" else "bpe"
-        tokenizer = Tokenizer.train(texts_of(train_examples, args.task in TASK_ARCH), kind=kind, vocab_size=args.vocab_size)
+        # one tokenizer for all ranks: rank 0 trains it and sends its JSON
+        trained = Tokenizer.train(texts_of(train_examples, args.task in TASK_ARCH), kind=kind, vocab_size=args.vocab_size) if world.main else None
+        tokenizer = Tokenizer.from_json(distributed.broadcast_json(trained.to_json() if world.main else None, world))
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
             max_seq_len=args.seq_len, **model_overrides(args)
@@ -239,7 +243,7 @@ def main(argv=None):
 
         compile_blocks(model)
 
-    train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum, args.seed)
+    train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
     dev_data = task_data(args, tokenizer, *dev, 128) if dev else None
     test_data = task_data(args, tokenizer, *test, 128) if test else None
 
@@ -257,9 +261,8 @@ def main(argv=None):
         args, max_steps, eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch),
         patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
     )
-    batch = f"{args.batch_size} x {args.grad_accum}" if args.grad_accum > 1 else f"{args.batch_size}"
-    print(f"{max_steps:,} steps of batch {batch} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
-    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), task_targets(args.task), evaluate, settings, device=device)
+    print(f"{max_steps:,} steps of {global_batch(args, world)} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
+    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), task_targets(args.task), evaluate, settings, device=device, world=world)
     try:
         trainer.fit()
     except TrainingDiverged as e:
@@ -268,8 +271,11 @@ def main(argv=None):
     # -- report ----------------------------------------------------------------------------------------------
     results = {"task": args.task, "init": str(init_path) if init_path else "scratch", "labels": labels}
     for name, data in (("dev", dev_data), ("test", test_data)):
-        if data is not None:
-            results[name] = evaluate_task(args.task, model, data, labels, device)
+        if data is not None and (world.main or world.fsdp):  # rank 0 evaluates (all ranks, when the model is sharded)
+            results[name] = trainer.call(lambda m: evaluate_task(args.task, m, data, labels, device))
+    distributed.teardown()
+    if not world.main:
+        return results
     atomic_write_json(Path(args.out) / "metrics.json", results)
     for name in ("dev", "test"):
         if name in results:

@@ -6,6 +6,7 @@ for an encoder-decoder.
     python train.py --arch encoder-decoder --objective denoise
     python train.py --data my_corpus.txt --max-steps 200 --preset tiny --out runs/try
     python train.py --resume                                # continue a killed run
+    torchrun --nproc_per_node 2 train.py --batch-size 32    # 2 processes (DDP): global batch 64
 
 The corpus is a text file (.txt or .txt.gz: one passage per line, documents separated by blank
 lines), a folder of them, or JSONL with a "text" field; or a token-shard directory that a
@@ -15,6 +16,11 @@ into <out>/data (reused while the corpus and the flags that shape it stay the sa
 (WordPiece for the encoder, byte-level BPE otherwise) is trained on it unless --tokenizer names
 one. The model, its config and tokenizer land in --out (default runs/pretrain-<arch>), with
 metrics.jsonl and a resumable checkpoint/.
+
+Under torchrun, --batch-size is per rank: the global batch is batch-size x ranks x grad-accum, and
+N ranks with --batch-size B take the same steps as one process with --batch-size N*B (see
+minilm/distributed.py; --fsdp shards the model instead of replicating it). Checkpoints hold the
+plain model, so a run resumes in any number of processes.
 """
 
 import argparse
@@ -22,7 +28,8 @@ import sys
 from pathlib import Path
 
 
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, pick_device, seed_everything, train_args
+from minilm import distributed
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, global_batch, seed_everything, start, train_args
 from minilm.config import from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
@@ -98,12 +105,13 @@ def shards_for(args, out: Path) -> Path:
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(args.seed)
-    device = pick_device(args.device)
+    world, device = start(args)
     out = Path(args.out)
 
     # -- data ----------------------------------------------------------------------------------------
     try:
-        shards = shards_for(args, out)
+        with distributed.main_first(world):  # rank 0 writes the shards, the others reuse them
+            shards = shards_for(args, out)
         train_corpus, val_corpus = TokenShards(shards, "train"), TokenShards(shards, "val")
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}")
@@ -112,8 +120,8 @@ def main(argv=None):
     print(f"data {shards}: train {n['train']['tokens']:,} tokens in {n['train']['documents']:,} documents, "
           f"val {n['val']['tokens']:,} tokens (vocabulary {tokenizer.vocab_size:,})")
     try:
-        train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum, args.seed, args.whole_word_masking, args.doc_mask)
-        val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size, args.seed + 10_000, args.whole_word_masking, args.doc_mask)
+        train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum * world.size, args.seed, args.whole_word_masking, args.doc_mask)
+        val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size * world.size, args.seed + 10_000, args.whole_word_masking, args.doc_mask)
     except ValueError as e:
         sys.exit(f"error: {e}")
     val_batches = [{k: v.to(device) for k, v in val_source.batch(i).items()} for i in range(args.eval_batches)]
@@ -140,9 +148,10 @@ def main(argv=None):
 
     # -- loop ----------------------------------------------------------------------------------------
     settings = train_args(args, args.max_steps, eval_every=args.eval_every, metric="val_loss", mode="min")
+    print(f"{args.max_steps:,} steps of {global_batch(args, world)} x {args.seq_len} tokens")
     trainer = Trainer(
         model, tokenizer, train_data, pretraining_loss(args.objective), pretraining_targets(args.objective),
-        lambda m: evaluate_pretraining(m, args.objective, val_batches), settings, device=device,
+        lambda m: evaluate_pretraining(m, args.objective, val_batches), settings, device=device, world=world,
     )
     try:
         result = trainer.fit()
@@ -153,6 +162,7 @@ def main(argv=None):
         summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items())
         print(f"done in {result['seconds']:.0f}s at step {result['step']}: {summary} (unigram baseline perplexity {perplexity(baseline):.1f})")
     print(f"saved {out}")
+    distributed.teardown()
     return result
 
 

@@ -128,42 +128,44 @@ def unwrap(model):
     return getattr(model, "module", model)  # DDP
 
 
-def owned_tensors(model) -> dict:
+def owned_tensors(model, state: dict | None = None) -> dict:
     """Every weight once, under the name of the module that owns it: a tied LM head's matrix is
     stored as the token embedding it shares (`transformer.embed.token.weight`), not under the
-    alphabetically first of its names, so any reader of the file finds the embedding."""
-    persistent = model.state_dict().keys()
-    tensors = dict(model.named_parameters())  # shared parameters once, under their first (owning) name
-    tensors.update((n, b) for n, b in model.named_buffers() if n in persistent)
-    return {n: t.detach().contiguous() for n, t in tensors.items()}
+    alphabetically first of its names, so any reader of the file finds the embedding. The values
+    come from `state` when given (the full tensors of a sharded model), else from the model."""
+    state = model.state_dict() if state is None else state
+    names = [n for n, _ in model.named_parameters()]  # shared parameters once, under their first (owning) name
+    names += [n for n, _ in model.named_buffers() if n in state]  # persistent buffers
+    return {n: state[n].detach().contiguous() for n in names}
 
 
-def save_pretrained(directory, model, tokenizer: Tokenizer | None = None) -> None:
+def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensors: dict | None = None) -> None:
     """Write model.safetensors, config.json (and tokenizer.json), each file atomically. A model
     with a parameter-efficient adapter (minilm.peft) writes only its trained tensors,
-    adapter.safetensors, and adapter_config.json, which names the base checkpoint."""
+    adapter.safetensors, and adapter_config.json, which names the base checkpoint. `tensors`: the
+    model's full state dict, when its own parameters are shards (minilm/distributed.py)."""
     directory = Path(directory)
     model = unwrap(model)
     spec = getattr(model, "peft", None)
     if spec is not None:
         from minilm import peft
 
-        _atomic(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model), tmp))
+        _atomic(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model, tensors), tmp))
         spec.save(directory / peft.SPEC_FILE)
         if (directory / MODEL_FILE).exists():
             (directory / MODEL_FILE).unlink()  # a full model from an earlier run would shadow the adapter
     else:
-        _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model), tmp))
+        _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model, tensors), tmp))
     model.config.save(directory / CONFIG_FILE)
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)
 
 
-def save_checkpoint(directory, model, tokenizer=None, state: dict | None = None) -> None:
+def save_checkpoint(directory, model, tokenizer=None, state: dict | None = None, tensors: dict | None = None) -> None:
     """A complete resumable checkpoint directory, swapped in whole: never half written."""
 
     def fill(tmp):
-        save_pretrained(tmp, model, tokenizer)
+        save_pretrained(tmp, model, tokenizer, tensors)
         if state is not None:
             save_state(tmp, state)
 
@@ -232,9 +234,11 @@ def load_adapter(path, **config_changes):
     return model
 
 
-def load_into(model, path) -> None:
+def load_into(model, path, load=None) -> None:
     """Load a checkpoint directory's tensors into `model` in place: all of them, or for an adapter
-    checkpoint its trained tensors into a model that carries the same adapter."""
+    checkpoint its trained tensors into a model that carries the same adapter. `load(state,
+    strict)` replaces model.load_state_dict (a sharded model loads full tensors its own way)."""
+    load = load or model.load_state_dict
     from minilm import peft
 
     path = resolve_checkpoint(path)
@@ -244,9 +248,9 @@ def load_into(model, path) -> None:
         if set(tensors) != expected:
             raise ValueError(f"{path / peft.WEIGHTS_FILE}: its tensors do not fit the model's adapter "
                              f"(missing {sorted(expected - set(tensors))[:3]}, unexpected {sorted(set(tensors) - expected)[:3]})")
-        model.load_state_dict(tensors, strict=False)
+        load(tensors, strict=False)
     else:
-        model.load_state_dict(from_pretrained(path).state_dict())
+        load(from_pretrained(path).state_dict(), strict=True)
 
 
 def load_weights(path) -> dict:

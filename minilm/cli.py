@@ -4,11 +4,14 @@ from __future__ import annotations
 
 import argparse
 import importlib.util
+import os
 import random
+import sys
 
 import numpy as np
 import torch
 
+from minilm import distributed
 from minilm.config import ATTN_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
 from minilm.optim import OPTIMIZERS, SCHEDULES
 from minilm.trainer import TrainArgs
@@ -40,7 +43,7 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
     g = p.add_argument_group("training")
     g.add_argument("--out", help="output directory (model, metrics, checkpoint)")
     g.add_argument("--max-steps", type=int, help="number of optimizer steps")
-    g.add_argument("--batch-size", type=int, default=batch_size, help="examples per forward pass (default: %(default)s)")
+    g.add_argument("--batch-size", type=int, default=batch_size, help="examples per forward pass, per process under torchrun (global batch: this x processes x --grad-accum; default: %(default)s)")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches of --batch-size per optimizer step: the update of one batch of grad-accum x batch-size (default: %(default)s)")
     g.add_argument("--seq-len", type=int, default=seq_len, help="maximum tokens per example (default: %(default)s)")
     g.add_argument("--optimizer", choices=list(OPTIMIZERS), default="adamw", help="hand-written optimizer (default: %(default)s)")
@@ -59,6 +62,9 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
                    help="compute precision: bf16 autocasts (CPU or CUDA), fp16 autocasts with dynamic loss scaling (CUDA); weights stay fp32 (default: %(default)s)")
     g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block's activations in backward: less memory, about a third more compute")
     g.add_argument("--compile", action="store_true", help="compile each block with torch.compile (the eager model if unavailable)")
+    g.add_argument("--fsdp", action="store_true",
+                   help="under torchrun: shard parameters, gradients and optimizer state across the ranks (FSDP2) instead of "
+                        "replicating them (DDP, the default under torchrun)")
     g.add_argument("--tensorboard", action="store_true", help="also write TensorBoard events to <out>/tensorboard (needs the tensorboard package)")
     g.add_argument("--device", default="auto", help="cpu, cuda, cuda:1 ... (default: cuda when available, else cpu)")
 
@@ -90,6 +96,26 @@ def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     return torch.device(name)
+
+
+def start(args):
+    """This process's World and device: under torchrun, the process group joined (gloo on CPU, NCCL
+    on CUDA, one GPU per local rank) and standard output silenced on every rank but 0, which alone
+    reports. A plain run: a world of one on --device."""
+    world, device = distributed.setup(pick_device(args.device), fsdp=args.fsdp)
+    if not world.main:
+        sys.stdout = open(os.devnull, "w", encoding="utf-8")  # noqa: SIM115 - for the life of the process
+    return world, device
+
+
+def global_batch(args, world) -> str:
+    """The global batch, spelled out: examples per rank x ranks x accumulation steps."""
+    n = args.batch_size * world.size * args.grad_accum
+    if world.size == 1 and args.grad_accum == 1:
+        return f"batch {n}"
+    return (f"global batch {n} = {args.batch_size} per rank x {world.size} rank{'s' if world.size > 1 else ''}"
+            f" x {args.grad_accum} accumulation step{'s' if args.grad_accum > 1 else ''}"
+            + (" (FSDP)" if world.fsdp else " (DDP)" if world.distributed else ""))
 
 
 def seed_everything(seed: int) -> None:

@@ -159,6 +159,14 @@ class Tokenizer:
         except Exception as e:  # the Rust parser raises plain Exceptions
             raise ValueError(f"{path}: not a valid tokenizer.json ({e})") from None
 
+    def to_json(self) -> str:
+        """The whole tokenizer as the text of a tokenizer.json file."""
+        return self.backend.to_str()
+
+    @classmethod
+    def from_json(cls, text: str) -> "Tokenizer":
+        return cls(HFTokenizer.from_str(text))
+
     def save(self, path) -> None:
         from minilm.checkpoint import atomic_write_text
 

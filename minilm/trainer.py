@@ -28,8 +28,10 @@ from pathlib import Path
 import torch
 from tqdm import tqdm
 
+from minilm import distributed
 from minilm.blocks import Transformer
 from minilm.checkpoint import load_into, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
+from minilm.distributed import World
 from minilm.optim import DynamicLossScaler, build_optimizer, clip_grad_norm, lr_at, set_lr
 from minilm.rng import get_rng_state, set_rng_state
 
@@ -112,11 +114,17 @@ def set_grad_checkpointing(model, on: bool) -> None:
 
 
 class Trainer:
-    def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu"):
+    """The loop. Under torchrun (`world`: minilm/distributed.py) every rank runs it on its own rows
+    of each global batch; rank 0 alone logs and writes files."""
+
+    def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu", world: World = World()):
         self.model, self.tokenizer, self.data = model, tokenizer, data
         self.loss_fn, self.targets, self.evaluate_fn, self.args = loss_fn, targets, evaluate, args
         self.device = torch.device(device)
+        self.world = world
         self.out = Path(args.out)
+        model.to(self.device)
+        self.net = distributed.wrap(model, world)  # net(fn, ...) = fn(model, ...) inside DDP or FSDP
         self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum)
         self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None
         set_grad_checkpointing(model, args.grad_checkpointing)
@@ -128,9 +136,10 @@ class Trainer:
 
     # -- state --------------------------------------------------------------------------------------
     def _state(self) -> dict:
+        """The training state, with a sharded optimizer's tensors gathered (every rank calls this)."""
         return {
             "step": self.step,
-            "optimizer": self.optimizer.state_dict(),
+            "optimizer": distributed.full_optimizer_state(self.optimizer) if self.world.fsdp else self.optimizer.state_dict(),
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": get_rng_state(),
             "best": self.best,
@@ -138,25 +147,45 @@ class Trainer:
             "args": {k: v for k, v in asdict(self.args).items()},
         }
 
+    def full_tensors(self) -> dict | None:
+        """The model's full state dict when its parameters are shards (every rank must call it), else None."""
+        return distributed.full_model_state(self.model) if self.world.fsdp else None
+
     def save(self) -> None:
-        save_checkpoint(self.out / "checkpoint", self.model, self.tokenizer, self._state())
+        tensors, state = self.full_tensors(), self._state()
+        if self.world.main:
+            save_checkpoint(self.out / "checkpoint", self.model, self.tokenizer, state, tensors)
+
+    def load(self, path) -> None:
+        """Load a checkpoint's weights into the model, sharded or not (every rank reads the same file)."""
+        if self.world.fsdp:
+            load_into(self.model, path, load=lambda state, strict: distributed.load_full_model_state(self.model, state, strict))
+        else:
+            load_into(self.model, path)
+
+    def call(self, fn):
+        """fn(model) through the wrapper, which a sharded model needs for any forward pass (evaluation too)."""
+        return self.net(fn) if self.world.fsdp else fn(self.model)
 
     def try_resume(self) -> bool:
         ckpt = resolve_checkpoint(self.out / "checkpoint")
         if not (ckpt / "training_state.json").exists():
             tqdm.write(f"--resume: no checkpoint in {self.out / 'checkpoint'}; starting from step 0")
             return False
-        load_into(self.model, ckpt)
+        self.load(ckpt)
         state = load_state(ckpt)
         opt = state["optimizer"]
         opt["state"] = {int(k): v for k, v in opt["state"].items()}
+        if self.world.fsdp:
+            opt = distributed.shard_optimizer_state(self.optimizer, opt)
         self.optimizer.load_state_dict(opt)
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
-        self._truncate_metrics(self.step)
-        tqdm.write(f"resumed from {ckpt} at step {self.step}")
+        if self.world.main:
+            self._truncate_metrics(self.step)
+            tqdm.write(f"resumed from {ckpt} at step {self.step}")
         return True
 
     def _truncate_metrics(self, step: int) -> None:
@@ -184,11 +213,15 @@ class Trainer:
                     self.writer.add_scalar(f"eval/{key}", value, record["step"])
 
     def evaluate(self) -> dict:
-        self.model.eval()
-        with torch.no_grad(), autocast(self.args.dtype, self.device):
-            metrics = self.evaluate_fn(self.model)
-        self.model.train()
-        return metrics
+        """Rank 0 evaluates (every rank, when the model is sharded: each forward needs them all)
+        and every rank gets rank 0's numbers, so all take the same early-stopping decisions."""
+        metrics = None
+        if self.world.main or self.world.fsdp:
+            self.model.eval()
+            with torch.no_grad(), autocast(self.args.dtype, self.device):
+                metrics = self.call(self.evaluate_fn)
+            self.model.train()
+        return distributed.broadcast_json(metrics, self.world)
 
     def _improved(self, value) -> bool:
         if self.best is None:
@@ -198,26 +231,28 @@ class Trainer:
     # -- one optimizer step ---------------------------------------------------------------------------
     def train_step(self, batch: dict, lr: float) -> float:
         """Accumulate the gradient of the whole batch over its micro-batches, then update.
-        Returns the batch's loss: sum over parts of (summed loss / number of targets)."""
-        micro = split_batch(batch, self.args.grad_accum)
-        totals: dict = {}
-        for mb in micro:
-            for part, n in self.targets(mb).items():
-                totals[part] = totals.get(part, 0) + int(n)
+        Returns the batch's loss: sum over parts of (summed loss / number of targets).
+
+        Under torchrun `batch` is the global batch; this rank trains on its rows, its loss
+        multiplied by the number of ranks, which DDP's mean of the gradients divides again."""
+        totals = {part: max(int(n), 1) for part, n in self.targets(batch).items()}  # targets of the whole batch
+        micro = split_batch(distributed.rows_of(batch, self.world), self.args.grad_accum)
         self.optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
-        for mb in micro:
-            with autocast(self.args.dtype, self.device):
-                parts = self.loss_fn(self.model, mb)
-            loss = sum(s / max(totals[part], 1) for part, (s, _) in parts.items())
-            value = loss.item()
-            if not math.isfinite(value):
-                raise TrainingDiverged(
-                    f"step {self.step}: the loss is {value}; stopping. The last good checkpoint is "
-                    f"{self.out / 'checkpoint'} (lower --lr, or use --dtype fp32)"
-                )
-            (self.scaler.scaled(loss) if self.scaler else loss).backward()
-            total_loss += value
+        for j, mb in enumerate(micro):
+            with distributed.gradient_sync(self.net, self.world, sync=j == len(micro) - 1):
+                with autocast(self.args.dtype, self.device):
+                    parts = self.net(self.loss_fn, mb)
+                loss = sum(s / totals[part] for part, (s, _) in parts.items())
+                total_loss += loss.item()
+                loss = loss * self.world.size
+                (self.scaler.scaled(loss) if self.scaler else loss).backward()
+        total_loss = distributed.all_sum(total_loss, self.world)
+        if not math.isfinite(total_loss):
+            raise TrainingDiverged(
+                f"step {self.step}: the loss is {total_loss}; stopping. The last good checkpoint is "
+                f"{self.out / 'checkpoint'} (lower --lr, or use --dtype fp32)"
+            )
         params = [p for p in self.model.parameters() if p.requires_grad]
         if self.scaler and not self.scaler.unscale(params):
             return total_loss  # fp16 overflow: skip this update, the scale was halved
@@ -229,13 +264,14 @@ class Trainer:
     # -- the loop -------------------------------------------------------------------------------------
     def fit(self) -> dict:
         args = self.args
+        main = self.world.main
         self.out.mkdir(parents=True, exist_ok=True)
-        if not (args.resume and self.try_resume()):
+        if not (args.resume and self.try_resume()) and main:
             (self.out / "metrics.jsonl").write_text("")
-        if args.tensorboard:
+        if args.tensorboard and main:
             self._open_tensorboard()
         self.model.to(self.device).train()
-        bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         window_loss, window_n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
         last_eval = {}
         stop_reason = None
@@ -259,23 +295,28 @@ class Trainer:
                 if self.step % args.eval_every == 0 or self.step == args.max_steps:
                     last_eval = self.evaluate()
                     record = {"step": self.step, "train_loss": window_loss / max(window_n, 1), "lr": lr, **last_eval}
-                    self._log(record)
-                    tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
+                    if main:
+                        self._log(record)
+                        tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
                     window_loss, window_n = 0.0, 0
                     stop_reason = self._track_best(last_eval.get(args.metric))
                 if self.step % args.save_every == 0 or self.step == args.max_steps or stop_reason:
                     self.save()
                 if stop_reason:
-                    tqdm.write(stop_reason)
+                    if main:
+                        tqdm.write(stop_reason)
                     break
         finally:
             bar.close()
             if self.writer:
                 self.writer.close()
+        distributed.barrier(self.world)  # rank 0 has written every file the others may read
         best = resolve_checkpoint(self.out / "best")
         if args.keep_best and (best / "config.json").exists():
-            load_into(self.model, best)
-        save_pretrained(self.out, self.model, self.tokenizer)
+            self.load(best)
+        tensors = self.full_tensors()
+        if main:
+            save_pretrained(self.out, self.model, self.tokenizer, tensors)
         self.model.eval()
         return {"step": self.step, "best": self.best, "last_eval": last_eval, "seconds": time.perf_counter() - t0}
 
@@ -287,7 +328,9 @@ class Trainer:
         if self._improved(value):
             self.best, self.bad_evals = value, 0
             if args.keep_best:
-                save_checkpoint(self.out / "best", self.model, self.tokenizer)
+                tensors = self.full_tensors()
+                if self.world.main:
+                    save_checkpoint(self.out / "best", self.model, self.tokenizer, tensors=tensors)
             return None
         self.bad_evals += 1
         if args.patience and self.bad_evals >= args.patience:

@@ -102,9 +102,10 @@ def apply(model, spec: PeftSpec) -> None:
     model.peft = spec
 
 
-def trained_tensors(model) -> dict:
-    """The tensors an adapter checkpoint holds: every parameter that trains."""
-    return {n: p.detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
+def trained_tensors(model, state: dict | None = None) -> dict:
+    """The tensors an adapter checkpoint holds: every parameter that trains (its value from `state`
+    when given: the full tensors of a sharded model)."""
+    return {n: (p if state is None else state[n]).detach().contiguous() for n, p in model.named_parameters() if p.requires_grad}
 
 
 def merge(model) -> None:
