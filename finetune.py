@@ -213,7 +213,7 @@ def main(argv=None):
                      f"(make one with `python train.py --arch {arch}`)")
         try:
             config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
-                                  attn_impl=args.attn_impl or base.attn_impl)
+                                  attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl)
         except ValueError as e:
             sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
         if args.seq_len > config.max_seq_len and config.pos != "rope":

@@ -17,14 +17,19 @@ the matmul peak of the same dtype, measured in the same run (a 2048^3 matmul):
 
 (N_dense: the parameters of the blocks; the head counted where a prediction is made; the last
 term is attention's QK^T and AV, forward and backward; Kaplan et al. 2020, PaLM appendix B).
-Peak memory is measured per variant in a fresh process (`--only`), as the growth of the peak
-resident set over the process's size before the model was built, beside an estimate:
-16 bytes per parameter (weights, gradients, Adam's two moments) plus the activations kept for
-backward, counted per block and for the logits.
+Peak memory is measured per variant in a fresh process (`--only`, 4 steps), as the growth of the
+peak resident set over the process's size once every module it needs is imported, beside an
+estimate (`memory_estimate`: weights, gradients and Adam's moments, the activations kept for
+backward, the loss head's working set). Twice: with glibc's default allocator settings, whose
+resident set keeps much of what was freed (heap memory is returned to the system only from its
+top), and with its mmap threshold fixed at 64 KiB (MALLOC_MMAP_THRESHOLD_), where every tensor of
+64 KiB and more is its own mapping, returned when freed, so the resident set follows the live tensors.
+minilm's GPT variants compute the LM loss in chunks of rows (`loss_impl="chunked"`).
 """
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -83,7 +88,8 @@ def batches(shape: dict, n: int) -> list[dict]:
 def minilm_step(shape: dict, variant: str, out_dir: str):
     arch, head = ("decoder", "lm") if shape["objective"] == "clm" else ("encoder", "mlm")
     config = from_preset("mini", arch=arch, head=head, vocab_size=shape["vocab"], max_seq_len=shape["T"], n_layer=shape["n_layer"],
-                         n_head=shape["n_head"], n_embd=shape["n_embd"], mlp="gelu", dropout=0.0, attn_dropout=0.0, attn_impl="sdpa")
+                         n_head=shape["n_head"], n_embd=shape["n_embd"], mlp="gelu", dropout=0.0, attn_dropout=0.0, attn_impl="sdpa",
+                         loss_impl="chunked" if arch == "decoder" else "logits")
     model = build_model(config)
     if "compiled" in variant:
         from kernels import compile_blocks
@@ -148,15 +154,22 @@ def model_flops(shape: dict, n_dense: int) -> float:
     return 6 * n_dense * tokens + 6 * C * shape["vocab"] * predicted + 12 * L * C * T * tokens
 
 
-def memory_estimate(shape: dict, n_params: int) -> dict:
-    """Bytes: 16 per parameter; per block and token about 18 C fp32 values kept for backward (norm
-    inputs and outputs, Q, K, V, attention output, the FFN's input, its 4C hidden before and after
-    GELU), and the logits of the predicted tokens with their gradient."""
+def memory_estimate(shape: dict, n_params: int, chunk: int | None) -> dict:
+    """Bytes, fp32:
+      16 per parameter: weights, gradients, Adam's two moments;
+      activations kept for backward, 16 C per block and token (each block's two norm inputs and
+        outputs, Q, K, V, the attention output, the FFN's 4C hidden before and after GELU:
+        counted with torch.autograd.graph.saved_tensors_hooks) and 2 C for the final norm;
+      the head's loss: with the full logits, 3 x predicted x V (the logits, the log-softmax kept
+        for backward, their gradient); in chunks (loss_impl "chunked"), 2 x chunk x V (a chunk's
+        logits and softmax, recomputed in backward) and 2 V C (a chunk's and the running dW)."""
     tokens = shape["batch"] * shape["T"]
     predicted = tokens if shape["objective"] == "clm" else int(0.15 * tokens)
+    C, V = shape["n_embd"], shape["vocab"]
     states = 16 * n_params
-    activations = 4 * (18 * shape["n_embd"] * shape["n_layer"] * tokens + 2 * shape["vocab"] * predicted)
-    return {"parameters_and_optimizer": states, "activations": activations, "total": states + activations}
+    activations = 4 * (16 * C * shape["n_layer"] + 2 * C) * tokens
+    head = 4 * (2 * min(chunk, predicted) * V + 2 * V * C) if chunk else 4 * 3 * predicted * V
+    return {"parameters_and_optimizer": states, "activations": activations, "loss_head": head, "total": states + activations + head}
 
 
 def peak_rss() -> int:
@@ -169,21 +182,39 @@ def peak_rss() -> int:
         return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
 
 
+def current_rss() -> int:
+    """Bytes: this process's resident set now."""
+    with open("/proc/self/status") as f:
+        return next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmRSS:"))
+
+
 def only(spec: str, steps: int = 4):
     """One variant in this fresh process: peak resident growth over a few steps, as JSON."""
     name, variant = spec.split(":", 1)
     shape = SHAPES[name]
     data = batches(shape, steps)
+    # every module the variant imports, imported first: a library's code is not the training step's memory.
+    # Building any torch.optim.Optimizer (minilm's subclass them too) imports torch._dynamo: about 70 MB.
+    import torch._dynamo  # noqa: F401
+
     if variant.startswith("transformers"):
-        import transformers  # noqa: F401  (the library's own import is not the training step's memory)
-    before = peak_rss()
+        import transformers
+
+        transformers.GPT2LMHeadModel, transformers.BertForMaskedLM  # noqa: B018 - their modules load on first access
+    else:
+        import kernels.cross_entropy  # noqa: F401
+
+        if "compiled" in variant:
+            import kernels.compile  # noqa: F401
+    before = current_rss()
     with tempfile.TemporaryDirectory() as d:
         model, step = build(shape, variant, d)
         n_params = sum(p.numel() for p in model.parameters())
         for batch in data:
             step(batch)
     peak = peak_rss()
-    print(json.dumps({"peak_growth_bytes": peak - before, "parameters": n_params, "estimate": memory_estimate(shape, n_params)}))
+    chunk = 1024 if shape["objective"] == "clm" and not variant.startswith("transformers") else None  # LMHead's chunked loss
+    print(json.dumps({"peak_growth_bytes": peak - before, "parameters": n_params, "estimate": memory_estimate(shape, n_params, chunk)}))
 
 
 def main(argv=None):
@@ -222,21 +253,27 @@ def main(argv=None):
                   + (f"  x{row['speedup_vs_transformers_fp32']:.2f}" if reference else ""), flush=True)
         if not args.no_memory:
             for row in [r for r in rows if r["model"] == name]:
-                proc = subprocess.run([sys.executable, __file__, "--only", f"{name}:{row['variant']}"], capture_output=True, text=True)
-                if proc.returncode != 0:
-                    print(proc.stderr[-2000:], file=sys.stderr)
-                    continue
-                mem = json.loads(proc.stdout.strip().splitlines()[-1])
-                row["peak_memory_bytes"], row["memory_estimate"] = mem["peak_growth_bytes"], mem["estimate"]
-                print(f"{name}: {row['variant']:22s} peak memory {mem['peak_growth_bytes'] / 2**20:7.0f} MiB "
-                      f"(estimate {mem['estimate']['total'] / 2**20:.0f} MiB)", flush=True)
+                for key, env in (("peak_memory_bytes", {}), ("peak_memory_bytes_mmap_64k", {"MALLOC_MMAP_THRESHOLD_": "65536"})):
+                    proc = subprocess.run([sys.executable, __file__, "--only", f"{name}:{row['variant']}"], capture_output=True, text=True,
+                                          env={**os.environ, **env})
+                    if proc.returncode != 0:
+                        print(proc.stderr[-2000:], file=sys.stderr)
+                        continue
+                    mem = json.loads(proc.stdout.strip().splitlines()[-1])
+                    row[key], row["memory_estimate"] = mem["peak_growth_bytes"], mem["estimate"]
+                if "peak_memory_bytes" in row and "peak_memory_bytes_mmap_64k" in row:
+                    print(f"{name}: {row['variant']:22s} peak memory {row['peak_memory_bytes'] / 2**20:7.0f} MiB, "
+                          f"{row['peak_memory_bytes_mmap_64k'] / 2**20:.0f} MiB with a 64 KiB mmap threshold "
+                          f"(estimate {row['memory_estimate']['total'] / 2**20:.0f} MiB)", flush=True)
     where = machine()
     result = {"machine": where, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
     lines = [f"Training step, {where}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
              f"medians of {args.repeats} steps.", "",
-             "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | peak memory (estimate) |", "|---|---|---|---|---|---|---|"]
+             "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | peak memory: default / 64 KiB mmap threshold (estimate) |",
+             "|---|---|---|---|---|---|---|"]
     for r in rows:
-        mem = (f"{r['peak_memory_bytes'] / 2**20:.0f} MiB ({r['memory_estimate']['total'] / 2**20:.0f} MiB)" if "peak_memory_bytes" in r else "")
+        mem = (f"{r['peak_memory_bytes'] / 2**20:.0f} / {r['peak_memory_bytes_mmap_64k'] / 2**20:.0f} MiB "
+               f"({r['memory_estimate']['total'] / 2**20:.0f} MiB)" if "peak_memory_bytes_mmap_64k" in r and "peak_memory_bytes" in r else "")
         lines.append(f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.0%} | "
                      f"x{r.get('speedup_vs_transformers_fp32', float('nan')):.2f} | {mem} |")
     write_results(args.out, result, lines)

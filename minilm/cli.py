@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from minilm import distributed
-from minilm.config import ATTN_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
+from minilm.config import ATTN_IMPLS, LOSS_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
 from minilm.optim import OPTIMIZERS, SCHEDULES
 from minilm.trainer import TrainArgs
 
@@ -28,11 +28,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--norm-position", choices=NORM_POSITIONS, help="norm before (pre) or after (post) each sublayer")
     g.add_argument("--mlp", choices=MLPS, help="feed-forward activation")
     g.add_argument("--attn-impl", choices=ATTN_IMPLS, help="attention implementation: readable math or fused SDPA")
+    g.add_argument("--loss-impl", choices=LOSS_IMPLS,
+                   help="the LM loss (decoders): through the full logits, or in chunks of rows that never hold all of them (less memory)")
     g.add_argument("--dropout", type=float, help="dropout on embeddings, residuals and attention weights (default: 0 to pretrain, 0.1 to fine-tune)")
 
 
 def model_overrides(args) -> dict:
-    keys = ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl")
+    keys = ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl", "loss_impl")
     out = {k: getattr(args, k) for k in keys}
     if args.dropout is not None:
         out.update(dropout=args.dropout, attn_dropout=args.dropout)

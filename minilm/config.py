@@ -8,6 +8,7 @@ Research knobs are string choices, each resolved through one dict in the module 
     norm_position  "pre" | "post"                              (minilm/blocks.py)
     mlp            "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
     attn_impl      "math" | "sdpa"                             (minilm/attention.py)
+    loss_impl      "logits" | "chunked"                        (minilm/heads.py: LMHead.loss_sum)
     head           see HEADS below                             (minilm/heads.py)
 
 Presets give the sizes people use; `from_preset("mini", arch="decoder", vocab_size=8192)` applies
@@ -26,6 +27,7 @@ NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
 MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
 ATTN_IMPLS = ("math", "sdpa")
+LOSS_IMPLS = ("logits", "chunked")  # the LM loss through the full logits, or in row chunks (kernels/cross_entropy.py)
 
 # Which heads sit on which backbone. "none" returns the hidden states (B, T, C).
 HEADS = {
@@ -64,6 +66,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     mlp: str = "gelu"
     attn_impl: str = "sdpa"
+    loss_impl: str = "logits"  # how training computes the "lm" head's loss: full logits, or chunks of rows
     bias: bool = True
     dropout: float = 0.1
     attn_dropout: float = 0.1
@@ -86,6 +89,7 @@ class ModelConfig:
         choice("norm_position", NORM_POSITIONS)
         choice("mlp", MLPS)
         choice("attn_impl", ATTN_IMPLS)
+        choice("loss_impl", LOSS_IMPLS)
         choice("head", HEADS[self.arch])
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "max_seq_len"):
             if int(getattr(self, name)) < 1:

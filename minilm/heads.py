@@ -1,4 +1,5 @@
-"""Heads: map hidden states (B, T, C) to the logits of a task. Losses live in minilm/objectives.py.
+"""Heads: map hidden states (B, T, C) to the logits of a task. Losses live in minilm/objectives.py
+(the LM head also sums its own loss, to choose how: LMHead.loss_sum).
 
 Notation: B batch, T time, C channels, V vocabulary, L labels.
 """
@@ -9,6 +10,7 @@ from torch import nn
 from minilm.dropout import make_dropout
 from minilm.mlp import ACTIVATIONS
 from minilm.norms import make_norm
+from minilm.objectives import count_targets, cross_entropy_sum
 
 
 class LMHead(nn.Module):
@@ -22,9 +24,20 @@ class LMHead(nn.Module):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(config.vocab_size, config.n_embd))  # (V, C)
         self.bias = nn.Parameter(torch.zeros(config.vocab_size)) if bias else None
+        self.loss_impl = getattr(config, "loss_impl", "logits")
 
     def forward(self, h):  # (B, T, C) -> (B, T, V)
         return nn.functional.linear(h, self.weight, self.bias)
+
+    def loss_sum(self, h, labels):
+        """sum_i CE(h_i W^T + b, y_i) over the targets (y_i != IGNORE_INDEX) and their count.
+        h (B, T, C), labels (B, T). "logits": through the full (B, T, V) logits, as written;
+        "chunked": the same sum in chunks of rows, never all logits at once (kernels/cross_entropy.py)."""
+        if self.loss_impl == "chunked":
+            from kernels.cross_entropy import chunked_cross_entropy
+
+            return chunked_cross_entropy(h.reshape(-1, h.shape[-1]), self.weight, self.bias, labels.reshape(-1)), count_targets(labels)
+        return cross_entropy_sum(self(h), labels)
 
 
 class MLMHead(nn.Module):

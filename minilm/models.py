@@ -135,6 +135,11 @@ class Decoder(Model):
         h = self.hidden(input_ids, attention_mask, position_ids, cache)
         return self.head_logits(h, attention_mask)
 
+    def lm_loss(self, input_ids, labels, attention_mask=None, position_ids=None):
+        """The "lm" head's summed cross-entropy over `labels` (B, T) and the number of targets,
+        computed as `config.loss_impl` says (LMHead.loss_sum)."""
+        return self.lm_head.loss_sum(self.hidden(input_ids, attention_mask, position_ids), labels)
+
 
 class EncoderDecoder(Model):
     """BART/T5-like encoder-decoder (Vaswani et al. 2017; Lewis et al. 2020). Heads: none, lm."""

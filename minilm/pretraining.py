@@ -36,6 +36,8 @@ def pretraining_loss(objective: str):
     """The trainer's loss_fn for an objective: {part: (sum of losses, count of targets)}."""
 
     def loss_fn(model, batch):
+        if objective == "clm":  # the LM head sums the loss itself (in chunks of rows, with loss_impl "chunked")
+            return {"clm": model.lm_loss(batch["input_ids"], batch["labels"], batch.get("attention_mask"), batch.get("position_ids"))}
         return {part: cross_entropy_sum(logits, labels) for part, (logits, labels) in predictions(model, batch, objective).items()}
 
     return loss_fn

@@ -21,6 +21,8 @@ def output_logits(model, batch):
 
 
 def text_loss(model, batch) -> dict:
+    if "decoder_input_ids" not in batch:  # a decoder: its LM head sums the loss (in chunks, with loss_impl "chunked")
+        return {"lm": model.lm_loss(batch["input_ids"], batch["labels"], batch["attention_mask"])}
     return {"lm": cross_entropy_sum(output_logits(model, batch), batch["labels"])}
 
 

@@ -46,6 +46,26 @@ def test_chunked_cross_entropy_equals_the_full_logits(bias, chunk):
     assert_same(reference_cross_entropy, lambda *a: chunked_cross_entropy(*a, chunk=chunk), inputs)
 
 
+def test_a_decoder_with_loss_impl_chunked_trains_as_with_full_logits():
+    from conftest import tiny_model
+
+    ids = torch.randint(1, 50, (3, 9), generator=torch.Generator().manual_seed(3))
+    labels = ids.roll(-1, dims=1)
+    labels[0, -4:] = IGNORE_INDEX
+    results = []
+    for impl in ("logits", "chunked"):
+        model = tiny_model("decoder", pos="learned", loss_impl=impl).train()
+        assert model.lm_head.loss_impl == impl
+        loss, n = model.lm_loss(ids, labels)
+        loss.backward()
+        results.append((loss, n, {k: p.grad for k, p in model.named_parameters()}))
+    (a, n_a, g_a), (b, n_b, g_b) = results
+    assert n_a == n_b == 23
+    torch.testing.assert_close(b, a, **TOL)
+    for k in g_a:
+        torch.testing.assert_close(g_b[k], g_a[k], **TOL)
+
+
 def test_chunked_cross_entropy_gradcheck_float64():
     h, w, b = leaves((9, 5), (11, 5), (11,), dtype=torch.float64)
     labels = torch.tensor([0, 3, IGNORE_INDEX, 10, 4, 4, IGNORE_INDEX, 1, 2])
