@@ -46,10 +46,18 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             total += ((lse[s : s + chunk] - target) * keep).sum()
         ctx.save_for_backward(h, weight, bias if bias is not None else torch.empty(0), labels, lse)
         ctx.chunk, ctx.has_bias = chunk, bias is not None
+        device = h.device.type  # backward recomputes the logits under the same autocast as forward (as torch.amp.custom_bwd)
+        ctx.autocast = (device, torch.is_autocast_enabled(device), torch.get_autocast_dtype(device))
         return total
 
     @staticmethod
     def backward(ctx, grad_out):
+        device, enabled, dtype = ctx.autocast
+        with torch.autocast(device, dtype=dtype, enabled=enabled):
+            return ChunkedCrossEntropy._backward(ctx, grad_out)
+
+    @staticmethod
+    def _backward(ctx, grad_out):
         h, weight, bias, labels, lse = ctx.saved_tensors
         bias = bias if ctx.has_bias else None
         acc = lse.dtype
