@@ -41,9 +41,9 @@ class ChunkedCrossEntropy(torch.autograd.Function):
             z = F.linear(h[s : s + chunk], weight, bias).to(acc)  # (n, V)
             y = labels[s : s + chunk]
             keep = y != IGNORE_INDEX
-            lse[s : s + chunk] = torch.logsumexp(z, dim=-1)
-            target = z.gather(1, y.clamp(min=0)[:, None]).squeeze(1)  # (n,)
-            total += ((lse[s : s + chunk] - target) * keep).sum()
+            logp = F.log_softmax(z, dim=-1)  # z - logsumexp(z), one fused pass
+            lse[s : s + chunk] = z[:, 0] - logp[:, 0]  # logsumexp_v z_iv, read back from any column
+            total -= (logp.gather(1, y.clamp(min=0)[:, None]).squeeze(1) * keep).sum()
         ctx.save_for_backward(h, weight, bias if bias is not None else torch.empty(0), labels, lse)
         ctx.chunk, ctx.has_bias = chunk, bias is not None
         device = h.device.type  # backward recomputes the logits under the same autocast as forward (as torch.amp.custom_bwd)
@@ -67,7 +67,7 @@ class ChunkedCrossEntropy(torch.autograd.Function):
         for s in range(0, h.shape[0], ctx.chunk):
             hs, y = h[s : s + ctx.chunk], labels[s : s + ctx.chunk]
             z = F.linear(hs, weight, bias).to(acc)  # (n, V), recomputed
-            dz = torch.exp(z - lse[s : s + ctx.chunk, None])  # softmax
+            dz = F.softmax(z, dim=-1)  # = exp(z - lse), one fused pass
             keep = y != IGNORE_INDEX
             dz[torch.arange(len(y), device=y.device)[keep], y[keep]] -= 1.0
             dz *= keep[:, None] * grad_out  # ignored rows contribute nothing
