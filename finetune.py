@@ -23,7 +23,7 @@ from pathlib import Path
 from minilm import peft
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm import distributed
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, global_batch, seed_everything, start, train_args
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, model_overrides, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
@@ -238,10 +238,7 @@ def main(argv=None):
     except ValueError as e:
         sys.exit(f"error: {e}")
     print(f"model: {config.arch} with a {head} head, {total:,} parameters, {trainable:,} trained ({100 * trainable / total:.1f}%), device {device}")
-    if args.compile:
-        from kernels import compile_blocks
-
-        compile_blocks(model)
+    compile_if_asked(model, args)
 
     train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
     dev_data = task_data(args, tokenizer, *dev, 128) if dev else None

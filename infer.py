@@ -105,13 +105,9 @@ def parse_args(argv=None):
 def load(args, needs: str):
     """The checkpoint's (model, tokenizer); exits with a clear message when it cannot do `needs`."""
     try:
-        model, tokenizer = inference.load(args.ckpt, args.device, args.quantize)
+        model, tokenizer = inference.load(args.ckpt, args.device, args.quantize, args.compile)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
-    if args.compile:
-        from kernels import compile_blocks
-
-        compile_blocks(model)
     if needs in NEEDS and inference.kind(model) != needs:  # any model embeds; serve answers what the model can
         c = model.config
         sys.exit(f"error: {args.ckpt} holds a {c.arch} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")

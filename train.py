@@ -29,7 +29,7 @@ from pathlib import Path
 
 
 from minilm import distributed
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, model_overrides, global_batch, seed_everything, start, train_args
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, model_overrides, seed_everything, start, train_args
 from minilm.config import from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
@@ -141,10 +141,7 @@ def main(argv=None):
         print("output bias set to the log unigram frequencies of the training tokens")
     model.to(device)
     print(f"model: {args.arch} ({args.preset}), {model.num_parameters():,} parameters, objective {args.objective}, device {device}")
-    if args.compile:
-        from kernels import compile_blocks
-
-        compile_blocks(model)
+    compile_if_asked(model, args)
 
     # -- loop ----------------------------------------------------------------------------------------
     settings = train_args(args, args.max_steps, eval_every=args.eval_every, metric="val_loss", mode="min")

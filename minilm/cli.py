@@ -110,6 +110,14 @@ def start(args):
     return world, device
 
 
+def compile_if_asked(model, args) -> None:
+    """--compile: each block through torch.compile (kernels/compile.py), in place."""
+    if args.compile:
+        from kernels import compile_blocks
+
+        compile_blocks(model)
+
+
 def global_batch(args, world) -> str:
     """The global batch, spelled out: examples per rank x ranks x accumulation steps."""
     n = args.batch_size * world.size * args.grad_accum

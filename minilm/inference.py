@@ -27,14 +27,19 @@ PREDICT_HEADS = ("cls", "regression", "token")
 MLM_HEADS = ("mlm", "mlm+nsp")
 
 
-def load(ckpt, device: str = "cpu", quantize: str | None = None):
-    """(model, tokenizer) of a checkpoint directory; `quantize="int8"` for dynamic int8 on the CPU."""
+def load(ckpt, device: str = "cpu", quantize: str | None = None, compile: bool = False):
+    """(model, tokenizer) of a checkpoint directory; `quantize="int8"` for dynamic int8 on the CPU;
+    `compile` compiles each block with torch.compile (kernels/compile.py)."""
     model = from_pretrained(ckpt).to(device)
     tokenizer = Tokenizer.load(resolve_checkpoint(ckpt))
     if quantize:
         from minilm.quantize import quantize as to_int8
 
         model = to_int8(model, quantize)
+    if compile:
+        from kernels import compile_blocks
+
+        compile_blocks(model)
     return model, tokenizer
 
 
