@@ -11,7 +11,8 @@ minilm runs `Trainer.train_step` (its loss, backward, hand-written clipping and 
 reference runs forward with labels, backward, clip_grad_norm_ and torch.optim.AdamW. All variants
 of a shape take turns step by step on the same random batches, so drift in the machine's speed
 hits them alike; the table gives medians after warm-up steps. MFU is model FLOPs per second over
-the matmul peak of the same dtype, measured in the same run (a 2048^3 matmul):
+the matmul peak of the same dtype, measured in the same run (a 2048^3 matmul); the first step's
+time shows what compilation costs. Decoding speed is bench/decode.py's.
 
     FLOPs per step = 6 N_dense tokens + 6 C V (predicted tokens) + 12 L C T tokens
 
@@ -231,10 +232,13 @@ def main(argv=None):
         with tempfile.TemporaryDirectory() as d:
             built = {v: build(shape, v, f"{d}/{i}") for i, v in enumerate(variants)}
             times = {v: [] for v in variants}
+            first = {}  # the first step of each variant: compilation included for the compiled ones
             for i, batch in enumerate(data):
                 for v, (_, step) in built.items():
                     start = time.perf_counter()
                     step(batch)
+                    if i == 0:
+                        first[v] = time.perf_counter() - start
                     if i >= args.warmup:
                         times[v].append(time.perf_counter() - start)
         reference = next((v for v in variants if v.startswith("transformers")), None)
@@ -244,7 +248,7 @@ def main(argv=None):
             t = statistics.median(times[v])
             tokens = shape["batch"] * shape["T"]
             peak = peaks["bfloat16" if "bf16" in v else "float32"]
-            row = {"model": name, "variant": v, "ms_per_step": 1000 * t, "tokens_per_s": tokens / t,
+            row = {"model": name, "variant": v, "ms_per_step": 1000 * t, "tokens_per_s": tokens / t, "first_step_s": first[v],
                    "mfu": model_flops(shape, n_dense) / t / peak, "parameters": sum(p.numel() for p in model.parameters())}
             if reference:
                 row["speedup_vs_transformers_fp32"] = statistics.median(times[reference]) / t
@@ -269,13 +273,13 @@ def main(argv=None):
     result = {"machine": where, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
     lines = [f"Training step, {where}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
              f"medians of {args.repeats} steps.", "",
-             "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | peak memory: default / 64 KiB mmap threshold (estimate) |",
-             "|---|---|---|---|---|---|---|"]
+             "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | first step, s (compilation) | peak memory: default / 64 KiB mmap threshold (estimate) |",
+             "|---|---|---|---|---|---|---|---|"]
     for r in rows:
         mem = (f"{r['peak_memory_bytes'] / 2**20:.0f} / {r['peak_memory_bytes_mmap_64k'] / 2**20:.0f} MiB "
                f"({r['memory_estimate']['total'] / 2**20:.0f} MiB)" if "peak_memory_bytes_mmap_64k" in r and "peak_memory_bytes" in r else "")
         lines.append(f"| {r['model']} | {r['variant']} | {r['ms_per_step']:.1f} | {r['tokens_per_s']:.0f} | {r['mfu']:.0%} | "
-                     f"x{r.get('speedup_vs_transformers_fp32', float('nan')):.2f} | {mem} |")
+                     f"x{r.get('speedup_vs_transformers_fp32', float('nan')):.2f} | {r['first_step_s']:.1f} | {mem} |")
     write_results(args.out, result, lines)
 
 if __name__ == "__main__":
