@@ -146,6 +146,29 @@ def test_packed_linears_only_inside_the_block_and_only_without_autograd(monkeypa
     assert torch.equal(packed_tokens, generate(model, ids, max_new_tokens=12, greedy=True))
 
 
+# -- --compile: one graph for batches of every length ------------------------------------------------------------
+def test_compiled_blocks_do_not_recompile_for_new_sequence_lengths():
+    """compile_blocks compiles with dynamic shapes: fine-tuning batches padded to different lengths
+    share one graph (no bucketing of lengths needed), and still equal the eager blocks."""
+    import torch._dynamo
+    from torch._dynamo.utils import counters
+
+    from conftest import tiny_model
+    from kernels.compile import compile_blocks
+
+    torch._dynamo.reset()
+    counters.clear()
+    eager = tiny_model("encoder", head="cls", n_labels=3).train()
+    compiled = compile_blocks(tiny_model("encoder", head="cls", n_labels=3).train())
+    g = torch.Generator().manual_seed(0)
+    for T in (13, 29, 40, 8):
+        ids = torch.randint(1, 50, (4, T), generator=g)
+        mask = torch.ones_like(ids)
+        mask[0, T // 2 :] = 0
+        torch.testing.assert_close(compiled(ids, mask), eager(ids, mask), **TOL)
+        assert counters["stats"]["unique_graphs"] == 1, f"recompiled at length {T}"
+
+
 # -- where torch.compile cannot run ------------------------------------------------------------------------------
 def test_fused_ops_fall_back_to_their_reference_with_one_notice(monkeypatch, capsys):
     import kernels.compile as kc
