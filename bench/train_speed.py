@@ -97,7 +97,7 @@ def minilm_step(shape: dict, variant: str, out_dir: str):
 
         compile_blocks(model, dynamic=False)
     settings = TrainArgs(out=out_dir, max_steps=10**6, optimizer="adamw", lr=1e-4, weight_decay=0.01, grad_clip=1.0,
-                         dtype="bf16" if "bf16" in variant else "fp32")
+                         dtype="bf16" if "bf16" in variant else "fp32", compile="compiled" in variant)
     objective = shape["objective"]
     trainer = Trainer(model, None, None, pretraining_loss(objective), pretraining_targets(objective), lambda m: {}, settings)
     return model, lambda batch: trainer.train_step(batch, 1e-4)

@@ -4,6 +4,7 @@
     kernels/pointwise.py      GELU(x + b); (x + r, LayerNorm(x + r)), compiled
     kernels/cross_entropy.py  the LM head + cross-entropy in chunks of rows, never all N x V logits at once
     kernels/packed_linear.py  Linear layers on oneDNN-prepacked weights, for decoding on CPU
+    kernels/adam.py           Adam(W)'s update of a tensor as one compiled loop
     kernels/compile.py        torch.compile per block or per function, with one notice and the eager
                               reference where compilation is unavailable
 

@@ -63,7 +63,7 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
     g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
                    help="compute precision: bf16 autocasts (CPU or CUDA), fp16 autocasts with dynamic loss scaling (CUDA); weights stay fp32 (default: %(default)s)")
     g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block's activations in backward: less memory, about a third more compute")
-    g.add_argument("--compile", action="store_true", help="compile each block with torch.compile (the eager model if unavailable)")
+    g.add_argument("--compile", action="store_true", help="compile each block, and Adam(W)'s update, with torch.compile (the eager path if unavailable)")
     g.add_argument("--fsdp", action="store_true",
                    help="under torchrun: shard parameters, gradients and optimizer state across the ranks (FSDP2) instead of "
                         "replicating them (DDP, the default under torchrun)")
@@ -89,7 +89,7 @@ def train_args(args, max_steps: int, **task) -> TrainArgs:
         momentum=args.momentum, schedule=args.schedule, min_lr_ratio=args.min_lr_ratio,
         warmup=args.warmup if args.warmup is not None else max(1, max_steps * 6 // 100),
         grad_clip=args.grad_clip, grad_accum=args.grad_accum, grad_checkpointing=args.grad_checkpointing,
-        save_every=args.save_every, dtype=args.dtype, tensorboard=args.tensorboard, resume=args.resume,
+        save_every=args.save_every, dtype=args.dtype, compile=args.compile, tensorboard=args.tensorboard, resume=args.resume,
         extra=vars(args), **task,
     )
 

@@ -59,6 +59,7 @@ class TrainArgs:
     mode: str = "min"  # "min" or "max" for that metric
     keep_best: bool = False  # end with the best evaluated weights instead of the last
     dtype: str = "fp32"  # "fp32", "bf16" (autocast) or "fp16" (autocast + dynamic loss scaling; fast on CUDA only)
+    compile: bool = False  # the optimizer's update compiled (kernels/adam.py); the scripts' --compile also compiles the blocks
     tensorboard: bool = False  # also write TensorBoard events to <out>/tensorboard
     resume: bool = False
     extra: dict = field(default_factory=dict)  # recorded in the training state (script flags)
@@ -125,7 +126,8 @@ class Trainer:
         self.out = Path(args.out)
         model.to(self.device)
         self.net = distributed.wrap(model, world)  # net(fn, ...) = fn(model, ...) inside DDP or FSDP
-        self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum)
+        foreach = "compiled" if args.compile and not world.fsdp else True  # compiled: Adam(W)'s update as one loop per tensor
+        self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum, foreach)
         self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None
         set_grad_checkpointing(model, args.grad_checkpointing)
         self.step = 0

@@ -146,6 +146,32 @@ def test_packed_linears_only_inside_the_block_and_only_without_autograd(monkeypa
     assert torch.equal(packed_tokens, generate(model, ids, max_new_tokens=12, greedy=True))
 
 
+# -- the Adam(W) update as one compiled loop ----------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["adam", "adamw"])
+def test_compiled_adam_update_equals_the_readable_one_and_torch_optim(name):
+    from conftest import tiny_model
+    from minilm.optim import OPTIMIZERS, param_groups
+
+    models = {k: tiny_model("decoder", pos="learned") for k in ("readable", "compiled", "torch")}
+    hp = dict(lr=1e-2, betas=(0.9, 0.99), eps=1e-8)
+    opts = {
+        "readable": OPTIMIZERS[name](param_groups(models["readable"], 0.1), **hp, foreach=False),
+        "compiled": OPTIMIZERS[name](param_groups(models["compiled"], 0.1), **hp, foreach="compiled"),
+        "torch": {"adam": torch.optim.Adam, "adamw": torch.optim.AdamW}[name](param_groups(models["torch"], 0.1), **hp, foreach=False),
+    }
+    g = torch.Generator().manual_seed(0)
+    for _ in range(5):
+        grads = [torch.randn(p.shape, generator=g) for p in models["readable"].parameters()]
+        for k, model in models.items():
+            for p, grad in zip(model.parameters(), grads):
+                p.grad = grad.clone()
+            opts[k].step()
+    for k in ("compiled", "torch"):
+        for (n, a), b in zip(models["readable"].named_parameters(), models[k].parameters()):
+            torch.testing.assert_close(b, a, atol=1e-6, rtol=1e-5, msg=f"{k} {n}")
+    assert any((p != q).any() for p, q in zip(models["compiled"].parameters(), tiny_model("decoder", pos="learned").parameters()))
+
+
 # -- --compile: one graph for batches of every length ------------------------------------------------------------
 def test_compiled_blocks_do_not_recompile_for_new_sequence_lengths():
     """compile_blocks compiles with dynamic shapes: fine-tuning batches padded to different lengths
