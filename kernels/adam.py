@@ -19,13 +19,14 @@ from kernels.compile import fused
 
 
 def adam_update_reference(theta, g, m, v, scalars):
-    """One tensor's update in place. theta, g, m, v: (N,); scalars (7,): beta1, beta2, eps, the
-    decay factor (1 - lr lambda for AdamW, else 1), the L2 factor (lambda for Adam, else 0), the
-    step size lr / (1 - beta1^t) and 1 / sqrt(1 - beta2^t)."""
-    beta1, beta2, eps, decay, l2, step_size, inv_sqrt_bias2 = scalars.unbind()
+    """One tensor's update in place. theta, g, m, v: (N,) fp32; scalars (8,) fp32, computed in
+    double by the caller: 1 - beta1, beta2, 1 - beta2, eps, the decay factor (1 - lr lambda for
+    AdamW, else 1), the L2 factor (lambda for Adam, else 0), the step size lr / (1 - beta1^t) and
+    1 / sqrt(1 - beta2^t)."""
+    one_minus_beta1, beta2, one_minus_beta2, eps, decay, l2, step_size, inv_sqrt_bias2 = scalars.unbind()
     g = g + l2 * theta
-    m_new = m + (1 - beta1) * (g - m)
-    v_new = beta2 * v + (1 - beta2) * g * g
+    m_new = m + one_minus_beta1 * (g - m)
+    v_new = beta2 * v + one_minus_beta2 * g * g
     theta_new = decay * theta - step_size * m_new / (v_new.sqrt() * inv_sqrt_bias2 + eps)
     theta.copy_(theta_new)
     m.copy_(m_new)

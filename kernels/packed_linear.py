@@ -48,23 +48,26 @@ def packable(module) -> bool:
     if type(module) not in (nn.Linear, LMHead):
         return False
     w = module.weight
-    return w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
+    sharded = type(w).__name__ == "DTensor"  # a shard of an FSDP parameter: packing it would pack one piece
+    return not sharded and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
 
 
 @contextlib.contextmanager
 def packed_linears(model):
     """Inside the block, every packable layer of `model` runs on a prepacked copy of its weight.
 
-    Meant for inference (the packed op has no backward): where autograd is recording, or oneDNN is
-    missing, the block changes nothing. The copies live as long as the block (the weights' memory
-    twice over)."""
-    if torch.is_grad_enabled() or not available():
+    Meant for fp32 inference: where autograd is recording (the packed op has no backward), autocast
+    is on (the packed op would not follow it) or oneDNN is missing, the block changes nothing. The
+    copies live as long as the block (the weights' memory twice over)."""
+    if torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or not available():
         yield model
         return
-    swapped = [m for m in model.modules() if packable(m) and "forward" not in m.__dict__]  # not already packed by an outer block
+    swapped = []
     try:
-        for m in swapped:
-            m.forward = packed_linear(m.weight, None if m.bias is None else m.bias.detach())
+        for m in model.modules():
+            if packable(m) and "forward" not in m.__dict__:  # not already packed by an outer block
+                m.forward = packed_linear(m.weight, None if m.bias is None else m.bias.detach())
+                swapped.append(m)
         yield model
     finally:
         for m in swapped:

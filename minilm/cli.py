@@ -121,11 +121,10 @@ def compile_if_asked(model, args) -> None:
 def global_batch(args, world) -> str:
     """The global batch, spelled out: examples per rank x ranks x accumulation steps."""
     n = args.batch_size * world.size * args.grad_accum
-    if world.size == 1 and args.grad_accum == 1:
-        return f"batch {n}"
-    return (f"global batch {n} = {args.batch_size} per rank x {world.size} rank{'s' if world.size > 1 else ''}"
-            f" x {args.grad_accum} accumulation step{'s' if args.grad_accum > 1 else ''}"
-            + (" (FSDP)" if world.fsdp else " (DDP)" if world.distributed else ""))
+    if not world.distributed:
+        return f"batch {n}" + (f" = {args.batch_size} x {args.grad_accum} accumulation steps" if args.grad_accum > 1 else "")
+    return (f"global batch {n} = {args.batch_size} per rank x {world.size} ranks"
+            f" x {args.grad_accum} accumulation step{'s' if args.grad_accum > 1 else ''}" + (" (FSDP)" if world.fsdp else " (DDP)"))
 
 
 def seed_everything(seed: int) -> None:

@@ -71,8 +71,8 @@ def setup(device: torch.device, fsdp: bool = False) -> tuple[World, torch.device
     if device.type == "cuda":
         device = torch.device("cuda", local_rank)
         torch.cuda.set_device(device)
-    if not dist.is_initialized():
-        dist.init_process_group("nccl" if device.type == "cuda" else "gloo")
+    if not dist.is_initialized():  # NCCL for CUDA tensors; gloo beside it for the small CPU ones (loss sums, metrics)
+        dist.init_process_group("cpu:gloo,cuda:nccl" if device.type == "cuda" else "gloo")
     return World(rank, size, local_rank, fsdp), device
 
 
@@ -109,8 +109,9 @@ class Apply(nn.Module):
 
 def wrap(model, world: World):
     """The module a training step calls as net(loss_fn, batch): `Apply(model)`, inside DDP, or
-    sharded in place by FSDP2 (every Transformer block, then the rest). `model` stays usable
-    unwrapped (its parameters are shared; with FSDP they become this rank's shards)."""
+    sharded in place by FSDP2 (every Transformer block, then the rest). Under DDP `model` stays
+    usable on its own (the parameters are shared); under FSDP its parameters become this rank's
+    shards, and a forward pass must go through the wrapper (Trainer.call)."""
     net = Apply(model)
     if not world.distributed:
         return net
@@ -178,6 +179,13 @@ def broadcast_json(obj, world: World):
     return json.loads(bytes(buf.tolist()).decode())
 
 
+def decorrelate_rng(world: World, step: int) -> None:
+    """Give ranks 1..N-1 torch generators of their own, so that their dropout masks differ from
+    rank 0's (every rank starts from the same seed, or from the one state a checkpoint holds)."""
+    if world.distributed and not world.main:
+        torch.manual_seed(torch.initial_seed() + 1_000_003 * world.rank + step)
+
+
 def barrier(world: World) -> None:
     if world.distributed:
         dist.barrier()
@@ -211,7 +219,8 @@ def load_full_model_state(model, state: dict, strict: bool = True) -> None:
 def full_optimizer_state(optimizer) -> dict:
     """The optimizer's state dict with every sharded tensor gathered whole (every rank must call it)."""
     state = optimizer.state_dict()
-    state["state"] = {i: {k: (v.full_tensor() if is_sharded(v) else v) for k, v in s.items()} for i, s in state["state"].items()}
+    state["state"] = {i: {k: (v.full_tensor().cpu() if is_sharded(v) else v) for k, v in s.items()}  # one tensor at a time on the device
+                      for i, s in state["state"].items()}
     return state
 
 

@@ -180,7 +180,10 @@ class Trainer:
         opt["state"] = {int(k): v for k, v in opt["state"].items()}
         if self.world.fsdp:
             opt = distributed.shard_optimizer_state(self.optimizer, opt)
+        foreach = [group["foreach"] for group in self.optimizer.param_groups]
         self.optimizer.load_state_dict(opt)
+        for group, mode in zip(self.optimizer.param_groups, foreach):  # this run's path, not the one the checkpoint was saved with
+            group["foreach"] = mode
         if self.scaler and state.get("scaler"):
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
@@ -272,6 +275,7 @@ class Trainer:
             (self.out / "metrics.jsonl").write_text("")
         if args.tensorboard and main:
             self._open_tensorboard()
+        distributed.decorrelate_rng(self.world, self.step)
         self.model.to(self.device).train()
         bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         window_loss, window_n, tokens, t0 = 0.0, 0, 0, time.perf_counter()

@@ -141,6 +141,9 @@ def test_packed_linears_only_inside_the_block_and_only_without_autograd(monkeypa
     with packed_linears(model):  # autograd recording: the packed op has no backward, so nothing changes
         assert not any("forward" in m.__dict__ for m in layers)
         model(ids).sum().backward()
+    with torch.inference_mode(), torch.autocast("cpu", dtype=torch.bfloat16), packed_linears(model):  # autocast: no packing
+        assert not any("forward" in m.__dict__ for m in layers)
+        generate(model, ids, max_new_tokens=3, greedy=True)  # as evaluation decodes under --dtype bf16
     packed_tokens = generate(model, ids, max_new_tokens=12, greedy=True)  # decoding packs the layers itself
     monkeypatch.setattr(packed_linear_module, "MIN_PACKED", 1 << 62)
     assert torch.equal(packed_tokens, generate(model, ids, max_new_tokens=12, greedy=True))
