@@ -209,3 +209,26 @@ def test_fp16_loss_scaling_skips_overflowing_steps_then_trains(tmp_path):
         runs[dtype] = [r["val_loss"] for r in t.history]
     for a, b in zip(runs["fp32"], runs["fp16"]):
         assert abs(a - b) < 0.05 * a, runs
+
+
+def test_a_resumed_run_takes_its_own_optimizer_path_not_the_checkpoints(tmp_path):
+    """A checkpoint saved with --compile (foreach="compiled") resumed without it runs the foreach path."""
+    first = trainer(tmp_path, encoder(), RaggedMLM(), max_steps=2, save_every=2, compile=True)
+    first.fit()
+    assert {g["foreach"] for g in first.optimizer.param_groups} == {"compiled"}
+    again = trainer(tmp_path, encoder(), RaggedMLM(), max_steps=3, resume=True)
+    assert again.try_resume() and again.step == 2
+    assert {g["foreach"] for g in again.optimizer.param_groups} == {True}
+
+
+def test_ranks_after_the_first_draw_their_own_dropout_masks():
+    from minilm.distributed import World, decorrelate_rng
+
+    draws = []
+    for rank in (0, 1):
+        torch.manual_seed(7)
+        decorrelate_rng(World(rank=rank, size=2), step=3)
+        draws.append(torch.rand(4))
+    torch.manual_seed(7)
+    assert torch.equal(draws[0], torch.rand(4))  # rank 0 keeps the single-process stream
+    assert not torch.equal(draws[0], draws[1])
