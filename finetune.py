@@ -268,7 +268,7 @@ def main(argv=None):
     # -- report ----------------------------------------------------------------------------------------------
     results = {"task": args.task, "init": str(init_path) if init_path else "scratch", "labels": labels}
     for name, data in (("dev", dev_data), ("test", test_data)):
-        if data is not None and (world.main or world.fsdp):  # rank 0 evaluates (all ranks, when the model is sharded)
+        if data is not None and world.evaluates:
             results[name] = trainer.call(lambda m: evaluate_task(args.task, m, data, labels, device))
     distributed.teardown()
     if not world.main:

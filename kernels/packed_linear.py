@@ -21,6 +21,7 @@ import contextlib
 import torch
 from torch import nn
 
+from minilm.distributed import is_sharded
 from minilm.heads import LMHead
 
 MIN_PACKED = 1 << 17  # weight entries; smaller matrices are read faster than a oneDNN call starts
@@ -44,12 +45,12 @@ def packed_linear(weight, bias=None):
 
 def packable(module) -> bool:
     """A plain nn.Linear or LM head with a float32 weight of at least MIN_PACKED entries on the CPU
-    (subclasses with their own forward, quantized layers and other devices keep their own path)."""
+    (subclasses with their own forward, quantized layers, other devices and FSDP shards, of which
+    packing would pack one piece, keep their own path)."""
     if type(module) not in (nn.Linear, LMHead):
         return False
     w = module.weight
-    sharded = type(w).__name__ == "DTensor"  # a shard of an FSDP parameter: packing it would pack one piece
-    return not sharded and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
+    return not is_sharded(w) and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
 
 
 @contextlib.contextmanager

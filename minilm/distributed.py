@@ -54,6 +54,11 @@ class World:
     def distributed(self) -> bool:
         return self.size > 1
 
+    @property
+    def evaluates(self) -> bool:
+        """Rank 0 evaluates; with FSDP every rank does (a sharded model's forward needs them all)."""
+        return self.main or self.fsdp
+
 
 def launched() -> bool:
     """Started by torchrun (or another launcher that sets WORLD_SIZE) with more than one process."""
@@ -146,16 +151,14 @@ def main_first(world: World):
 def gradient_sync(net, world: World, sync: bool):
     """Inside the block, backward all-reduces (DDP) or reduce-scatters (FSDP) the gradients only if
     `sync`: accumulation micro-batches before the last of a step keep theirs local."""
-    if not world.distributed or sync:
-        if world.fsdp:
-            net.set_requires_gradient_sync(True)
+    if world.distributed and world.fsdp:
+        net.set_requires_gradient_sync(sync)
         yield
-    elif world.fsdp:
-        net.set_requires_gradient_sync(False)
-        yield
-    else:
+    elif world.distributed and not sync:
         with net.no_sync():
             yield
+    else:
+        yield
 
 
 def all_sum(value: float, world: World) -> float:

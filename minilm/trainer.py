@@ -154,9 +154,13 @@ class Trainer:
         return distributed.full_model_state(self.model) if self.world.fsdp else None
 
     def save(self) -> None:
-        tensors, state = self.full_tensors(), self._state()
+        self._save_checkpoint(self.out / "checkpoint", self._state())
+
+    def _save_checkpoint(self, directory, state: dict | None = None) -> None:
+        """Every rank gathers (with FSDP); rank 0 writes."""
+        tensors = self.full_tensors()
         if self.world.main:
-            save_checkpoint(self.out / "checkpoint", self.model, self.tokenizer, state, tensors)
+            save_checkpoint(directory, self.model, self.tokenizer, state, tensors)
 
     def load(self, path) -> None:
         """Load a checkpoint's weights into the model, sharded or not (every rank reads the same file)."""
@@ -221,7 +225,7 @@ class Trainer:
         """Rank 0 evaluates (every rank, when the model is sharded: each forward needs them all)
         and every rank gets rank 0's numbers, so all take the same early-stopping decisions."""
         metrics = None
-        if self.world.main or self.world.fsdp:
+        if self.world.evaluates:
             self.model.eval()
             with torch.no_grad(), autocast(self.args.dtype, self.device):
                 metrics = self.call(self.evaluate_fn)
@@ -276,7 +280,7 @@ class Trainer:
         if args.tensorboard and main:
             self._open_tensorboard()
         distributed.decorrelate_rng(self.world, self.step)
-        self.model.to(self.device).train()
+        self.model.train()  # on self.device since __init__
         bar = tqdm(total=args.max_steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True, disable=not main)
         window_loss, window_n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
         last_eval = {}
@@ -334,9 +338,7 @@ class Trainer:
         if self._improved(value):
             self.best, self.bad_evals = value, 0
             if args.keep_best:
-                tensors = self.full_tensors()
-                if self.world.main:
-                    save_checkpoint(self.out / "best", self.model, self.tokenizer, tensors=tensors)
+                self._save_checkpoint(self.out / "best")
             return None
         self.bad_evals += 1
         if args.patience and self.bad_evals >= args.patience:
