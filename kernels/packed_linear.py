@@ -53,20 +53,28 @@ def packable(module) -> bool:
     return not is_sharded(w) and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
 
 
+def compiled(module) -> bool:
+    """`module.compile()` was called on it (as --compile does per block): torch.compile traces its
+    forward, and the layers inside it keep their own forward, which the compiler fuses and packs itself."""
+    return getattr(module, "_compiled_call_impl", None) is not None
+
+
 @contextlib.contextmanager
 def packed_linears(model):
     """Inside the block, every packable layer of `model` runs on a prepacked copy of its weight.
 
     Meant for fp32 inference: where autograd is recording (the packed op has no backward), autocast
-    is on (the packed op would not follow it) or oneDNN is missing, the block changes nothing. The
-    copies live as long as the block (the weights' memory twice over)."""
+    is on (the packed op would not follow it) or oneDNN is missing, the block changes nothing; layers
+    inside a compiled module are left to the compiler. The copies live as long as the block (the
+    weights' memory twice over)."""
     if torch.is_grad_enabled() or torch.is_autocast_enabled("cpu") or not available():
         yield model
         return
+    in_compiled = {id(m) for c in model.modules() if compiled(c) for m in c.modules()}
     swapped = []
     try:
         for m in model.modules():
-            if packable(m) and "forward" not in m.__dict__:  # not already packed by an outer block
+            if packable(m) and "forward" not in m.__dict__ and id(m) not in in_compiled:  # not already packed by an outer block
                 m.forward = packed_linear(m.weight, None if m.bias is None else m.bias.detach())
                 swapped.append(m)
         yield model

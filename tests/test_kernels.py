@@ -149,6 +149,24 @@ def test_packed_linears_only_inside_the_block_and_only_without_autograd(monkeypa
     assert torch.equal(packed_tokens, generate(model, ids, max_new_tokens=12, greedy=True))
 
 
+
+@needs_onednn
+def test_decoding_with_compiled_blocks_leaves_their_layers_to_the_compiler(monkeypatch):
+    """infer.py --compile: the blocks are compiled, so decoding packs only the layers outside them
+    (the LM head); packing inside a compiled block would hand the compiler an op it cannot lower."""
+    from conftest import tiny_model
+    from kernels.compile import compile_blocks
+
+    monkeypatch.setattr(packed_linear_module, "MIN_PACKED", 0)
+    eager = tiny_model("decoder", pos="learned").eval()
+    model = compile_blocks(tiny_model("decoder", pos="learned").eval())
+    model.load_state_dict(eager.state_dict())
+    with torch.inference_mode(), packed_linears(model):
+        assert "forward" in model.lm_head.__dict__
+        assert not any("forward" in m.__dict__ for m in model.modules() if isinstance(m, torch.nn.Linear))
+    ids = torch.randint(1, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    assert torch.equal(generate(model, ids, max_new_tokens=6, greedy=True), generate(eager, ids, max_new_tokens=6, greedy=True))
+
 # -- the Adam(W) update as one compiled loop ----------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["adam", "adamw"])
 def test_compiled_adam_update_equals_the_readable_one_and_torch_optim(name):
