@@ -48,7 +48,7 @@ from minilm.config import from_preset  # noqa: E402
 from minilm.models import build_model  # noqa: E402
 from minilm.objectives import IGNORE_INDEX  # noqa: E402
 from minilm.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
-from minilm.trainer import TrainArgs, Trainer  # noqa: E402
+from minilm.trainer import TrainArgs, Trainer, cpu_has_bf16  # noqa: E402
 from report import machine, write_results  # noqa: E402
 
 SHAPES = {
@@ -61,7 +61,8 @@ VARIANTS = ["minilm eager fp32", "minilm eager bf16", "minilm compiled fp32", "m
 def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="gpt,bert", help="shapes to run, comma-separated (default: %(default)s)")
-    p.add_argument("--variants", default=",".join(VARIANTS), help="variants, comma-separated (default: all)")
+    p.add_argument("--variants", help="variants, comma-separated (default: all; the fp32 ones only on a CPU without bf16 "
+                                       "matrix instructions, where bf16 autocast is slower than fp32)")
     p.add_argument("--repeats", type=int, default=20, help="timed steps per variant (default: %(default)s)")
     p.add_argument("--warmup", type=int, default=3, help="untimed steps first, compilation included (default: %(default)s)")
     p.add_argument("--no-memory", action="store_true", help="skip the fresh-process peak memory runs")
@@ -133,6 +134,9 @@ def transformers_step(shape: dict):
 
 def build(shape: dict, variant: str, out_dir: str):
     return transformers_step(shape) if variant.startswith("transformers") else minilm_step(shape, variant, out_dir)
+
+
+DTYPE_NAMES = {"float32": "fp32", "bfloat16": "bf16"}
 
 
 def matmul_peak(dtype, n: int = 2048, repeats: int = 10) -> float:
@@ -222,9 +226,18 @@ def main(argv=None):
     args = parse_args(argv)
     if args.only:
         return only(args.only)
-    variants = args.variants.split(",")
-    peaks = {"float32": matmul_peak(torch.float32), "bfloat16": matmul_peak(torch.bfloat16)}
-    print(f"matmul peak: fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s", flush=True)
+    if args.variants:
+        variants = args.variants.split(",")
+    elif cpu_has_bf16():
+        variants = VARIANTS
+    else:
+        variants = [v for v in VARIANTS if "bf16" not in v]
+        print("this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX): the bf16 variants are left out "
+              "(--variants runs them anyway)", flush=True)
+    peaks = {"float32": matmul_peak(torch.float32)}
+    if any("bf16" in v for v in variants):
+        peaks["bfloat16"] = matmul_peak(torch.bfloat16)
+    print("matmul peak: " + ", ".join(f"{DTYPE_NAMES[k]} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()), flush=True)
     rows = []
     for name in args.models.split(","):
         shape = SHAPES[name]
@@ -271,7 +284,7 @@ def main(argv=None):
                           f"(estimate {row['memory_estimate']['total'] / 2**20:.0f} MiB)", flush=True)
     where = machine()
     result = {"machine": where, "matmul_peak_flops": peaks, "shapes": SHAPES, "repeats": args.repeats, "rows": rows}
-    lines = [f"Training step, {where}; matmul peak fp32 {peaks['float32'] / 1e9:.0f} GFLOP/s, bf16 {peaks['bfloat16'] / 1e9:.0f} GFLOP/s; "
+    lines = [f"Training step, {where}; matmul peak " + ", ".join(f"{DTYPE_NAMES[k]} {v / 1e9:.0f} GFLOP/s" for k, v in peaks.items()) + "; "
              f"medians of {args.repeats} steps.", "",
              "| model | variant | ms/step | tokens/s | MFU | vs transformers fp32 | first step, s (compilation) | peak memory: default / 64 KiB mmap threshold (estimate) |",
              "|---|---|---|---|---|---|---|---|"]

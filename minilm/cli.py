@@ -14,7 +14,7 @@ import torch
 from minilm import distributed
 from minilm.config import ATTN_IMPLS, LOSS_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
 from minilm.optim import OPTIMIZERS, SCHEDULES
-from minilm.trainer import TrainArgs
+from minilm.trainer import TrainArgs, cpu_has_bf16
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -76,6 +76,9 @@ def check_train_flags(p: argparse.ArgumentParser, args) -> None:
     check_positive(p, args, "max_steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every", "save_every")
     if args.dtype == "fp16" and pick_device(args.device).type != "cuda":
         p.error("--dtype fp16 needs a CUDA device (its dynamic loss scaling is for GPU fp16); on a CPU use --dtype bf16")
+    if args.dtype == "bf16" and pick_device(args.device).type == "cpu" and not cpu_has_bf16():
+        print("notice: this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX), so --dtype bf16 emulates "
+              "its products and runs slower than fp32 here; leave --dtype at fp32")
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         p.error("--tensorboard needs the tensorboard package: pip install tensorboard")
     if not 0 <= args.min_lr_ratio <= 1:

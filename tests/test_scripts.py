@@ -153,6 +153,17 @@ def test_bad_training_flags_are_refused(capsys):
         assert message in capsys.readouterr().err
 
 
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_on_a_cpu_without_bf16_instructions_gets_a_notice(monkeypatch, capsys, native):
+    import minilm.cli as cli
+
+    p = argparse.ArgumentParser()
+    cli.add_train_args(p, lr=1e-3, batch_size=8, seq_len=64)
+    monkeypatch.setattr(cli, "cpu_has_bf16", lambda: native)
+    cli.check_train_flags(p, p.parse_args(["--dtype", "bf16", "--device", "cpu"]))
+    assert ("no bf16 matrix instructions" in capsys.readouterr().out) is not native
+
 def test_mismatched_arch_and_objective_is_refused(capsys):
     with pytest.raises(SystemExit):
         train.main(["--arch", "decoder", "--objective", "mlm"])
