@@ -13,7 +13,6 @@ recompile, and the tensors go in flattened, so one graph with a dynamic length s
 `Adam(..., foreach="compiled")` uses it; tests/test_kernels.py holds it equal to the reference.
 """
 
-import torch
 
 from kernels.compile import fused
 

@@ -14,7 +14,6 @@ Notation: B batch, T time, C channels, V vocabulary, L labels.
 
 import math
 
-import torch
 from torch import nn
 
 from minilm.attention import KVCache

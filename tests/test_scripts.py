@@ -6,17 +6,13 @@ its lines reuse that topic's words, so the losses must fall by clear margins.
 
 import argparse
 import json
-import os
 import random
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import torch
-from safetensors.torch import load_file
 
 import finetune
 import infer

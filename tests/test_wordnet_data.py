@@ -1,7 +1,6 @@
 """The shipped default data: its structure, its promise (no dev/test text in the pretraining
 corpus), and that data/wordnet/prepare.py rebuilds it byte for byte where WordNet 3.0 is installed."""
 
-import gzip
 import json
 import os
 import subprocess
