@@ -27,16 +27,52 @@ def notice_once(error: Exception):
 def compile_blocks(model, dynamic: bool = True):
     """Replace each block of each stack by its compiled version, in place; returns the model.
 
-    If torch.compile is unavailable or fails on this machine, prints one notice and leaves the
-    eager model (the reference) in place."""
+    If torch.compile is unavailable or fails on this machine, now or at a block's first call, prints
+    one notice and leaves the eager model (the reference) in place."""
     try:
-        stacks = [m for m in model.modules() if hasattr(m, "blocks")]
-        for stack in stacks:
-            for block in stack.blocks:
-                block.compile(dynamic=dynamic)
+        blocks = [block for m in model.modules() if hasattr(m, "blocks") for block in m.blocks]
+        keep_cache_writes_eager()
+        for block in blocks:
+            block.compile(dynamic=dynamic)
+            block._compiled_call_impl = eager_on_failure(block, blocks)
     except Exception as e:  # no compiler toolchain, unsupported platform ...
         notice_once(e)
     return model
+
+
+def keep_cache_writes_eager():
+    """Decoding writes each step's keys and values into views of the KV cache's reserved buffers
+    (KVCache.append). Inductor cannot compile a write into a view of a tensor handed to the graph
+    (it fails on the first decoding step of an encoder-decoder, or with beams), so that method runs
+    outside the compiled graph: one graph break per block and step."""
+    from minilm.attention import KVCache
+
+    if not getattr(KVCache.append, "_minilm_eager", False):
+        KVCache.append = torch.compiler.disable(KVCache.append)
+        KVCache.append._minilm_eager = True
+
+
+def eager_on_failure(block, blocks):
+    """`block`'s compiled call, which, where compilation fails at a call, prints one notice and
+    returns every block of `blocks` to eager for good, then makes the call again, eagerly. Where
+    the failed call had already written to its KV cache (a graph compiled and ran before the one
+    that failed), running it again would write twice, so the error is raised instead."""
+    compiled_call = block._compiled_call_impl
+
+    def call(*args, **kwargs):
+        cache = kwargs.get("cache")
+        written = cache.positions() if cache is not None else None
+        try:
+            return compiled_call(*args, **kwargs)
+        except COMPILE_ERRORS as e:
+            notice_once(e)
+            for b in blocks:
+                b._compiled_call_impl = None
+            if cache is not None and cache.positions() != written:
+                raise
+            return block._call_impl(*args, **kwargs)
+
+    return call
 
 
 def fused(reference, dynamic: bool = True):

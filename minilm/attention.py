@@ -47,6 +47,10 @@ class KVCache:
         k, _ = next(iter(self.self_kv.values()))
         return k.shape[2]
 
+    def positions(self) -> int:
+        """Positions held, summed over the layers."""
+        return sum(k.shape[2] for k, _ in self.self_kv.values())
+
     def append(self, layer: int, k, v):
         """Add k, v (B, nh, T, hs) after the layer's past; returns all of them, (B, nh, S, hs)."""
         past = self.self_kv.get(layer)

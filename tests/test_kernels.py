@@ -216,6 +216,27 @@ def test_compiled_blocks_do_not_recompile_for_new_sequence_lengths():
         assert counters["stats"]["unique_graphs"] == 1, f"recompiled at length {T}"
 
 
+
+def test_compiled_blocks_decode_as_the_eager_model(capsys):
+    """infer.py --compile on an encoder-decoder, greedy and beams: the KV cache's in-place writes
+    stay outside the compiled graphs (inductor failed on them), and the tokens equal eager ones."""
+    from conftest import tiny_model
+    from kernels.compile import compile_blocks
+    from minilm.beam import beam_search
+
+    config = dict(dropout=0.1, attn_dropout=0.1, n_head=2, n_embd=64)  # as a trained checkpoint holds (eval mode)
+    eager = tiny_model("encoder-decoder", **config).eval()
+    model = compile_blocks(tiny_model("encoder-decoder", **config).eval())
+    model.load_state_dict(eager.state_dict())
+    ids = torch.randint(3, 50, (1, 7), generator=torch.Generator().manual_seed(1))
+    mask, ends = torch.ones_like(ids), dict(eos_id=2, pad_id=0, decoder_start_id=1)
+    with torch.no_grad():
+        assert torch.equal(generate(model, ids, mask, 6, greedy=True, **ends), generate(eager, ids, mask, 6, greedy=True, **ends))
+        assert torch.equal(beam_search(model, ids, mask, 6, 3, 1.0, **ends), beam_search(eager, ids, mask, 6, 3, 1.0, **ends))
+    blocks = [b for m in model.modules() if hasattr(m, "blocks") for b in m.blocks]
+    assert all(b._compiled_call_impl is not None for b in blocks)  # compiled still: nothing fell back to eager
+    assert "notice" not in capsys.readouterr().out
+
 # -- where torch.compile cannot run ------------------------------------------------------------------------------
 def test_fused_ops_fall_back_to_their_reference_with_one_notice(monkeypatch, capsys):
     import kernels.compile as kc
@@ -234,3 +255,24 @@ def test_fused_ops_fall_back_to_their_reference_with_one_notice(monkeypatch, cap
         torch.testing.assert_close(op(x, b), reference_bias_gelu(x, b))
     out = capsys.readouterr().out
     assert out.count("notice: torch.compile is unavailable here") == 1 and "running eager" in out
+
+
+def test_compiled_blocks_fall_back_to_eager_at_their_first_call_with_one_notice(monkeypatch, capsys):
+    import kernels.compile as kc
+    from conftest import tiny_model
+
+    def broken_compile(fn, **kwargs):
+        def run(*args, **kw):
+            raise kc.COMPILE_ERRORS[0]("inductor failed on this graph")
+        return run
+
+    monkeypatch.setattr(torch, "compile", broken_compile)
+    monkeypatch.setattr(kc, "_warned", False)
+    eager = tiny_model("decoder")
+    model = kc.compile_blocks(tiny_model("decoder"))
+    ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    for _ in range(2):
+        torch.testing.assert_close(model(ids), eager(ids))
+    assert all(b._compiled_call_impl is None for b in model.transformer.blocks)  # every block eager again
+    out = capsys.readouterr().out
+    assert out.count("notice: torch.compile is unavailable here") == 1 and "inductor failed" in out
