@@ -7,6 +7,7 @@ Notation: B batch, T time, C channels, V vocabulary, L labels.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -72,6 +73,12 @@ class GenerationSettings:
     seed: int | None = None
 
     def check(self):
+        for name in ("temperature", "top_p", "repetition_penalty", "length_penalty"):
+            value = getattr(self, name)
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value}")
+        if self.seed is not None and not -(2**63) <= self.seed < 2**64:
+            raise ValueError(f"seed must lie in [-2**63, 2**64), got {self.seed}")
         if self.max_new_tokens < 0:
             raise ValueError(f"max_new_tokens must be >= 0, got {self.max_new_tokens}")
         if self.temperature < 0:
@@ -93,6 +100,22 @@ def cut_at_stop(text: str, stops) -> tuple[str, bool]:
     return (text[: min(hits)], True) if hits else (text, False)
 
 
+def safe_to_show(text: str, stops) -> str:
+    """`text` less any ending that could be the start of a stop string: streaming holds that back
+    until the next tokens show whether the stop string completes (then it is cut) or not."""
+    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    return text[: len(text) - held]
+
+
+def tokens_until_stop(tokens: list[int], decode, stops) -> list[int]:
+    """The tokens up to and including the one that completed the first stop string (all of them
+    when none did), so that they agree with the text cut at that stop string."""
+    if not stops or not cut_at_stop(decode(tokens), stops)[1]:
+        return tokens
+    n = next(n for n in range(1, len(tokens) + 1) if cut_at_stop(decode(tokens[:n]), stops)[1])
+    return tokens[:n]
+
+
 def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSettings, on_text=None) -> list[dict]:
     """{"text", "tokens"} per prompt: the continuation (decoder) or the output (encoder-decoder).
 
@@ -103,6 +126,9 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     tk = tokenizer
     encoder_decoder = model.config.arch == "encoder-decoder"
     ids = [tk.encode(p, add_special=False) + ([tk.eos_id] if encoder_decoder else []) for p in prompts]
+    empty = [i + 1 for i, row in enumerate(ids) if not row]
+    if empty:
+        raise ValueError(f"prompt {empty[0]} of {len(prompts)} is empty: a decoder needs at least one token to continue")
     input_ids, mask = pad_prompts(ids, tk.pad_id, encoder_decoder)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
@@ -121,6 +147,8 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
                     text, hit = cut_at_stop(tk.decode(until_eos(produced[i], tk.eos_id)), settings.stop)
                     stopped[i] = hit
                     text = text.rstrip("\ufffd")  # an incomplete UTF-8 sequence: wait for its remaining bytes
+                    if not hit:
+                        text = safe_to_show(text, settings.stop)  # perhaps the start of a stop string: wait
                     if i == 0 and on_text is not None and len(text) > len(shown[0]) and text.startswith(shown[0]):
                         on_text(text[len(shown[0]) :])
                         shown[0] = text
@@ -133,7 +161,7 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
                        on_step=on_step if needs_steps else None, **common)
     results = []
     for row in new.tolist():
-        tokens = until_eos(row, tk.eos_id)
+        tokens = tokens_until_stop(until_eos(row, tk.eos_id), tk.decode, settings.stop)
         text, _ = cut_at_stop(tk.decode(tokens), settings.stop)
         results.append({"text": text, "tokens": tokens})
     if on_text is not None and settings.num_beams == 1 and results[0]["text"].startswith(shown[0]):

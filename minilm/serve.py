@@ -57,12 +57,16 @@ def texts_of(body: dict, one: str, many: str, limits: Limits) -> tuple[list[str]
     return texts, many in body
 
 
+def only(body: dict, endpoint: str, *known: str) -> None:
+    """Refuse fields the endpoint does not take (a misspelt "max_new_token" must not pass unseen)."""
+    unknown = sorted(set(body) - set(known))
+    if unknown:
+        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; {endpoint} takes {', '.join(sorted(known))}")
+
+
 def settings_of(body: dict, limits: Limits) -> GenerationSettings:
     """GenerationSettings from the request's fields, type-checked and bounded."""
-    known = set(SETTING_TYPES) | {"prompt", "prompts", "stream"}
-    unknown = sorted(set(body) - known)
-    if unknown:
-        raise BadRequest(f"unknown field(s) {', '.join(unknown)}; /generate takes {', '.join(sorted(known))}")
+    only(body, "/generate", *SETTING_TYPES, "prompt", "prompts", "stream")
     values = {}
     for name in SETTING_TYPES:
         if name not in body or body[name] is None:
@@ -124,15 +128,22 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(e.status, {"error": str(e)})
         except ValueError as e:  # the model refused the input (for example a prompt past its positions)
             self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+        except Exception as e:  # a bug: the client still gets an answer, and the server goes on
+            self.log_error("%s while answering POST %s", repr(e), self.path)
+            self.close_connection = True
+            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
 
     def read_body(self) -> dict:
-        length = self.headers.get("Content-Length")
-        if length is None:
+        header = self.headers.get("Content-Length")
+        if header is None:
             raise BadRequest("a request body with Content-Length is required", HTTPStatus.LENGTH_REQUIRED)
         try:
-            length = int(length)
+            length = int(header)
+            if length < 0:
+                raise ValueError
         except ValueError:
-            raise BadRequest(f"bad Content-Length {length!r}") from None
+            self.close_connection = True  # where this request's body ends is unknown
+            raise BadRequest(f"bad Content-Length {header!r}") from None
         if length > self.server.limits.max_body_bytes:
             self.close_connection = True  # the unread body must not be taken for the next request
             raise BadRequest(f"request body of {length} bytes is above the limit of {self.server.limits.max_body_bytes}",
@@ -181,13 +192,16 @@ class Handler(BaseHTTPRequestHandler):
         with s.lock:
             try:
                 result = inference.generate_texts(s.model, s.tokenizer, prompts, settings, lambda piece: event({"text": piece}))[0]
-            except ValueError as e:
-                return event({"error": str(e)})
+            except Exception as e:  # a ValueError: the model refused the input; anything else is a bug, answered all the same
+                if not isinstance(e, ValueError):
+                    self.log_error("%s while streaming /generate", repr(e))
+                return event({"error": str(e) if isinstance(e, ValueError) else f"internal error: {type(e).__name__}: {e}"})
         event({"done": True, **result})
 
     def predict(self, body: dict):
         self.require("predict")
         s = self.server
+        only(body, "/predict", "text", "texts", "pair", "top")
         texts, many = texts_of(body, "text", "texts", s.limits)
         pair, top = body.get("pair"), body.get("top", 1)
         if pair is not None and not isinstance(pair, str):
@@ -200,6 +214,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def embed(self, body: dict):
         s = self.server
+        only(body, "/embed", "text", "texts")
         texts, many = texts_of(body, "text", "texts", s.limits)
         with s.lock:
             vectors = inference.embed_texts(s.model, s.tokenizer, texts).tolist()

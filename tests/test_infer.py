@@ -26,6 +26,41 @@ def test_streamed_text_equals_the_plain_result(decoder_ckpt, capsys, how):
     assert streamed == plain + "\n" and plain.strip()
 
 
+
+def test_streaming_holds_back_the_start_of_a_stop_string(decoder_ckpt):
+    """A stop string that begins inside one token and ends in the next: the text streamed before
+    it completes must not show its first character, and the tokens end where the stop completed."""
+    from minilm.inference import GenerationSettings, cut_at_stop
+
+    model, tk = inference.load(decoder_ckpt)
+    free = inference.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True))[0]
+    t, stop = free["tokens"], None
+    for k in range(1, len(t) - 1):
+        a, b = tk.decode(t[: k + 1]), tk.decode(t[: k + 2])
+        if a.strip() and b.startswith(a) and b[len(a):] and (a[-1] + b[len(a):]) not in a:
+            stop = a[-1] + b[len(a):]
+            break
+    assert stop is not None, free
+    pieces = []
+    result = inference.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True, stop=[stop]),
+                                      pieces.append)[0]
+    assert "".join(pieces) == result["text"] == free["text"][: free["text"].index(stop)]
+    assert cut_at_stop(tk.decode(result["tokens"]), [stop]) == (result["text"], True)
+    assert stop not in tk.decode(result["tokens"][:-1])
+
+
+def test_empty_prompts_and_non_finite_settings_are_refused(decoder_ckpt):
+    from minilm.inference import GenerationSettings
+
+    model, tk = inference.load(decoder_ckpt)
+    with pytest.raises(ValueError, match="prompt 2 of 2 is empty"):
+        inference.generate_texts(model, tk, ["a", ""], GenerationSettings(max_new_tokens=2))
+    for bad, message in [(dict(temperature=float("nan")), "temperature must be a finite number"),
+                         (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number"),
+                         (dict(seed=2**70), "seed must lie in")]:
+        with pytest.raises(ValueError, match=message):
+            GenerationSettings(**bad).check()
+
 def test_beam_search_from_the_command_line(decoder_ckpt, capsys):
     common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--max-new-tokens", "10", "--json"]
     first = run(capsys, *common, "--num-beams", "4", "--length-penalty", "0.5")

@@ -90,6 +90,8 @@ def test_health_and_predict(cls_server):
     ("POST", "/predict", {"texts": []}, None, 400, "non-empty list"),
     ("POST", "/predict", {"texts": ["a"] * 9}, None, 413, "the limit is 8"),
     ("POST", "/predict", {"text": "a", "top": 0}, None, 400, '"top" must be a positive integer'),
+    ("POST", "/predict", {"text": "a", "colour": 1}, None, 400, "unknown field(s) colour; /predict takes"),
+    ("POST", "/embed", {"text": "a", "top": 1}, None, 400, "unknown field(s) top; /embed takes"),
     ("POST", "/predict", None, b'{"text": "' + b"a " * 4000 + b'"}', 413, "above the limit of 4096"),
     ("POST", "/generate", {"prompt": "a"}, None, 404, "can predict, not generate"),
     ("POST", "/nowhere", {"text": "a"}, None, 404, "no such endpoint"),
@@ -99,6 +101,26 @@ def test_bad_requests_get_json_errors(cls_server, method, path, body, raw, statu
     got, kind, payload = request(cls_server[0], method, path, body, raw)
     assert got == status and kind == "application/json"
     assert message in json.loads(payload)["error"]
+
+
+def test_a_negative_content_length_is_answered_at_once(cls_server):
+    import socket
+
+    with socket.create_connection(cls_server[0].server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
+        answer = sock.recv(4096).decode()
+    assert answer.startswith("HTTP/1.0 400") and "bad Content-Length '-1'" in answer
+
+
+def test_a_failure_inside_the_server_is_a_json_500_and_the_server_goes_on(cls_server, monkeypatch):
+    def broken(*args, **kwargs):
+        raise RuntimeError("something broke")
+
+    monkeypatch.setattr(inference, "predict_texts", broken)
+    status, kind, body = request(cls_server[0], "POST", "/predict", {"text": "a"})
+    assert status == 500 and kind == "application/json" and "RuntimeError: something broke" in json.loads(body)["error"]
+    monkeypatch.undo()
+    assert request(cls_server[0], "POST", "/predict", {"text": "a"})[0] == 200
 
 
 def test_requests_at_once_get_their_own_answers(cls_server):
@@ -131,6 +153,8 @@ def test_generate_plain_streamed_and_bounded(lm_server):
         ({"prompt": "a", "temperature": "hot"}, '"temperature" must be a number'),
         ({"prompt": "a", "top_p": 2.0}, "top_p must be in (0, 1]"),
         ({"prompt": "a", "colour": 1}, "unknown field(s) colour"),
+        ({"prompt": ""}, "prompt 1 of 1 is empty"),
+        ({"prompt": "a", "temperature": float("nan")}, "temperature must be a finite number"),
         ({"prompts": ["a", "b"], "stream": True}, '"stream" takes one "prompt"'),
     ]:
         status, _, body = request(server, "POST", "/generate", bad)
