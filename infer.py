@@ -24,6 +24,7 @@ from pathlib import Path
 import torch
 
 from minilm import inference
+from minilm.cli import a_or_an
 from minilm.data.corpus import not_utf8, open_text
 from minilm.inference import GenerationSettings
 from minilm.tokenizer import MASK
@@ -38,18 +39,35 @@ DEFAULT_CKPT = {
 }
 
 
+SERVE_API = """An HTTP JSON API over one checkpoint, on 127.0.0.1 unless --host says otherwise.
+
+  GET  /health    {"status", "arch", "head", "can"}
+  POST /generate  {"prompt": str} or {"prompts": [str]}; optional "max_new_tokens", "greedy", "temperature",
+                  "top_k", "top_p", "repetition_penalty", "num_beams", "length_penalty", "stop", "seed",
+                  "stream" (true: server-sent events of {"text": piece}, then {"done": true, "text", "tokens"})
+                  -> {"text", "tokens"} or {"results": [...]}
+  POST /predict   {"text": str} or {"texts": [str]}, optional "pair", "top" -> a result or {"results": [...]}
+  POST /embed     {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
+
+Errors are JSON {"error": ...} with a 4xx code (5xx for a failure inside the server). SIGTERM or
+Ctrl-C finish the requests in flight, then exit.
+"""
+
+
 def add_generation_flags(g):
     g.add_argument("--max-new-tokens", type=int, default=50, help="tokens to generate at most (default: %(default)s)")
     g.add_argument("--greedy", action="store_true", help="always take the most likely token")
     g.add_argument("--temperature", type=float, default=1.0, help="sampling temperature (default: %(default)s)")
-    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens only")
-    g.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p")
-    g.add_argument("--repetition-penalty", type=float, default=1.0, help="CTRL repetition penalty, > 1 discourages repeats")
-    g.add_argument("--num-beams", type=int, default=1, help="beam search with this many beams (default: 1, no beam search)")
+    g.add_argument("--top-k", type=int, help="sample among the k most likely tokens only (default: off)")
+    g.add_argument("--top-p", type=float, help="sample from the smallest set of tokens with probability >= p (default: off)")
+    g.add_argument("--repetition-penalty", type=float, default=1.0,
+                   help="CTRL repetition penalty, > 1 discourages repeats (default: %(default)s, off)")
+    g.add_argument("--num-beams", type=int, default=1,
+                   help="beam search with this many beams; the sampling flags do not apply to it (default: 1, no beam search)")
     g.add_argument("--length-penalty", type=float, default=1.0,
                    help="beam search: scores are divided by length ** this; > 0 favours longer outputs (default: %(default)s)")
     g.add_argument("--stop", action="append", default=[], help="stop when this string is generated (repeatable)")
-    g.add_argument("--seed", type=int, help="random seed for sampling")
+    g.add_argument("--seed", type=int, help="random seed for sampling: the same seed gives the same text (default: a fresh one)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -59,7 +77,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = sub.add_parser("generate", help="continue a prompt with a decoder (or encoder-decoder) checkpoint")
     g.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
     add_generation_flags(g)
-    g.add_argument("--stream", action="store_true", help="print text as it is produced (one prompt, no beams)")
+    g.add_argument("--stream", action="store_true",
+                   help="print text as it is produced (one prompt, no beams, no --json; otherwise the whole text at the end)")
 
     pr = sub.add_parser("predict", help="label texts (classifier), score them (regression) or tag their words (ner)")
     pr.add_argument("texts", nargs="*", help="texts to label (default: --file, else standard input)")
@@ -74,7 +93,8 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("texts", nargs="*", help="texts to embed (default: --file, else standard input)")
     em.add_argument("--no-normalize", action="store_true", help="keep the raw mean (default: scaled to unit length)")
 
-    sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /health")
+    sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /embed, /health",
+                        description=SERVE_API, formatter_class=argparse.RawDescriptionHelpFormatter)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")
     sv.add_argument("--max-body-bytes", type=int, default=1 << 20, help="largest request body accepted (default: %(default)s)")
@@ -82,8 +102,8 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-new-tokens-limit", type=int, default=256, help="largest max_new_tokens accepted (default: %(default)s)")
     sv.add_argument("--max-batch", type=int, default=64, help="most texts or prompts in one request (default: %(default)s)")
 
-    for s in (g, pr, fm, em, sv):
-        s.add_argument("--ckpt", help=f"checkpoint directory (default: {', '.join(f'{k}: {v.relative_to(ROOT)}' for k, v in DEFAULT_CKPT.items())})")
+    for name, s in (("generate", g), ("predict", pr), ("fill-mask", fm), ("embed", em), ("serve", sv)):
+        s.add_argument("--ckpt", help=f"checkpoint directory (default: {DEFAULT_CKPT[name].relative_to(ROOT)})")
         s.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
         s.add_argument("--compile", action="store_true", help="compile each block with torch.compile (pays off on long runs)")
@@ -91,6 +111,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--json", action="store_true", help="print JSON instead of text")
     for s in (pr, fm, em):
         s.add_argument("--file", help="read inputs from this file, one per line")
+    for s in (pr, em):
         s.add_argument("--batch-size", type=int, default=64, help="inputs per forward pass (default: %(default)s)")
     return p
 
@@ -99,6 +120,14 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     args.ckpt = args.ckpt or str(DEFAULT_CKPT[args.command])
+    for name in ("batch_size", "top", "top_k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch"):
+        value = getattr(args, name, None)
+        if value is not None and value < 1 and not (args.command == "generate" and name == "top_k"):
+            p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
+    if args.device.startswith("cuda") and not torch.cuda.is_available():
+        p.error(f"--device {args.device}: this torch sees no CUDA device (use --device cpu)")
+    if args.command == "serve" and not 0 <= args.port <= 65535:
+        p.error(f"--port must lie in [0, 65535], got {args.port}")
     return args
 
 
@@ -110,7 +139,7 @@ def load(args, needs: str):
         sys.exit(f"error: {e}")
     if needs in NEEDS and inference.kind(model) != needs:  # any model embeds; serve answers what the model can
         c = model.config
-        sys.exit(f"error: {args.ckpt} holds a {c.arch} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")
+        sys.exit(f"error: {args.ckpt} holds {a_or_an(c.arch)} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")
     return model, tokenizer
 
 
@@ -209,7 +238,10 @@ def cmd_serve(args):
 
     model, tk = load(args, "serve")
     limits = Limits(args.max_body_bytes, args.max_prompt_tokens, args.max_new_tokens_limit, args.max_batch)
-    serve(model, tk, args.host, args.port, limits)
+    try:
+        serve(model, tk, args.host, args.port, limits)
+    except OSError as e:  # the port is taken, the address is not this machine's ...
+        sys.exit(f"error: cannot serve on {args.host}:{args.port}: {e.strerror or e}")
 
 
 def main(argv=None):

@@ -29,7 +29,7 @@ from pathlib import Path
 
 
 from minilm import distributed
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, model_overrides, seed_everything, start, train_args
+from minilm.cli import a_or_an, add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, model_overrides, seed_everything, start, train_args
 from minilm.config import from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
@@ -69,7 +69,7 @@ def parse_args(argv=None):
     if args.objective is None:
         args.objective = DEFAULT_OBJECTIVE[args.arch]
     if OBJECTIVE_ARCH[args.objective] != args.arch:
-        p.error(f"--objective {args.objective} trains an {OBJECTIVE_ARCH[args.objective]}, not an {args.arch}")
+        p.error(f"--objective {args.objective} trains {a_or_an(OBJECTIVE_ARCH[args.objective])}, not {a_or_an(args.arch)}")
     check_train_flags(p, args)
     check_positive(p, args, "vocab_size", "eval_batches")
     if not 0 < args.val_fraction < 0.5:

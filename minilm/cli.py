@@ -136,6 +136,11 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
+def a_or_an(word: str) -> str:
+    """The word with its indefinite article: "an encoder", "a decoder"."""
+    return f"{'an' if word[:1].lower() in 'aeiou' else 'a'} {word}"
+
+
 def check_positive(p: argparse.ArgumentParser, args, *names) -> None:
     for name in names:
         value = getattr(args, name)

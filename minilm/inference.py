@@ -33,6 +33,9 @@ def load(ckpt, device: str = "cpu", quantize: str | None = None, compile: bool =
     `compile` compiles each block with torch.compile (kernels/compile.py)."""
     model = from_pretrained(ckpt).to(device)
     tokenizer = Tokenizer.load(resolve_checkpoint(ckpt))
+    if tokenizer.vocab_size > model.config.vocab_size:
+        raise ValueError(f"{resolve_checkpoint(ckpt)}: tokenizer.json has {tokenizer.vocab_size} tokens, more than the "
+                         f"{model.config.vocab_size} rows of the model's embedding: the tokenizer is not this model's")
     if quantize:
         from minilm.quantize import quantize as to_int8
 
@@ -175,19 +178,33 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
 WORD = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks, as the tagging corpora split them
 
 
+def tag_words(model, tokenizer, word_lists: list[list[str]], batch_size: int, device) -> list[list[int]]:
+    """Tag ids for every word of every word list. A list longer than the model's positions is
+    tagged in consecutive pieces that fit, each piece starting at the first word the one before
+    could not reach (a piece sees no context from the others)."""
+    sentences = [Sentence(w, [], f"input {i + 1}") for i, w in enumerate(word_lists)]
+    data = TaggingData(sentences, tokenizer, [[0] * len(w) for w in word_lists], model.config.max_seq_len, batch_size)
+    out = []
+    for w, index, tags in zip(word_lists, data.word_index, predict_tags(model, data, device)):
+        reached = max((k for k in index if k is not None), default=-1) + 1  # words with at least their first subword in
+        if 0 < reached < len(w):
+            tags = tags[:reached] + tag_words(model, tokenizer, [w[reached:]], batch_size, device)[0]
+        out.append(tags)
+    return out
+
+
 def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, top: int = 1, batch_size: int = 64) -> list[dict]:
     """cls: {"label", "probability", "top"}; regression: {"value"}; token: {"words", "tags", "entities"}."""
     head, device = model.config.head, next(model.parameters()).device
     names = model.config.labels
     if head == "token":
-        sentences = [Sentence(WORD.findall(t), [], f"input {i + 1}") for i, t in enumerate(texts)]
-        data = TaggingData(sentences, tokenizer, [[0] * len(s.words) for s in sentences], model.config.max_seq_len, batch_size)
+        words = [WORD.findall(t) for t in texts]
         results = []
-        for text, s, tag_ids in zip(texts, sentences, predict_tags(model, data, device)):
+        for text, w, tag_ids in zip(texts, words, tag_words(model, tokenizer, words, batch_size, device)):
             tags = [names[t] if names else str(t) for t in tag_ids]
-            out = {"text": text, "words": s.words, "tags": tags}
+            out = {"text": text, "words": w, "tags": tags}
             if names and is_bio(names):
-                out["entities"] = [{"type": kind_, "start": a, "end": b, "text": " ".join(s.words[a:b])}
+                out["entities"] = [{"type": kind_, "start": a, "end": b, "text": " ".join(w[a:b])}
                                    for kind_, a, b in entity_spans(tags)]
             results.append(out)
         return results
@@ -210,14 +227,18 @@ def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5) -> list[dict]:
     """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}."""
     device, results = next(model.parameters()).device, []
     for text in texts:
-        ids = tokenizer.encode(text)[: model.config.max_seq_len]
+        full = tokenizer.encode(text)
+        ids = full[: model.config.max_seq_len]
         positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
         if not positions:
+            if tokenizer.mask_id in full:
+                raise ValueError(f"the {MASK} of {text[:60]!r}... lies past the model's {model.config.max_seq_len} positions "
+                                 f"(the text is {len(full)} tokens); shorten the text before it")
             raise ValueError(f"no {MASK} in {text!r}")
         logits = model(torch.tensor([ids], device=device))[0]  # (T, V)
         masks = []
         for pos in positions:
-            best = logits[pos].float().softmax(-1).topk(top_k)
+            best = logits[pos].float().softmax(-1).topk(min(top_k, logits.shape[-1]))
             masks.append([{"token": tokenizer.id_to_token(i), "probability": float(p)}
                           for p, i in zip(best.values.tolist(), best.indices.tolist())])
         results.append({"text": text, "masks": masks})

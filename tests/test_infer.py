@@ -61,6 +61,46 @@ def test_empty_prompts_and_non_finite_settings_are_refused(decoder_ckpt):
         with pytest.raises(ValueError, match=message):
             GenerationSettings(**bad).check()
 
+
+def test_a_tagger_tags_every_word_of_a_text_longer_than_its_positions(encoder_ckpt):
+    """Words past the model's max_seq_len are tagged in further pieces, not given a default tag."""
+    from minilm.config import ModelConfig
+    from minilm.models import build_model
+
+    model, tk = inference.load(encoder_ckpt)
+    config = ModelConfig(**{**model.config.__dict__, "head": "token", "n_labels": 3, "labels": ["O", "B-x", "I-x"]})
+    torch.manual_seed(0)
+    tagger = build_model(config).eval()
+    with torch.no_grad():
+        tagger.classifier.out.weight.normal_(0, 1.0)  # an untrained head, made to tell its words apart
+    words = ("the dog cat horse bread cheese apple rice " * 40).split()
+    _, index = tk.encode_words([words], max_len=config.max_seq_len)
+    reached = max(k for k in index[0] if k is not None) + 1
+    assert reached < len(words)  # the text does not fit in one window
+    whole = inference.predict_texts(tagger, tk, [" ".join(words)])[0]
+    first = inference.predict_texts(tagger, tk, [" ".join(words[:reached])])[0]
+    rest = inference.predict_texts(tagger, tk, [" ".join(words[reached:])])[0]
+    assert whole["words"] == words and whole["tags"] == first["tags"] + rest["tags"]
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["predict", "--top", "0", "a"], "--top must be positive, got 0"),
+    (["embed", "--batch-size", "0", "a"], "--batch-size must be positive, got 0"),
+    (["fill-mask", "--top-k", "-1", "a"], "--top-k must be positive, got -1"),
+    (["serve", "--port", "70000"], "--port must lie in [0, 65535]"),
+])
+def test_bad_infer_flags_are_refused_before_loading(capsys, argv, message):
+    with pytest.raises(SystemExit):
+        infer.main([*argv, "--ckpt", "/nonexistent"])
+    assert message in capsys.readouterr().err
+
+
+def test_fill_mask_past_the_models_positions_says_so(encoder_ckpt):
+    model, tk = inference.load(encoder_ckpt)
+    text = "dog " * model.config.max_seq_len + "[MASK]"
+    with pytest.raises(ValueError, match=r"lies past the model's \d+ positions"):
+        inference.fill_mask(model, tk, [text])
+
 def test_beam_search_from_the_command_line(decoder_ckpt, capsys):
     common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--max-new-tokens", "10", "--json"]
     first = run(capsys, *common, "--num-beams", "4", "--length-penalty", "0.5")

@@ -163,7 +163,7 @@ def test_bf16_on_a_cpu_without_bf16_instructions_gets_a_notice(monkeypatch, caps
 def test_mismatched_arch_and_objective_is_refused(capsys):
     with pytest.raises(SystemExit):
         train.main(["--arch", "decoder", "--objective", "mlm"])
-    assert "--objective mlm trains an encoder, not an decoder" in capsys.readouterr().err
+    assert "--objective mlm trains an encoder, not a decoder" in capsys.readouterr().err
 
 
 def test_missing_corpus_is_a_clear_error(tmp_path, capsys):
