@@ -101,6 +101,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-prompt-tokens", type=int, default=512, help="longest prompt accepted, in tokens (default: %(default)s)")
     sv.add_argument("--max-new-tokens-limit", type=int, default=256, help="largest max_new_tokens accepted (default: %(default)s)")
     sv.add_argument("--max-batch", type=int, default=64, help="most texts or prompts in one request (default: %(default)s)")
+    sv.add_argument("--max-beams", type=int, default=8, help="largest num_beams accepted (default: %(default)s)")
 
     for name, s in (("generate", g), ("predict", pr), ("fill-mask", fm), ("embed", em), ("serve", sv)):
         s.add_argument("--ckpt", help=f"checkpoint directory (default: {DEFAULT_CKPT[name].relative_to(ROOT)})")
@@ -120,7 +121,7 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     args.ckpt = args.ckpt or str(DEFAULT_CKPT[args.command])
-    for name in ("batch_size", "top", "top_k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch"):
+    for name in ("batch_size", "top", "top_k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch", "max_beams"):
         value = getattr(args, name, None)
         if value is not None and value < 1 and not (args.command == "generate" and name == "top_k"):
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -237,7 +238,7 @@ def cmd_serve(args):
     from minilm.serve import Limits, serve
 
     model, tk = load(args, "serve")
-    limits = Limits(args.max_body_bytes, args.max_prompt_tokens, args.max_new_tokens_limit, args.max_batch)
+    limits = Limits(args.max_body_bytes, args.max_prompt_tokens, args.max_new_tokens_limit, args.max_batch, args.max_beams)
     try:
         serve(model, tk, args.host, args.port, limits)
     except OSError as e:  # the port is taken, the address is not this machine's ...

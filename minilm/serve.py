@@ -9,8 +9,8 @@
     POST /predict    {"text": str} or {"texts": [str]} (and "pair", "top") -> one result or {"results": [...]}
     POST /embed      {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
 
-It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths and
-max_new_tokens are bounded (`Limits`); errors are JSON `{"error": ...}` with a 4xx code. Requests
+It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths,
+max_new_tokens and num_beams are bounded (`Limits`); errors are JSON `{"error": ...}` with a 4xx code. Requests
 are served on threads; the model answers one at a time (one lock), so the answers are those of
 the CLI. SIGTERM or SIGINT stop accepting, let the requests in flight finish, and exit.
 """
@@ -34,6 +34,7 @@ class Limits:
     max_prompt_tokens: int = 512
     max_new_tokens: int = 256
     max_batch: int = 64
+    max_beams: int = 8
 
 
 class BadRequest(Exception):
@@ -89,6 +90,8 @@ def settings_of(body: dict, limits: Limits) -> GenerationSettings:
     settings = GenerationSettings(**values)
     if settings.max_new_tokens > limits.max_new_tokens:
         raise BadRequest(f"max_new_tokens={settings.max_new_tokens} is above this server's limit of {limits.max_new_tokens}")
+    if settings.num_beams > limits.max_beams:
+        raise BadRequest(f"num_beams={settings.num_beams} is above this server's limit of {limits.max_beams}")
     try:
         return settings.check()
     except ValueError as e:
@@ -111,6 +114,19 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(data)))
         self.end_headers()
         self.wfile.write(data)
+
+    def handle_one_request(self):
+        """One request, counted as in flight from its first byte to its answer; a connection kept
+        open and idle between requests is not (it does not hold up the exit)."""
+        try:
+            if not self.rfile.peek(1):  # the client closed the connection
+                self.close_connection = True
+                return
+        except (TimeoutError, ConnectionError):  # idle past Handler.timeout, or reset
+            self.close_connection = True
+            return
+        with self.server.in_flight:
+            super().handle_one_request()
 
     def do_GET(self):
         if self.path != "/health":
@@ -221,15 +237,35 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(HTTPStatus.OK, {"embeddings": vectors} if many else {"embedding": vectors[0]})
 
 
+class InFlight:
+    """A count of the requests being answered, and a wait for it to reach zero."""
+
+    def __init__(self):
+        self.count, self.zero = 0, threading.Condition()
+
+    def __enter__(self):
+        with self.zero:
+            self.count += 1
+
+    def __exit__(self, *exc):
+        with self.zero:
+            self.count -= 1
+            self.zero.notify_all()
+
+    def wait(self):
+        with self.zero:
+            self.zero.wait_for(lambda: self.count == 0)
+
+
 class Server(ThreadingHTTPServer):
-    daemon_threads = False  # server_close() waits for the requests in flight
-    block_on_close = True
+    daemon_threads = True  # idle connections die with the process; requests in flight are waited for (InFlight)
+    block_on_close = False
 
 
 def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, quiet=False) -> Server:
     server = Server((host, port), Handler)
     server.model, server.tokenizer, server.limits, server.quiet = model.eval(), tokenizer, limits or Limits(), quiet
-    server.lock = threading.Lock()
+    server.lock, server.in_flight = threading.Lock(), InFlight()
     return server
 
 
@@ -247,4 +283,5 @@ def serve(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: L
     print(f"serving {inference.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
     server.serve_forever()
     server.server_close()
+    server.in_flight.wait()
     print("stopped", flush=True)

@@ -5,6 +5,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import threading
@@ -104,8 +105,6 @@ def test_bad_requests_get_json_errors(cls_server, method, path, body, raw, statu
 
 
 def test_a_negative_content_length_is_answered_at_once(cls_server):
-    import socket
-
     with socket.create_connection(cls_server[0].server_address[:2], timeout=10) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")
         answer = b""
@@ -157,6 +156,7 @@ def test_generate_plain_streamed_and_bounded(lm_server):
         ({"prompt": "a", "top_p": 2.0}, "top_p must be in (0, 1]"),
         ({"prompt": "a", "colour": 1}, "unknown field(s) colour"),
         ({"prompt": ""}, "prompt 1 of 1 is empty"),
+        ({"prompt": "a", "num_beams": 9}, "num_beams=9 is above this server's limit of 8"),
         ({"prompt": "a", "temperature": float("nan")}, "temperature must be a finite number"),
         ({"prompts": ["a", "b"], "stream": True}, '"stream" takes one "prompt"'),
     ]:
@@ -174,9 +174,11 @@ def test_serve_binds_to_localhost_and_exits_cleanly_on_sigterm(classifier_ckpt):
         conn = http.client.HTTPConnection(match.group(1), int(match.group(2)), timeout=30)
         conn.request("GET", "/health")
         assert conn.getresponse().status == 200
+        idle = socket.create_connection((match.group(1), int(match.group(2))))  # open, never used: must not delay the exit
         conn.close()
         proc.send_signal(signal.SIGTERM)
-        out, err = proc.communicate(timeout=30)
+        out, err = proc.communicate(timeout=20)
+        idle.close()
     finally:
         proc.kill()
     assert proc.returncode == 0, err
