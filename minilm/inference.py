@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import re
+import sys
 from dataclasses import dataclass, field
 
 import torch
@@ -33,9 +34,9 @@ def load(ckpt, device: str = "cpu", quantize: str | None = None, compile: bool =
     `compile` compiles each block with torch.compile (kernels/compile.py)."""
     model = from_pretrained(ckpt).to(device)
     tokenizer = Tokenizer.load(resolve_checkpoint(ckpt))
-    if tokenizer.vocab_size > model.config.vocab_size:
-        raise ValueError(f"{resolve_checkpoint(ckpt)}: tokenizer.json has {tokenizer.vocab_size} tokens, more than the "
-                         f"{model.config.vocab_size} rows of the model's embedding: the tokenizer is not this model's")
+    if tokenizer.vocab_size > model.config.vocab_size:  # text that meets the extra tokens would fail inside the model
+        print(f"warning: {resolve_checkpoint(ckpt)}: tokenizer.json has {tokenizer.vocab_size} tokens, more than the "
+              f"{model.config.vocab_size} rows of the model's embedding; is the tokenizer this model's?", file=sys.stderr)
     if quantize:
         from minilm.quantize import quantize as to_int8
 
