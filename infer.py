@@ -49,8 +49,8 @@ SERVE_API = """An HTTP JSON API over one checkpoint, on 127.0.0.1 unless --host 
   POST /predict   {"text": str} or {"texts": [str]}, optional "pair", "top" -> a result or {"results": [...]}
   POST /embed     {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
 
-Errors are JSON {"error": ...} with a 4xx code (5xx for a failure inside the server). SIGTERM or
-Ctrl-C finish the requests in flight, then exit.
+Errors are JSON {"error": ...} with a 4xx code (500 for a failure inside the server); a stream that
+fails ends with a {"error": ...} event. SIGTERM or Ctrl-C finish the requests in flight, then exit.
 """
 
 

@@ -8,10 +8,11 @@ sequence length from recompiling.
 import torch
 
 _warned = False
-try:  # what torch.compile raises when it cannot compile (a missing C++ compiler, an unsupported op ...)
-    from torch._dynamo.exc import TorchDynamoException as _DynamoError
+try:  # what torch.compile raises when it cannot compile (a missing C++ compiler, an unsupported op ...),
+    # not the errors it finds in the model itself (a shape mismatch met while tracing is the model's error)
+    from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError, Unsupported
 
-    COMPILE_ERRORS = (_DynamoError, OSError)
+    COMPILE_ERRORS = (Unsupported, BackendCompilerFailed, InternalTorchDynamoError, OSError)
 except ImportError:  # pragma: no cover - a torch without dynamo
     COMPILE_ERRORS = (RuntimeError, OSError)
 
@@ -27,8 +28,8 @@ def notice_once(error: Exception):
 def compile_blocks(model, dynamic: bool = True):
     """Replace each block of each stack by its compiled version, in place; returns the model.
 
-    If torch.compile is unavailable or fails on this machine, now or at a block's first call, prints
-    one notice and leaves the eager model (the reference) in place."""
+    If torch.compile is unavailable or fails on this machine, now or at a block's first forward
+    call, prints one notice and leaves the eager model (the reference) in place."""
     try:
         blocks = [block for m in model.modules() if hasattr(m, "blocks") for block in m.blocks]
         keep_cache_writes_eager()
@@ -53,23 +54,24 @@ def keep_cache_writes_eager():
 
 
 def eager_on_failure(block, blocks):
-    """`block`'s compiled call, which, where compilation fails at a call, prints one notice and
-    returns every block of `blocks` to eager for good, then makes the call again, eagerly. Where
-    the failed call had already written to its KV cache (a graph compiled and ran before the one
-    that failed), running it again would write twice, so the error is raised instead."""
+    """`block`'s compiled call, which, where compilation fails at a forward call, prints one
+    notice and returns every block of `blocks` to eager for good, then makes the call again,
+    eagerly. A graph compiled and run before the one that failed may have appended to the KV
+    cache (KVCache.append is a graph break), so the cache is put back as it was first. (Backward
+    graphs are compiled when backward first runs, outside this call: a failure there is raised.)"""
     compiled_call = block._compiled_call_impl
 
     def call(*args, **kwargs):
         cache = kwargs.get("cache")
-        written = cache.positions() if cache is not None else None
+        before = cache.snapshot() if cache is not None else None
         try:
             return compiled_call(*args, **kwargs)
         except COMPILE_ERRORS as e:
             notice_once(e)
             for b in blocks:
                 b._compiled_call_impl = None
-            if cache is not None and cache.positions() != written:
-                raise
+            if cache is not None:
+                cache.restore(before)
             return block._call_impl(*args, **kwargs)
 
     return call

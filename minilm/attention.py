@@ -47,9 +47,13 @@ class KVCache:
         k, _ = next(iter(self.self_kv.values()))
         return k.shape[2]
 
-    def positions(self) -> int:
-        """Positions held, summed over the layers."""
-        return sum(k.shape[2] for k, _ in self.self_kv.values())
+    def snapshot(self):
+        """What `restore` needs to undo the appends made after this call: the entries as they are
+        now (appends write past their ends into the buffers, or make new tensors)."""
+        return dict(self.self_kv), dict(self.cross_kv), dict(self.buffers)
+
+    def restore(self, snapshot):
+        self.self_kv, self.cross_kv, self.buffers = (dict(d) for d in snapshot)
 
     def append(self, layer: int, k, v):
         """Add k, v (B, nh, T, hs) after the layer's past; returns all of them, (B, nh, S, hs)."""

@@ -107,7 +107,7 @@ def cut_at_stop(text: str, stops) -> tuple[str, bool]:
 def safe_to_show(text: str, stops) -> str:
     """`text` less any ending that could be the start of a stop string: streaming holds that back
     until the next tokens show whether the stop string completes (then it is cut) or not."""
-    held = max((k for s in stops for k in range(1, len(s)) if text.endswith(s[:k])), default=0)
+    held = max((k for s in stops for k in range(1, min(len(s), len(text) + 1)) if text.endswith(s[:k])), default=0)
     return text[: len(text) - held]
 
 
@@ -179,18 +179,37 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
 WORD = re.compile(r"\w+|[^\w\s]")  # words and single punctuation marks, as the tagging corpora split them
 
 
+def windows(word_index: list, n_words: int, max_len: int) -> list[tuple[int, int]]:
+    """Consecutive word ranges [a, b) of one sentence whose subwords, with the special tokens,
+    fit in max_len positions; word_index maps the untruncated subwords to their words (None:
+    special token). Every range holds at least one word (a longer word is cut by the model's
+    truncation, as before)."""
+    budget = max_len - sum(w is None for w in word_index)
+    sizes = [0] * n_words
+    for w in word_index:
+        if w is not None:
+            sizes[w] += 1
+    out, start, used = [], 0, 0
+    for w, size in enumerate(sizes):
+        if w > start and used + size > budget:
+            out.append((start, w))
+            start, used = w, 0
+        used += size
+    return out + [(start, n_words)] if n_words else []
+
+
 def tag_words(model, tokenizer, word_lists: list[list[str]], batch_size: int, device) -> list[list[int]]:
     """Tag ids for every word of every word list. A list longer than the model's positions is
-    tagged in consecutive pieces that fit, each piece starting at the first word the one before
-    could not reach (a piece sees no context from the others)."""
-    sentences = [Sentence(w, [], f"input {i + 1}") for i, w in enumerate(word_lists)]
-    data = TaggingData(sentences, tokenizer, [[0] * len(w) for w in word_lists], model.config.max_seq_len, batch_size)
-    out = []
-    for w, index, tags in zip(word_lists, data.word_index, predict_tags(model, data, device)):
-        reached = max((k for k in index if k is not None), default=-1) + 1  # words with at least their first subword in
-        if 0 < reached < len(w):
-            tags = tags[:reached] + tag_words(model, tokenizer, [w[reached:]], batch_size, device)[0]
-        out.append(tags)
+    tagged in consecutive windows that fit (a window sees no context from the others); all the
+    windows of all the lists go through the model together."""
+    max_len = model.config.max_seq_len
+    _, index = tokenizer.encode_words(word_lists)  # untruncated: where the windows must end
+    pieces = [(i, a, b) for i, (w, wi) in enumerate(zip(word_lists, index)) for a, b in windows(wi, len(w), max_len)]
+    sentences = [Sentence(word_lists[i][a:b], [], f"input {i + 1}") for i, a, b in pieces]
+    data = TaggingData(sentences, tokenizer, [[0] * len(s.words) for s in sentences], max_len, batch_size)
+    out = [[] for _ in word_lists]
+    for (i, _, _), tags in zip(pieces, predict_tags(model, data, device)):
+        out[i] += tags
     return out
 
 

@@ -10,7 +10,8 @@
     POST /embed      {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
 
 It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths,
-max_new_tokens and num_beams are bounded (`Limits`); errors are JSON `{"error": ...}` with a 4xx code. Requests
+max_new_tokens, num_beams and stop strings are bounded (`Limits`); errors are JSON `{"error": ...}`
+with a 4xx code (500 for a failure inside the server; an `{"error"}` event inside a stream). Requests
 are served on threads; the model answers one at a time (one lock), so the answers are those of
 the CLI. SIGTERM or SIGINT stop accepting, let the requests in flight finish, and exit.
 """
@@ -35,6 +36,8 @@ class Limits:
     max_new_tokens: int = 256
     max_batch: int = 64
     max_beams: int = 8
+    max_stops: int = 16  # stop strings per request
+    max_stop_chars: int = 256  # characters per stop string
 
 
 class BadRequest(Exception):
@@ -90,6 +93,8 @@ def settings_of(body: dict, limits: Limits) -> GenerationSettings:
     settings = GenerationSettings(**values)
     if settings.max_new_tokens > limits.max_new_tokens:
         raise BadRequest(f"max_new_tokens={settings.max_new_tokens} is above this server's limit of {limits.max_new_tokens}")
+    if len(settings.stop) > limits.max_stops or any(len(x) > limits.max_stop_chars for x in settings.stop):
+        raise BadRequest(f"at most {limits.max_stops} stop strings of at most {limits.max_stop_chars} characters each")
     if settings.num_beams > limits.max_beams:
         raise BadRequest(f"num_beams={settings.num_beams} is above this server's limit of {limits.max_beams}")
     try:
@@ -125,8 +130,13 @@ class Handler(BaseHTTPRequestHandler):
         except (TimeoutError, ConnectionError):  # idle past Handler.timeout, or reset
             self.close_connection = True
             return
-        with self.server.in_flight:
+        if not self.server.in_flight.enter():  # the server is stopping: the connection is closed unanswered
+            self.close_connection = True
+            return
+        try:
             super().handle_one_request()
+        finally:
+            self.server.in_flight.leave()
 
     def do_GET(self):
         if self.path != "/health":
@@ -135,6 +145,7 @@ class Handler(BaseHTTPRequestHandler):
         self.send_json(HTTPStatus.OK, {"status": "ok", "arch": c.arch, "head": c.head, "can": inference.kind(self.server.model)})
 
     def do_POST(self):
+        self.streaming = False  # set once a stream's headers are sent: no other answer may follow
         routes = {"/generate": self.generate, "/predict": self.predict, "/embed": self.embed}
         try:
             if self.path not in routes:
@@ -144,10 +155,13 @@ class Handler(BaseHTTPRequestHandler):
             self.send_json(e.status, {"error": str(e)})
         except ValueError as e:  # the model refused the input (for example a prompt past its positions)
             self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
-        except Exception as e:  # a bug: the client still gets an answer, and the server goes on
+        except ConnectionError:  # the client went away: nobody to answer
+            self.close_connection = True
+        except Exception as e:  # a bug: the client still gets an answer (unless a stream has begun), and the server goes on
             self.log_error("%s while answering POST %s", repr(e), self.path)
             self.close_connection = True
-            self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
+            if not self.streaming:
+                self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
 
     def read_body(self) -> dict:
         header = self.headers.get("Content-Length")
@@ -182,8 +196,10 @@ class Handler(BaseHTTPRequestHandler):
         s = self.server
         prompts, many = texts_of(body, "prompt", "prompts", s.limits)
         settings = settings_of(body, s.limits)
-        for p in prompts:
+        for i, p in enumerate(prompts):
             n = len(s.tokenizer.encode(p, add_special=False))
+            if n == 0 and s.model.config.arch != "encoder-decoder":  # refused before a stream's headers go out
+                raise BadRequest(f"prompt {i + 1} of {len(prompts)} is empty: a decoder needs at least one token to continue")
             if n > s.limits.max_prompt_tokens:
                 raise BadRequest(f"prompt of {n} tokens is above this server's limit of {s.limits.max_prompt_tokens}")
         stream = body.get("stream", False)
@@ -195,6 +211,7 @@ class Handler(BaseHTTPRequestHandler):
             with s.lock:
                 results = inference.generate_texts(s.model, s.tokenizer, prompts, settings)
             return self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
+        self.streaming = True
         self.send_response(HTTPStatus.OK)
         self.send_header("Content-Type", "text/event-stream")
         self.send_header("Cache-Control", "no-cache")
@@ -208,6 +225,8 @@ class Handler(BaseHTTPRequestHandler):
         with s.lock:
             try:
                 result = inference.generate_texts(s.model, s.tokenizer, prompts, settings, lambda piece: event({"text": piece}))[0]
+            except ConnectionError:  # the client went away mid-stream
+                raise
             except Exception as e:  # a ValueError: the model refused the input; anything else is a bug, answered all the same
                 if not isinstance(e, ValueError):
                     self.log_error("%s while streaming /generate", repr(e))
@@ -238,22 +257,28 @@ class Handler(BaseHTTPRequestHandler):
 
 
 class InFlight:
-    """A count of the requests being answered, and a wait for it to reach zero."""
+    """A count of the requests being answered; once `close` is called no new one is taken, and
+    `close` returns when the count reaches zero."""
 
     def __init__(self):
-        self.count, self.zero = 0, threading.Condition()
+        self.count, self.closed, self.zero = 0, False, threading.Condition()
 
-    def __enter__(self):
+    def enter(self) -> bool:
+        """Count a new request in; False once closing (the request is not to be answered)."""
         with self.zero:
+            if self.closed:
+                return False
             self.count += 1
+            return True
 
-    def __exit__(self, *exc):
+    def leave(self):
         with self.zero:
             self.count -= 1
             self.zero.notify_all()
 
-    def wait(self):
+    def close(self):
         with self.zero:
+            self.closed = True
             self.zero.wait_for(lambda: self.count == 0)
 
 
@@ -283,5 +308,5 @@ def serve(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: L
     print(f"serving {inference.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
     server.serve_forever()
     server.server_close()
-    server.in_flight.wait()
+    server.in_flight.close()
     print("stopped", flush=True)

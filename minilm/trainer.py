@@ -21,6 +21,7 @@ from __future__ import annotations
 import contextlib
 import json
 import math
+import platform
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -77,9 +78,13 @@ def autocast(dtype: str, device: torch.device):
 
 
 def cpu_has_bf16() -> bool:
-    """This CPU multiplies bf16 matrices in hardware (AVX-512 BF16 or AMX), as oneDNN reports it.
-    Without them, bf16 autocast converts and emulates each product, slower than fp32 (a 384 x 1536
-    Linear layer 10x slower on an AVX2-only CPU). True where torch cannot tell."""
+    """This CPU multiplies bf16 matrices in hardware: AVX-512 BF16 or AMX on x86 (AVX-512 alone
+    is not enough), as oneDNN reports it elsewhere. Without them, bf16 autocast converts and
+    emulates each product, slower than fp32 (a 384 x 1536 Linear layer 10x slower on an AVX2-only
+    CPU). True where torch cannot tell."""
+    cpu = getattr(torch, "cpu", None)
+    if hasattr(cpu, "_is_avx512_bf16_supported") and hasattr(cpu, "_is_amx_tile_supported") and platform.machine() in ("x86_64", "AMD64"):
+        return bool(cpu._is_avx512_bf16_supported() or cpu._is_amx_tile_supported())
     probe = getattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", None)
     return probe is None or not torch.backends.mkldnn.is_available() or bool(probe())
 

@@ -9,6 +9,7 @@ from kernels.cross_entropy import chunked_cross_entropy, reference_cross_entropy
 from kernels.packed_linear import available as onednn_available
 from kernels.packed_linear import packed_linear, packed_linears
 import kernels.packed_linear as packed_linear_module
+from minilm.attention import KVCache
 from kernels.pointwise import bias_gelu, reference_bias_gelu, reference_residual_layer_norm, residual_layer_norm
 from minilm.attention import attention_bias
 from minilm.generate import generate
@@ -276,3 +277,28 @@ def test_compiled_blocks_fall_back_to_eager_at_their_first_call_with_one_notice(
     assert all(b._compiled_call_impl is None for b in model.transformer.blocks)  # every block eager again
     out = capsys.readouterr().out
     assert out.count("notice: torch.compile is unavailable here") == 1 and "inductor failed" in out
+
+
+def test_a_compiled_block_failing_after_a_cache_write_falls_back_with_the_cache_as_it_was(monkeypatch):
+    """KVCache.append runs between two compiled graphs: when the second one fails to compile, the
+    first has already appended, and the eager retry must not append a second time."""
+    import kernels.compile as kc
+    from conftest import tiny_model
+
+    def compile_failing_after_an_append(fn, **kwargs):
+        def run(*args, **kw):
+            k = torch.zeros(args[0].shape[0], 4, args[0].shape[1], 8)  # (B, nh, T, hs): what the first graph would append
+            kw["cache"].append(0, k, k)
+            raise kc.COMPILE_ERRORS[0]("inductor failed after the graph break")
+        return run
+
+    monkeypatch.setattr(torch, "compile", compile_failing_after_an_append)
+    monkeypatch.setattr(kc, "_warned", True)
+    eager = tiny_model("decoder", pos="learned")
+    model = kc.compile_blocks(tiny_model("decoder", pos="learned"))
+    ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(1))
+    cache, eager_cache = KVCache(capacity=12), KVCache(capacity=12)
+    with torch.no_grad():
+        torch.testing.assert_close(model(ids, cache=cache), eager(ids, cache=eager_cache), **TOL)
+        assert [k.shape[2] for k, _ in cache.self_kv.values()] == [7, 7]  # the prompt's 7 positions once per layer
+        torch.testing.assert_close(model(ids[:, :1], cache=cache), eager(ids[:, :1], cache=eager_cache), **TOL)

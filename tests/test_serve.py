@@ -157,6 +157,8 @@ def test_generate_plain_streamed_and_bounded(lm_server):
         ({"prompt": "a", "colour": 1}, "unknown field(s) colour"),
         ({"prompt": ""}, "prompt 1 of 1 is empty"),
         ({"prompt": "a", "num_beams": 9}, "num_beams=9 is above this server's limit of 8"),
+        ({"prompt": "a", "stop": "x" * 257}, "at most 16 stop strings of at most 256 characters"),
+        ({"prompt": "", "stream": True}, "prompt 1 of 1 is empty"),
         ({"prompt": "a", "temperature": float("nan")}, "temperature must be a finite number"),
         ({"prompts": ["a", "b"], "stream": True}, '"stream" takes one "prompt"'),
     ]:
@@ -171,10 +173,10 @@ def test_serve_binds_to_localhost_and_exits_cleanly_on_sigterm(classifier_ckpt):
         line = proc.stdout.readline()
         match = re.search(r"http://([\d.]+):(\d+)", line)
         assert match and match.group(1) == "127.0.0.1", line
-        conn = http.client.HTTPConnection(match.group(1), int(match.group(2)), timeout=30)
-        conn.request("GET", "/health")
-        assert conn.getresponse().status == 200
         idle = socket.create_connection((match.group(1), int(match.group(2))))  # open, never used: must not delay the exit
+        conn = http.client.HTTPConnection(match.group(1), int(match.group(2)), timeout=30)
+        conn.request("GET", "/health")  # answered after the idle connection was accepted (accept is first come, first served)
+        assert conn.getresponse().status == 200
         conn.close()
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=20)
