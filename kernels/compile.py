@@ -8,11 +8,13 @@ sequence length from recompiling.
 import torch
 
 _warned = False
-try:  # what torch.compile raises when it cannot compile (a missing C++ compiler, an unsupported op ...),
-    # not the errors it finds in the model itself (a shape mismatch met while tracing is the model's error)
-    from torch._dynamo.exc import BackendCompilerFailed, InternalTorchDynamoError, Unsupported
+try:  # what torch.compile raises when it cannot compile (the compiler failed or is missing: no C++ compiler,
+    # no Triton, a GPU too old for it; an unsupported construct), not the errors it finds in the model
+    # itself (a shape mismatch met while tracing is the model's error)
+    from torch._dynamo import exc as _exc
 
-    COMPILE_ERRORS = (Unsupported, BackendCompilerFailed, InternalTorchDynamoError, OSError)
+    COMPILE_ERRORS = (getattr(_exc, "ShortenTraceback", _exc.BackendCompilerFailed), _exc.BackendCompilerFailed,
+                      _exc.InternalTorchDynamoError, _exc.Unsupported, OSError)
 except ImportError:  # pragma: no cover - a torch without dynamo
     COMPILE_ERRORS = (RuntimeError, OSError)
 
@@ -20,7 +22,8 @@ except ImportError:  # pragma: no cover - a torch without dynamo
 def notice_once(error: Exception):
     global _warned
     if not _warned:
-        print(f"notice: torch.compile is unavailable here ({type(error).__name__}: {str(error).splitlines()[0] if str(error) else ''}); "
+        cause = getattr(error, "inner_exception", None) or error  # the compiler's own error, where torch wrapped it
+        print(f"notice: torch.compile is unavailable here ({type(cause).__name__}: {str(cause).splitlines()[0] if str(cause) else ''}); "
               "running eager")
         _warned = True
 

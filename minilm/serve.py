@@ -152,16 +152,22 @@ class Handler(BaseHTTPRequestHandler):
                 raise BadRequest(f"no such endpoint: POST {self.path} (try {', '.join(routes)})", HTTPStatus.NOT_FOUND)
             routes[self.path](self.read_body())
         except BadRequest as e:
-            self.send_json(e.status, {"error": str(e)})
+            self.answer_error(e.status, str(e))
         except ValueError as e:  # the model refused the input (for example a prompt past its positions)
-            self.send_json(HTTPStatus.BAD_REQUEST, {"error": str(e)})
+            self.answer_error(HTTPStatus.BAD_REQUEST, str(e))
         except ConnectionError:  # the client went away: nobody to answer
             self.close_connection = True
         except Exception as e:  # a bug: the client still gets an answer (unless a stream has begun), and the server goes on
             self.log_error("%s while answering POST %s", repr(e), self.path)
             self.close_connection = True
             if not self.streaming:
-                self.send_json(HTTPStatus.INTERNAL_SERVER_ERROR, {"error": f"internal error: {type(e).__name__}: {e}"})
+                self.answer_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(e).__name__}: {e}")
+
+    def answer_error(self, status: HTTPStatus, message: str):
+        try:
+            self.send_json(status, {"error": message})
+        except ConnectionError:  # the client left before its answer
+            self.close_connection = True
 
     def read_body(self) -> dict:
         header = self.headers.get("Content-Length")
