@@ -123,7 +123,7 @@ def parse_args(argv=None):
     args.ckpt = args.ckpt or str(DEFAULT_CKPT[args.command])
     for name in ("batch_size", "top", "top_k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch", "max_beams"):
         value = getattr(args, name, None)
-        if value is not None and value < 1 and not (args.command == "generate" and name == "top_k"):
+        if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
     if args.device.startswith("cuda") and not torch.cuda.is_available():
         p.error(f"--device {args.device}: this torch sees no CUDA device (use --device cpu)")

@@ -120,6 +120,17 @@ def tokens_until_stop(tokens: list[int], decode, stops) -> list[int]:
     return tokens[:n]
 
 
+def prompt_ids(model, tokenizer, prompts: list[str]) -> list[list[int]]:
+    """Token ids of each prompt as generation takes them (an encoder-decoder's source ends with
+    EOS); a decoder's prompt with no token at all is refused."""
+    encoder_decoder = model.config.arch == "encoder-decoder"
+    ids = [tokenizer.encode(p, add_special=False) + ([tokenizer.eos_id] if encoder_decoder else []) for p in prompts]
+    empty = [i + 1 for i, row in enumerate(ids) if not row]
+    if empty:
+        raise ValueError(f"prompt {empty[0]} of {len(prompts)} is empty: a decoder needs at least one token to continue")
+    return ids
+
+
 def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSettings, on_text=None) -> list[dict]:
     """{"text", "tokens"} per prompt: the continuation (decoder) or the output (encoder-decoder).
 
@@ -129,10 +140,7 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     settings.check()
     tk = tokenizer
     encoder_decoder = model.config.arch == "encoder-decoder"
-    ids = [tk.encode(p, add_special=False) + ([tk.eos_id] if encoder_decoder else []) for p in prompts]
-    empty = [i + 1 for i, row in enumerate(ids) if not row]
-    if empty:
-        raise ValueError(f"prompt {empty[0]} of {len(prompts)} is empty: a decoder needs at least one token to continue")
+    ids = prompt_ids(model, tk, prompts)
     input_ids, mask = pad_prompts(ids, tk.pad_id, encoder_decoder)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)

@@ -202,10 +202,8 @@ class Handler(BaseHTTPRequestHandler):
         s = self.server
         prompts, many = texts_of(body, "prompt", "prompts", s.limits)
         settings = settings_of(body, s.limits)
-        for i, p in enumerate(prompts):
-            n = len(s.tokenizer.encode(p, add_special=False))
-            if n == 0 and s.model.config.arch != "encoder-decoder":  # refused before a stream's headers go out
-                raise BadRequest(f"prompt {i + 1} of {len(prompts)} is empty: a decoder needs at least one token to continue")
+        for ids in inference.prompt_ids(s.model, s.tokenizer, prompts):  # an empty prompt refused before a stream's headers go out
+            n = len(ids) - (s.model.config.arch == "encoder-decoder")  # the source's EOS is not the client's
             if n > s.limits.max_prompt_tokens:
                 raise BadRequest(f"prompt of {n} tokens is above this server's limit of {s.limits.max_prompt_tokens}")
         stream = body.get("stream", False)
