@@ -28,6 +28,7 @@ cache.
 import argparse
 import gzip
 import hashlib
+import importlib.util
 import io
 import json
 import os
@@ -244,22 +245,34 @@ def sentence(text):
     return text if text[-1] in ".!?" else text + "."
 
 
+def leakage_index(texts):
+    """minilm/data/leakage.py's index of held-out texts, loaded from its file (it needs only the
+    standard library; importing the minilm package would bring in torch)."""
+    spec = importlib.util.spec_from_file_location("minilm_leakage", HERE.parent.parent / "minilm" / "data" / "leakage.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module.Leakage(texts)
+
+
 def corpus_documents(synsets, held_out):
     """One document per lexicographer file, each a list of lines (one synset each).
 
     A line is the definition then every example, each ending in sentence punctuation:
     'a young person of either sex. she writes books for children.' Synsets in `held_out` (their
-    id or their definition) are left out.
+    id or their definition) are left out, and so is every line that holds a held-out definition
+    by the rule of minilm/data/leakage.py (after normalising case, punctuation and spaces: as the
+    whole line or a clause of it, or anywhere when it has six words or more).
     """
     ids = {s.id for s in held_out}
     texts = {s.definition for s in held_out}
+    leak = leakage_index(texts)
     documents = defaultdict(list)   # (pos order, lex_filenum) -> lines
     pos_rank = {pos: rank for rank, pos in enumerate(POS_FILES)}
     for s in synsets:
         if s.id in ids or s.definition in texts:
             continue
         parts = [sentence(text) for text in (s.definition, *s.examples) if text]
-        if parts:
+        if parts and leak.find(" ".join(parts)) is None:
             documents[(pos_rank[s.pos], LEXNAMES.index(s.lexname))].append(" ".join(parts))
     return [documents[key] for key in sorted(documents)]
 

@@ -78,7 +78,10 @@ def _documents_from_jsonl(lines, path, field: str):
 
 
 def corpus_files(path) -> list[Path]:
-    """The text files of a corpus: the file itself, or a folder's files in sorted order."""
+    """The text files of a corpus: the file itself, or a folder's files in sorted order; for a
+    list of paths (several corpora trained on together), the files of each in turn."""
+    if isinstance(path, (list, tuple)):
+        return [f for p in path for f in corpus_files(p)]
     path = Path(path)
     if path.is_dir():
         files = sorted(p for p in path.rglob("*") if p.is_file() and p.name.endswith(TEXT_SUFFIXES))
