@@ -10,9 +10,11 @@
     torchrun --nproc_per_node 2 finetune.py --task cls --batch-size 16   # 2 processes: global batch 2 x 16
 
 Inputs are CSV, TSV (with a header row) or JSONL, optionally gzipped; for ner, CoNLL or CoNLL-U. The label set is read from
-the training file and saved with the model. --init takes a checkpoint of train.py (default:
-runs/pretrain-encoder when it exists, else a model trained from scratch, with a notice); "scratch"
-forces training from scratch. The best epoch on --dev is kept; --test is scored once at the end.
+the training file and saved with the model. --init takes a checkpoint of train.py, a Hugging Face
+directory or the name of a shipped checkpoint (default: minilm-mini, minilm's own pretrained
+encoder, shipped in minilm/pretrained; for sft / seq2seq, runs/pretrain-decoder /
+runs/pretrain-encoder-decoder when present, else a model trained from scratch, with a notice);
+"scratch" forces training from scratch. The best epoch on --dev is kept; --test is scored once at the end.
 Results go to <out>/metrics.json as {"dev": {...}, "test": {...}}; the model to <out>.
 """
 
@@ -21,19 +23,21 @@ import sys
 from pathlib import Path
 
 from minilm import peft
-from minilm.checkpoint import atomic_write_json, resolve_checkpoint
+from minilm.checkpoint import atomic_write_json
 from minilm import distributed
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, model_overrides, seed_everything, start, train_args
-from minilm.config import ModelConfig, from_preset
+from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
+from minilm.config import from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.data.text_to_text import Seq2SeqData, SFTData
+from minilm.pretrained import shipped
 from minilm.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import Trainer, TrainingDiverged
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_INIT = {"sft": ROOT / "runs" / "pretrain-decoder", "seq2seq": ROOT / "runs" / "pretrain-encoder-decoder"}  # else pretrain-encoder
+SHIPPED_ENCODER = "minilm-mini"  # minilm/pretrained: the encoder tasks start from it unless --init says otherwise
+DEFAULT_INIT = {"sft": ROOT / "runs" / "pretrain-decoder", "seq2seq": ROOT / "runs" / "pretrain-encoder-decoder"}
 # the data each task falls back to without --train: (folder, file name of a split, the recipe that writes it)
 DEFAULT_DATA = {
     "cls": (ROOT / "data" / "wordnet" / "supersense", "{}.tsv.gz", "python data/wordnet/prepare.py"),
@@ -52,7 +56,9 @@ COLUMNS = {"sft": ("prompt", "response"), "seq2seq": ("source", "target")}  # de
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=list(TASK_HEADS), default="cls", help="what to learn (default: %(default)s)")
-    p.add_argument("--init", help='checkpoint to start from, or "scratch" (default: runs/pretrain-encoder if present)')
+    p.add_argument("--init", help='checkpoint to start from: a directory (train.py\'s run, a Hugging Face model), the name of a shipped one '
+                                  '(minilm-mini), or "scratch" (default: minilm-mini for cls, regression and ner; runs/pretrain-decoder for sft, '
+                                  'runs/pretrain-encoder-decoder for seq2seq, when present)')
     p.add_argument("--train", help="training file (.csv/.tsv/.jsonl[.gz], .conll/.conllu for ner; default: WordNet supersense for cls, data/stsb for regression, data/wnut17 for ner)")
     p.add_argument("--dev", help="development file: picks the best epoch")
     p.add_argument("--test", help="test file: scored once, at the end")
@@ -104,6 +110,15 @@ def parse_args(argv=None):
         args.target_col = args.target_col or COLUMNS[args.task][1]
     args.out = args.out or str(ROOT / "runs" / f"finetune-{args.task}")
     return args
+
+
+def default_checkpoint(task: str):
+    """What a run without --init starts from: minilm's shipped encoder for the encoder tasks, the
+    run of `train.py` for sft and seq2seq (no decoder is shipped yet); None when there is none."""
+    if task not in TASK_ARCH:
+        return shipped(SHIPPED_ENCODER)
+    folder = DEFAULT_INIT[task]
+    return folder if (folder / "config.json").exists() else None
 
 
 def read_task_file(path, args):
@@ -180,11 +195,14 @@ def main(argv=None):
 
     # -- model and tokenizer ----------------------------------------------------------------------------
     init, arch = args.init, TASK_ARCH.get(args.task, "encoder")
-    default_init = DEFAULT_INIT.get(args.task, ROOT / "runs" / "pretrain-encoder")
+    default_init = default_checkpoint(args.task)
     if init is None:
-        init = str(default_init) if (default_init / "config.json").exists() else "scratch"
+        init = str(default_init) if default_init is not None else "scratch"
         if init == "scratch":
-            print(f"notice: no pretrained checkpoint at {default_init} (run `python train.py --arch {arch}` to make one); training from scratch")
+            where = DEFAULT_INIT.get(args.task, "a shipped encoder")
+            print(f"notice: no pretrained checkpoint at {where} (run `python train.py --arch {arch}` to make one); training from scratch")
+        else:
+            print(f"starting from {init}" + (" (minilm's shipped encoder; --init scratch trains from scratch)" if arch == "encoder" else ""))
     head = TASK_HEADS[args.task]
     n_labels = len(labels)
     if init == "scratch":
@@ -198,15 +216,7 @@ def main(argv=None):
         )
         init_path = None
     else:
-        init_path = resolve_checkpoint(init)
-        try:
-            tokenizer = Tokenizer.load(init_path)
-            base = ModelConfig.load(init_path / "config.json")
-        except (ValueError, FileNotFoundError) as e:
-            sys.exit(f"error: --init {init}: {e}")
-        shape_flags = [k for k in ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp") if getattr(args, k) is not None]
-        if shape_flags:
-            sys.exit(f"error: --{shape_flags[0].replace('_', '-')} changes the architecture; it applies to --init scratch only")
+        init_path, tokenizer, base = init_checkpoint(init, args, "--init scratch")
         dropout = args.dropout if args.dropout is not None else 0.1
         if args.task in TASK_ARCH and base.arch != arch:
             sys.exit(f"error: --task {args.task} fine-tunes a {arch} model; --init {init} is {'an' if base.arch[0] in 'aeiou' else 'a'} {base.arch} checkpoint "
@@ -216,8 +226,6 @@ def main(argv=None):
                                   attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl)
         except ValueError as e:
             sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
-        if args.seq_len > config.max_seq_len and config.pos != "rope":
-            args.seq_len = config.max_seq_len
     if args.lr is None:  # a fresh network (or a small adapter) takes larger steps than pretrained weights
         args.lr = 5e-4 if init_path is None or args.peft else 2e-4
     try:

@@ -13,6 +13,8 @@ setup(
     license="MIT",
     python_requires=">=3.10",
     packages=find_packages(include=["minilm", "minilm.*", "kernels", "kernels.*"]),
+    # the shipped checkpoints travel inside the package, so a non-editable install has them too
+    package_data={"minilm.pretrained": ["*/model.safetensors", "*/config.json", "*/tokenizer.json", "*/card.json", "*/README.md"]},
     install_requires=[
         "torch>=2.4",  # 2.13 is what CI runs
         "numpy>=1.24",

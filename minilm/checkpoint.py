@@ -5,6 +5,7 @@
     <dir>/tokenizer.json         the tokenizer
     <dir>/training_state.json    (resumable checkpoints) step, schedule, data position, RNG ...
     <dir>/training_state.safetensors   ... and the tensors among them (optimizer moments, RNG)
+    <dir>/helpers.safetensors    (pretraining with helper networks) their weights, see `kept_model`
 
 Nothing is ever unpickled: tensors travel as safetensors, everything else as JSON. A file is
 written to a temporary name and renamed into place; a whole checkpoint directory is written
@@ -31,6 +32,7 @@ from minilm.models import build_model
 from minilm.tokenizer import Tokenizer
 
 MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
+HELPERS_FILE = "helpers.safetensors"
 STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
 
 
@@ -128,6 +130,30 @@ def unwrap(model):
     return getattr(model, "module", model)  # DDP
 
 
+def kept_model(model):
+    """(the network a checkpoint stores as its model, the prefix of its names in `model`'s state).
+
+    Usually `model` itself and "". A pretraining wrapper that trains helper networks beside the
+    model it pretrains, to be thrown away after (ELECTRA's generator and replaced-token head around
+    its discriminator: minilm/electra.py), names that model's attribute in `kept`: its checkpoints
+    hold the kept network as a plain model (model.safetensors + config.json, what `from_pretrained`
+    and fine-tuning load) and every other tensor of the wrapper in helpers.safetensors, so that
+    `load_into` restores the whole wrapper for --resume."""
+    name = getattr(model, "kept", None)
+    return (model, "") if name is None else (getattr(model, name), name + ".")
+
+
+def _with_aliases(model, state: dict) -> dict:
+    """`state` plus every further name of a parameter shared between modules (ELECTRA's generator
+    reads the discriminator's embeddings), which load_state_dict(strict=True) asks for."""
+    first = {}
+    for name, p in [*model.named_parameters(remove_duplicate=False), *model.named_buffers(remove_duplicate=False)]:
+        first.setdefault(p, name)
+        if name not in state and first[p] in state:
+            state[name] = state[first[p]]
+    return state
+
+
 def owned_tensors(model, state: dict | None = None) -> dict:
     """Every weight once, under the name of the module that owns it: a tied LM head's matrix is
     stored as the token embedding it shares (`transformer.embed.token.weight`), not under the
@@ -146,6 +172,14 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     model's full state dict, when its own parameters are shards (minilm/distributed.py)."""
     directory = Path(directory)
     model = unwrap(model)
+    network, prefix = kept_model(model)
+    if prefix:  # the helpers' tensors beside, the kept network as the model
+        helpers = {n: t for n, t in owned_tensors(model, tensors).items() if not n.startswith(prefix)}
+        _atomic(directory / HELPERS_FILE, lambda tmp: save_file(helpers, tmp))
+        tensors = None if tensors is None else {n[len(prefix):]: t for n, t in tensors.items() if n.startswith(prefix)}
+        model = network
+    elif (directory / HELPERS_FILE).exists():
+        (directory / HELPERS_FILE).unlink()  # an earlier run's: they belong to other weights
     spec = getattr(model, "peft", None)
     if spec is not None:
         from minilm import peft
@@ -173,8 +207,12 @@ def save_checkpoint(directory, model, tokenizer=None, state: dict | None = None,
 
 
 def resolve_checkpoint(directory) -> Path:
-    """The checkpoint directory, or the previous one if a crash came in the middle of a swap."""
-    directory = Path(directory)
+    """The checkpoint directory, or the previous one if a crash came in the middle of a swap; a
+    name of minilm's shipped checkpoints ("minilm-mini", minilm/pretrained) when no directory of
+    that name exists."""
+    from minilm.pretrained import shipped
+
+    directory = shipped(directory) or Path(directory)
     old = directory.with_name(f".{directory.name}.old")
     if not (directory / CONFIG_FILE).exists() and (old / CONFIG_FILE).exists():
         return old
@@ -250,7 +288,14 @@ def load_into(model, path, load=None) -> None:
                              f"(missing {sorted(expected - set(tensors))[:3]}, unexpected {sorted(set(tensors) - expected)[:3]})")
         load(tensors, strict=False)
     else:
-        load(from_pretrained(path).state_dict(), strict=True)
+        state = from_pretrained(path).state_dict()
+        _, prefix = kept_model(model)
+        if prefix:  # a pretraining wrapper: the kept network's tensors under its name, the helpers' beside
+            if not (path / HELPERS_FILE).is_file():
+                raise ValueError(f"{path}: no {HELPERS_FILE} with the weights trained beside the model ({type(model).__name__}'s "
+                                 f"{prefix[:-1]} alone was saved here)")
+            state = _with_aliases(model, {**{prefix + n: t for n, t in state.items()}, **load_file(path / HELPERS_FILE)})
+        load(state, strict=True)
 
 
 def load_weights(path) -> dict:

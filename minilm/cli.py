@@ -1,4 +1,5 @@
-"""Command-line pieces shared by train.py and finetune.py: model and training flags, device choice."""
+"""Command-line pieces shared by train.py and finetune.py: model and training flags, device choice,
+the checkpoint that --init names."""
 
 from __future__ import annotations
 
@@ -12,8 +13,10 @@ import numpy as np
 import torch
 
 from minilm import distributed
-from minilm.config import ATTN_IMPLS, LOSS_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS
+from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
+from minilm.config import ATTN_IMPLS, LOSS_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS, ModelConfig
 from minilm.optim import OPTIMIZERS, SCHEDULES
+from minilm.tokenizer import Tokenizer
 from minilm.trainer import TrainArgs, cpu_has_bf16
 
 
@@ -31,6 +34,29 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--loss-impl", choices=LOSS_IMPLS,
                    help="the LM loss (decoders): through the full logits, or in chunks of rows that never hold all of them (less memory)")
     g.add_argument("--dropout", type=float, help="dropout on embeddings, residuals and attention weights (default: 0 to pretrain, 0.1 to fine-tune)")
+
+
+SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp")  # flags that change the weights' shapes
+
+
+def init_checkpoint(init: str, args, shape_flags_apply_to: str):
+    """The checkpoint that --init names, as (directory, tokenizer, config): its architecture is kept,
+    so a shape flag is an error (`shape_flags_apply_to` says where such flags do apply), and a
+    --seq-len beyond the positions it learned is lowered to them, with a notice (rotary positions
+    have no table, hence no such limit). Errors exit with a message naming --init."""
+    path = resolve_checkpoint(init)
+    try:
+        tokenizer = Tokenizer.load(path)
+        config = ModelConfig.load(path / CONFIG_FILE)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: --init {init}: {e}")
+    given = [k for k in SHAPE_FLAGS if getattr(args, k) is not None]
+    if given:
+        sys.exit(f"error: --{given[0].replace('_', '-')} changes the architecture; it applies to {shape_flags_apply_to} only")
+    if args.seq_len > config.max_seq_len and config.pos != "rope":
+        print(f"notice: --seq-len {args.seq_len} lowered to {config.max_seq_len}, the positions --init {init} has ({config.pos})")
+        args.seq_len = config.max_seq_len
+    return path, tokenizer, config
 
 
 def model_overrides(args) -> dict:
@@ -60,8 +86,10 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
     g.add_argument("--save-every", type=int, default=500, help="write a resumable checkpoint every N steps (default: %(default)s)")
     g.add_argument("--seed", type=int, default=0, help="random seed for weights and data order (default: %(default)s)")
     g.add_argument("--resume", action="store_true", help="continue from <out>/checkpoint (a fresh start if there is none)")
-    g.add_argument("--dtype", choices=["fp32", "bf16", "fp16"], default="fp32",
-                   help="compute precision: bf16 autocasts (CPU or CUDA), fp16 autocasts with dynamic loss scaling (CUDA); weights stay fp32 (default: %(default)s)")
+    g.add_argument("--dtype", choices=["auto", "fp32", "bf16", "fp16"], default="auto",
+                   help="compute precision: bf16 autocasts (CPU or CUDA), fp16 autocasts with dynamic loss scaling (CUDA); weights stay fp32. "
+                        "auto: bf16 where the hardware has bf16 matrix instructions (a CPU with AVX-512 BF16 or AMX, a CUDA GPU that supports it), "
+                        "else fp32 (default: %(default)s)")
     g.add_argument("--grad-checkpointing", action="store_true", help="recompute each block's activations in backward: less memory, about a third more compute")
     g.add_argument("--compile", action="store_true", help="compile each block, and Adam(W)'s update, with torch.compile (the eager path if unavailable)")
     g.add_argument("--fsdp", action="store_true",
@@ -74,6 +102,9 @@ def add_train_args(p: argparse.ArgumentParser, lr: float, batch_size: int, seq_l
 def check_train_flags(p: argparse.ArgumentParser, args) -> None:
     """Refuse shared training flags that cannot work, before any data is read."""
     check_positive(p, args, "max_steps", "batch_size", "grad_accum", "seq_len", "lr", "eval_every", "save_every")
+    if args.dtype == "auto":
+        args.dtype = auto_dtype(pick_device(args.device))
+        print(f"precision: {args.dtype} (--dtype auto: {'bf16 matrix instructions found' if args.dtype == 'bf16' else 'no bf16 matrix instructions'})")
     if args.dtype == "fp16" and pick_device(args.device).type != "cuda":
         p.error("--dtype fp16 needs a CUDA device (its dynamic loss scaling is for GPU fp16); on a CPU use --dtype bf16")
     if args.dtype == "bf16" and pick_device(args.device).type == "cpu" and not cpu_has_bf16():
@@ -95,6 +126,14 @@ def train_args(args, max_steps: int, **task) -> TrainArgs:
         save_every=args.save_every, dtype=args.dtype, compile=args.compile, tensorboard=args.tensorboard, resume=args.resume,
         extra=vars(args), **task,
     )
+
+
+def auto_dtype(device: torch.device) -> str:
+    """bf16 where its products run in hardware (CPU: AVX-512 BF16 or AMX; CUDA: compute capability
+    that supports it), fp32 elsewhere: emulated bf16 is slower than fp32."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp32"
+    return "bf16" if device.type == "cpu" and cpu_has_bf16() else "fp32"
 
 
 def pick_device(name: str) -> torch.device:

@@ -41,11 +41,12 @@ class LMHead(nn.Module):
 
 
 class MLMHead(nn.Module):
-    """BERT's masked-LM head: transform h -> act(W h + b) -> LN, then the tied output layer + bias."""
+    """BERT's masked-LM head: transform h -> act(W h + b) -> LN, then the tied output layer + bias.
+    `n_in`: the width of h when it differs from the output embeddings' (ELECTRA's narrower generator)."""
 
-    def __init__(self, config):
+    def __init__(self, config, n_in: int | None = None):
         super().__init__()
-        self.dense = nn.Linear(config.n_embd, config.n_embd)
+        self.dense = nn.Linear(n_in or config.n_embd, config.n_embd)
         self.act = ACTIVATIONS["gelu_tanh" if config.mlp == "gelu_tanh" else "gelu"]
         self.norm = make_norm(config)
         self.decoder = LMHead(config, bias=True)

@@ -1,23 +1,29 @@
 """Pretraining tasks: what each objective computes from a model and a batch, and how it is evaluated.
 
 `predictions(model, batch, objective)` returns {part: (logits, labels)} for the parts of the
-objective ("mlm" and "nsp" for BERT's, one part for the others). `pretraining_loss` turns them
-into {part: (summed loss, number of targets)}, which the trainer divides; `evaluate_pretraining`
-reports held-out loss, perplexity and accuracies from the same predictions.
+objective ("mlm" and "nsp" for BERT's, "mlm" and "rtd" for ELECTRA's (minilm/electra.py), one part
+for the others). `pretraining_loss` turns them into {part: (summed loss, number of targets)}, which
+the trainer divides; `evaluate_pretraining` reports held-out loss, perplexity and accuracies from
+the same predictions.
 """
 
 from __future__ import annotations
 
 import torch
 
+from minilm import electra
 from minilm.metrics import perplexity
 from minilm.objectives import IGNORE_INDEX, count_targets, cross_entropy_sum
 
-OBJECTIVE_ARCH = {"mlm": "encoder", "mlm+nsp": "encoder", "clm": "decoder", "denoise": "encoder-decoder"}
-OBJECTIVE_HEAD = {"mlm": "mlm", "mlm+nsp": "mlm+nsp", "clm": "lm", "denoise": "lm"}
+OBJECTIVE_ARCH = {"mlm": "encoder", "mlm+nsp": "encoder", "clm": "decoder", "denoise": "encoder-decoder", "electra": "encoder"}
+# ELECTRA's discriminator is a headless encoder: its generator and replaced-token head live beside
+# it in the electra.ELECTRA module that training wraps around it
+OBJECTIVE_HEAD = {"mlm": "mlm", "mlm+nsp": "mlm+nsp", "clm": "lm", "denoise": "lm", "electra": "none"}
 
 
 def predictions(model, batch, objective: str) -> dict:
+    if objective == "electra":
+        return electra.predictions(model, batch)
     if objective in ("mlm", "mlm+nsp"):
         h = model.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))  # (B, T, C)
         masked = batch["labels"] != IGNORE_INDEX
@@ -36,6 +42,8 @@ def pretraining_loss(objective: str):
     """The trainer's loss_fn for an objective: {part: (sum of losses, count of targets)}."""
 
     def loss_fn(model, batch):
+        if objective == "electra":  # the discriminator's part weighted by lambda
+            return electra.loss(model, batch)
         if objective == "clm":  # the LM head sums the loss itself (in chunks of rows, with loss_impl "chunked")
             return {"clm": model.lm_loss(batch["input_ids"], batch["labels"], batch.get("attention_mask"), batch.get("position_ids"))}
         return {part: cross_entropy_sum(logits, labels) for part, (logits, labels) in predictions(model, batch, objective).items()}
@@ -48,6 +56,8 @@ LABELS = {"mlm": "labels", "nsp": "nsp_labels", "clm": "labels", "denoise": "lab
 
 def pretraining_targets(objective: str):
     """The trainer's targets: {part: number of targets in a batch}, known before any forward pass."""
+    if objective == "electra":
+        return electra.targets
     parts = {"mlm+nsp": ("mlm", "nsp")}.get(objective, (objective,))
 
     def targets(batch):
@@ -59,7 +69,10 @@ def pretraining_targets(objective: str):
 @torch.no_grad()
 def evaluate_pretraining(model, objective: str, val_batches) -> dict:
     """val_loss (summed over parts, as trained), val_ppl (of the token part: MLM, CLM or denoising),
-    and <part>_accuracy for each part."""
+    and <part>_accuracy for each part. ELECTRA reports its generator's and discriminator's own
+    (minilm/electra.py: evaluate)."""
+    if objective == "electra":
+        return electra.evaluate(model, val_batches)
     sums, counts, hits = {}, {}, {}
     for batch in val_batches:
         for part, (logits, labels) in predictions(model, batch, objective).items():
@@ -91,7 +104,9 @@ def init_output_bias(model, counts) -> bool:
     tokens, b_v = log p(v) with add-one counts, so training starts from the unigram model instead
     of the uniform one: a short run spends its steps on context rather than on word frequencies
     (Adam moves each bias by about lr per step, so learning log-frequencies that span ~10 nats
-    through the bias alone takes thousands of steps). Returns False when the head has no bias."""
+    through the bias alone takes thousands of steps). Returns False when the head has no bias.
+    For ELECTRA, the generator's MLM head."""
+    model = getattr(model, "generator", model)
     head = getattr(model, "mlm", None)
     head = head.decoder if head is not None else getattr(model, "lm_head", None)
     if head is None or getattr(head, "bias", None) is None:

@@ -142,8 +142,11 @@ class Tokenizer:
     @classmethod
     def load(cls, path) -> "Tokenizer":
         """From a `tokenizer.json` file or a checkpoint directory holding one (or, for a Hugging
-        Face checkpoint with no tokenizer.json, its WordPiece `vocab.txt`: see minilm/interop)."""
-        path = Path(path)
+        Face checkpoint with no tokenizer.json, its WordPiece `vocab.txt`: see minilm/interop), or
+        the name of a shipped checkpoint (minilm/pretrained)."""
+        from minilm.pretrained import shipped
+
+        path = shipped(path) or Path(path)
         if path.is_dir():
             if not (path / "tokenizer.json").is_file():
                 from minilm import interop

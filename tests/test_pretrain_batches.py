@@ -255,9 +255,9 @@ def test_denoise_decoder_inputs_and_reconstruction(corpora, bpe):
 
 
 def test_errors(docs, corpora, wordpiece, bpe):
-    with pytest.raises(ValueError, match=r"unknown objective 'nsp': expected one of mlm, mlm\+nsp, clm, denoise"):
+    with pytest.raises(ValueError, match=r"unknown objective 'nsp': expected one of mlm, mlm\+nsp, clm, denoise, electra"):
         PretrainBatches(corpora["wordpiece"], "nsp", T, B)
-    assert OBJECTIVES == ("mlm", "mlm+nsp", "clm", "denoise")
+    assert OBJECTIVES == ("mlm", "mlm+nsp", "clm", "denoise", "electra")
     message = r"next-sentence prediction needs at least two documents \(separated by a blank line\), one of them with two or more lines"
     with pytest.raises(ValueError, match=message):
         PretrainBatches(TokenizedCorpus([docs[2]], wordpiece), "mlm+nsp", T, B)

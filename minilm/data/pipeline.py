@@ -10,6 +10,8 @@
                   next-sentence pairs exist within it); the rest of the document stays in train
 
 The tokenizer, when none is given, is trained on the train split in a first streaming pass.
+With `columns` (text column, pair column or None) the corpus is task files instead, read through
+minilm/data/tasks.py: each row a document of its text (and pair text), labels never read.
 """
 
 from __future__ import annotations
@@ -23,17 +25,26 @@ import numpy as np
 
 from minilm.data.corpus import corpus_files, iter_documents
 from minilm.data.shards import is_shard_dir, write_shards
+from minilm.data.tasks import task_documents
 from minilm.tokenizer import Tokenizer
 
 
+def read_corpus(path, text_field: str = "text", columns=None):
+    """The documents of a corpus: of its text files, or with `columns` = (text column, pair column
+    or None) of its task files (CSV, TSV, JSONL), one document per row."""
+    if columns is None:
+        return iter_documents(path, text_field)
+    return (doc for file in corpus_files(path) for doc in task_documents(file, *columns))
+
+
 def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_chars: int = 1, max_chars: int = 20_000,
-                  text_field: str = "text", stats: dict | None = None):
+                  text_field: str = "text", columns=None, stats: dict | None = None):
     """Yield (split, document) pairs of a corpus; counts of what was dropped go to `stats`."""
     stats = stats if stats is not None else {}
     for key in ("documents", "duplicates", "short_lines", "long_lines"):
         stats.setdefault(key, 0)
     seen = set()
-    for d, doc in enumerate(iter_documents(path, text_field)):
+    for d, doc in enumerate(read_corpus(path, text_field, columns)):
         stats["documents"] += 1
         kept = [line for line in doc if min_chars <= len(line) <= max_chars]
         stats["short_lines"] += sum(len(line) < min_chars for line in doc)
@@ -61,14 +72,15 @@ def fingerprint(path) -> list:
 
 
 def prepare_corpus(path, directory, tokenizer: Tokenizer | None = None, kind: str = "wordpiece", vocab_size: int = 8192,
-                   val_fraction: float = 0.02, seed: int = 0, text_field: str = "text", reuse: bool = False) -> dict:
+                   val_fraction: float = 0.02, seed: int = 0, text_field: str = "text", columns=None, reuse: bool = False) -> dict:
     """Shards of the corpus at `path` in `directory` (train and val splits). Returns the meta dict.
 
     With `reuse`, shards already in `directory` are kept when they came from the same files
     (name, size, mtime), split and tokenizer kind, and from the same tokenizer (when one is given)
     or the same requested vocabulary size (when it is trained); meta["reused"] says so."""
-    options = dict(val_fraction=val_fraction, seed=seed, text_field=text_field)
-    source = {"path": str(Path(path).resolve()), "files": fingerprint(path), **options, "kind": kind, "vocab_size": vocab_size}
+    options = dict(val_fraction=val_fraction, seed=seed, text_field=text_field, columns=list(columns) if columns else None)
+    paths = path if isinstance(path, (list, tuple)) else [path]
+    source = {"path": ", ".join(str(Path(p).resolve()) for p in paths), "files": fingerprint(path), **options, "kind": kind, "vocab_size": vocab_size}
     if reuse and is_shard_dir(directory):
         meta = json.loads((Path(directory) / "meta.json").read_text(encoding="utf-8"))
         ignored = {"dropped"} | ({"vocab_size"} if tokenizer is not None else set())  # a given tokenizer is compared itself

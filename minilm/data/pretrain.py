@@ -11,6 +11,8 @@ another process) rebuilds exactly the batch it would have seen: the data positio
     mlm+nsp  [CLS] A [SEP] B [SEP]: B follows A in its document half of the time, else a random
              passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code)
     denoise  T5 span corruption of a window of the stream (encoder input, decoder target)
+    electra  the MLM batches: the generator reads them, the discriminator their originals with the
+             generator's samples at the masked positions (minilm/electra.py)
 
 Notation: B batch, T time.
 """
@@ -23,7 +25,7 @@ from tqdm import tqdm
 
 from minilm.objectives import IGNORE_INDEX, mask_tokens, span_corrupt
 
-OBJECTIVES = ("mlm", "mlm+nsp", "clm", "denoise")
+OBJECTIVES = ("mlm", "mlm+nsp", "clm", "denoise", "electra")
 
 
 class TokenizedCorpus:
@@ -162,6 +164,9 @@ class PretrainBatches:
         attention_mask = (input_ids != self.tk.pad_id).long()
         inputs, labels = self._mask(input_ids, gen)
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
+
+    def _electra(self, rng, gen):  # ELECTRA corrupts MLM batches further, with its generator's samples
+        return self._mlm(rng, gen)
 
     # -- masked LM + next-sentence prediction ------------------------------------------------------
     def _mlm_nsp(self, rng, gen):

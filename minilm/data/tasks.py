@@ -2,7 +2,8 @@
 
 A task file has a header naming its columns (CSV/TSV) or one JSON object per line (JSONL). The
 columns to read are named by flags (`--text-col`, `--text-pair-col`, `--label-col`). Every bad
-row ends in one error naming the file, the line and the field.
+row ends in one error naming the file, the line and the field. `task_documents` reads the text
+columns alone, as a corpus to continue pretraining on (train.py --text-col).
 """
 
 from __future__ import annotations
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minilm.data.corpus import not_utf8, open_text
+from minilm.data.corpus import clean_line, not_utf8, open_text
 from minilm.data.pretrain import pad
 
 
@@ -95,6 +96,17 @@ def read_examples(path, text_col="text", pair_col=None, label_col="label", requi
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty or holds only a header)")
     return examples
+
+
+def task_documents(path, text_col="text", pair_col=None):
+    """The unlabeled text of a task file as a pretraining corpus (task-adaptive pretraining,
+    Gururangan et al. 2020): each row one document, its text one line and its pair text, when
+    `pair_col` names one, the next. Rows are independent examples, so no document spans two of
+    them. The label column is never read, which makes every split (test included) fair to use."""
+    for e in read_examples(path, text_col, pair_col, label_col=None):
+        doc = [line for line in (clean_line(t) for t in (e.text, e.pair) if t is not None) if line]
+        if doc:
+            yield doc
 
 
 def label_set(examples) -> list[str]:

@@ -1,0 +1,93 @@
+"""Write a shipped checkpoint folder (minilm/pretrained/<name>) from a run of train.py.
+
+    python -m minilm.pretrained.export --ckpt runs/minilm-mini --name minilm-mini
+    python -m minilm.pretrained.export --ckpt runs/minilm-mini --name minilm-mini --dtype bf16 --out /tmp/x
+
+The weights are stored in half precision (fp16 by default: 10 bits of mantissa, against bf16's 7,
+and the weights of a small pretrained model lie well inside fp16's range), which halves the file;
+`from_pretrained` loads them back into float32. The export measures what the rounding costs: the
+largest change of the probe's logits, float32 weights against the stored ones.
+
+card.json records the probe: the masked-LM logits (float32 compute on the stored weights) at the
+[MASK] of a fixed text, which tests/test_shipped.py recomputes, and the five words it ranks first.
+Other keys already in card.json (the metrics written for the model card) are kept.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import torch
+from safetensors.torch import save_file
+
+from minilm.checkpoint import _atomic, atomic_write_json, from_pretrained, owned_tensors, resolve_checkpoint
+from minilm.pretrained import HERE
+from minilm.tokenizer import Tokenizer
+
+DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+PROBE = "a domestic [MASK] that barks"
+SHOWN = 8  # logits of the probe stored in the card (the first ids of the vocabulary)
+
+
+@torch.no_grad()
+def probe(model, tokenizer: Tokenizer, text: str = PROBE) -> dict:
+    """MLM logits (V,) at the [MASK] of `text`, float32, as {"logits", "top5"} (first SHOWN logits)."""
+    ids, segments = tokenizer.encode_batch([text])
+    ids = torch.tensor(ids)  # (1, T)
+    position = int((ids[0] == tokenizer.mask_id).nonzero()[0])
+    h = model.hidden(ids, torch.ones_like(ids), torch.tensor(segments))  # (1, T, C)
+    logits = model.mlm(h[0, position])  # (V,)
+    top = logits.topk(5).indices.tolist()
+    return {"text": text, "position": position, "logits": logits, "top5": [tokenizer.decode([i]) for i in top]}
+
+
+def export(ckpt, name: str, dtype: str = "fp16", out: Path | None = None) -> dict:
+    ckpt = resolve_checkpoint(ckpt)
+    out = Path(out) if out is not None else HERE / name
+    model = from_pretrained(ckpt, dropout=0.0, attn_dropout=0.0).float()
+    tokenizer = Tokenizer.load(ckpt)
+    if not hasattr(model, "mlm"):
+        raise ValueError(f"{ckpt}: an encoder with an MLM head is expected (the probe reads masked-LM logits)")
+    before = probe(model, tokenizer)
+    tensors = {k: v.to(DTYPES[dtype]) for k, v in owned_tensors(model).items()}
+    out.mkdir(parents=True, exist_ok=True)
+    _atomic(out / "model.safetensors", lambda tmp: save_file(tensors, tmp))
+    model.config.save(out / "config.json")
+    tokenizer.save(out / "tokenizer.json")
+    stored = from_pretrained(out)  # what users get: the stored weights, in float32
+    after = probe(stored, tokenizer)
+    card_path = out / "card.json"
+    card = json.loads(card_path.read_text(encoding="utf-8")) if card_path.is_file() else {}
+    card.update({
+        "name": name, "dtype": dtype, "parameters": sum(p.numel() for p in stored.parameters()),
+        "size_bytes": (out / "model.safetensors").stat().st_size,
+        "rounding_max_logit_change": float((after["logits"] - before["logits"]).abs().max()),
+        "probe": {"text": after["text"], "position": after["position"], "first_logits": after["logits"][:SHOWN].tolist(),
+                  "top5": after["top5"]},
+    })
+    atomic_write_json(card_path, card)
+    return card
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", required=True, help="the run directory of train.py (or its checkpoint/)")
+    p.add_argument("--name", required=True, help="the name users give to --init and from_pretrained (e.g. minilm-mini)")
+    p.add_argument("--dtype", choices=list(DTYPES), default="fp16", help="storage precision of the weights (default: %(default)s)")
+    p.add_argument("--out", type=Path, help="folder to write (default: minilm/pretrained/NAME)")
+    args = p.parse_args(argv)
+    try:
+        card = export(args.ckpt, args.name, args.dtype, args.out)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}")
+    print(f"wrote {args.out or HERE / args.name}: {card['parameters']:,} parameters, {card['size_bytes'] / 1e6:.1f} MB ({args.dtype}); "
+          f"rounding moved the probe's logits by at most {card['rounding_max_logit_change']:.2e}; "
+          f"'{card['probe']['text']}' -> {', '.join(card['probe']['top5'])}")
+    return card
+
+
+if __name__ == "__main__":
+    main()
