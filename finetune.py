@@ -26,7 +26,7 @@ from minilm import peft
 from minilm.checkpoint import atomic_write_json
 from minilm import distributed
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
-from minilm.config import from_preset
+from minilm.config import POOLINGS, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.data.text_to_text import Seq2SeqData, SFTData
@@ -70,6 +70,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tag-col", default="upos", choices=["upos", "xpos"], help="ner on CoNLL-U files: the tag column (default: %(default)s)")
     p.add_argument("--epochs", type=float, default=2, help="passes over the training data (default: %(default)s)")
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
+    p.add_argument("--pooling", choices=POOLINGS,
+                   help="cls and regression: what the sentence head reads, the [CLS] state (BERT's) or the mean over the real tokens "
+                        "(default: mean; a checkpoint that already has a sentence head keeps its own)")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
     p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
     p.add_argument("--peft", choices=list(peft.METHODS), help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint")
@@ -81,7 +84,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--prefix-length", type=int, default=16, help="virtual tokens of prefix tuning (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
-    add_train_args(p, lr=None, batch_size=32, seq_len=64)
+    add_train_args(p, lr=5e-4, batch_size=64, seq_len=64)
     return p
 
 
@@ -212,22 +215,20 @@ def main(argv=None):
         tokenizer = Tokenizer.from_json(distributed.broadcast_json(trained.to_json() if world.main else None, world))
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
-            max_seq_len=args.seq_len, **model_overrides(args)
+            max_seq_len=args.seq_len, pooling=args.pooling or "mean", **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args)}
         )
         init_path = None
     else:
         init_path, tokenizer, base = init_checkpoint(init, args, "--init scratch")
-        dropout = args.dropout if args.dropout is not None else 0.1
+        dropout = args.dropout if args.dropout is not None else 0.0
         if args.task in TASK_ARCH and base.arch != arch:
             sys.exit(f"error: --task {args.task} fine-tunes a {arch} model; --init {init} is {'an' if base.arch[0] in 'aeiou' else 'a'} {base.arch} checkpoint "
                      f"(make one with `python train.py --arch {arch}`)")
         try:
-            config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
+            config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout, pooling=args.pooling or (base.pooling if base.head in ("cls", "regression") else "mean"),
                                   attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl)
         except ValueError as e:
             sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
-    if args.lr is None:  # a fresh network (or a small adapter) takes larger steps than pretrained weights
-        args.lr = 5e-4 if init_path is None or args.peft else 2e-4
     try:
         model, new = init_model(config, init_path)
     except ValueError as e:

@@ -33,7 +33,8 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--attn-impl", choices=ATTN_IMPLS, help="attention implementation: readable math or fused SDPA")
     g.add_argument("--loss-impl", choices=LOSS_IMPLS,
                    help="the LM loss (decoders): through the full logits, or in chunks of rows that never hold all of them (less memory)")
-    g.add_argument("--dropout", type=float, help="dropout on embeddings, residuals and attention weights (default: 0 to pretrain, 0.1 to fine-tune)")
+    g.add_argument("--dropout", type=float, help="dropout on embeddings, residuals and attention weights (default: 0; short pretraining and fine-tuning runs underfit, and "
+                        "drawing the masks costs a third of a fine-tuning step on a CPU)")
 
 
 SHAPE_FLAGS = ("n_layer", "n_head", "n_embd", "pos", "norm", "norm_position", "mlp")  # flags that change the weights' shapes

@@ -25,6 +25,7 @@ ARCHS = ("encoder", "decoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
 NORM_POSITIONS = ("pre", "post")
+POOLINGS = ("cls", "mean")  # what a sentence head (cls, regression, nsp) reads: the [CLS] state, or the mean of the real tokens
 MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
 ATTN_IMPLS = ("math", "sdpa")
 LOSS_IMPLS = ("logits", "chunked")  # the LM loss through the full logits, or in row chunks (kernels/cross_entropy.py)
@@ -74,6 +75,7 @@ class ModelConfig:
     tie_embeddings: bool = True
     lm_head_bias: bool = False  # a bias on the "lm" head's vocabulary scores (BART's final_logits_bias)
     init_std: float = 0.02
+    pooling: str = "cls"  # the pooler's input: the first ([CLS]) state, as BERT, or the mean over real tokens
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
 
@@ -90,6 +92,7 @@ class ModelConfig:
         choice("mlp", MLPS)
         choice("attn_impl", ATTN_IMPLS)
         choice("loss_impl", LOSS_IMPLS)
+        choice("pooling", POOLINGS)
         choice("head", HEADS[self.arch])
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "max_seq_len"):
             if int(getattr(self, name)) < 1:

@@ -56,14 +56,23 @@ class MLMHead(nn.Module):
 
 
 class Pooler(nn.Module):
-    """BERT's pooler: the [CLS] (first) position through a dense layer and tanh -> (B, C)."""
+    """BERT's pooler, pooled = tanh(W x + b) -> (B, C), where x is the [CLS] (first) state
+    (pooling "cls", BERT's) or the mean of the real tokens' states (pooling "mean",
+    x = sum_t m_t h_t / sum_t m_t, m_t = 1 for a real token, 0 for padding; Reimers and Gurevych
+    2019). A checkpoint pretrained without a sentence objective (MLM alone) has taught its [CLS]
+    state nothing of its own; the mean reads every token it has learned."""
 
     def __init__(self, config):
         super().__init__()
+        self.mean = config.pooling == "mean"
         self.dense = nn.Linear(config.n_embd, config.n_embd)
 
-    def forward(self, h):  # (B, T, C) -> (B, C)
-        return torch.tanh(self.dense(h[:, 0]))
+    def forward(self, h, attention_mask=None):  # (B, T, C) -> (B, C)
+        if not self.mean:
+            return torch.tanh(self.dense(h[:, 0]))
+        m = torch.ones(h.shape[:2], device=h.device) if attention_mask is None else attention_mask.to(h.dtype)  # (B, T)
+        x = (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+        return torch.tanh(self.dense(x))
 
 
 def last_token(h, attention_mask=None):

@@ -79,23 +79,23 @@ class Encoder(Model):
         """input_ids (B, T) -> (B, T, C). attention_mask (B, T): 1 real, 0 padding."""
         return self.transformer(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
 
-    def head_logits(self, h):
+    def head_logits(self, h, attention_mask=None):
         head = self.config.head
         if head in ("mlm", "mlm+nsp"):
             return self.mlm(h)  # (B, T, V)
         if head in ("cls", "regression"):
-            logits = self.classifier(self.pooler(h))  # (B, L)
+            logits = self.classifier(self.pooler(h, attention_mask))  # (B, L)
             return logits.squeeze(-1) if head == "regression" else logits  # regression: (B,)
         if head == "token":
             return self.classifier(h)  # (B, T, L)
         return h  # (B, T, C)
 
-    def nsp_logits(self, h):
-        """Next-sentence prediction from the pooled [CLS] state: (B, T, C) -> (B, 2)."""
-        return self.nsp(self.pooler(h))
+    def nsp_logits(self, h, attention_mask=None):
+        """Next-sentence prediction from the pooled state: (B, T, C) -> (B, 2)."""
+        return self.nsp(self.pooler(h, attention_mask))
 
     def forward(self, input_ids, attention_mask=None, segment_ids=None):
-        return self.head_logits(self.hidden(input_ids, attention_mask, segment_ids))
+        return self.head_logits(self.hidden(input_ids, attention_mask, segment_ids), attention_mask)
 
 
 class Decoder(Model):

@@ -29,7 +29,7 @@ def predictions(model, batch, objective: str) -> dict:
         masked = batch["labels"] != IGNORE_INDEX
         out = {"mlm": (model.mlm(h[masked]), batch["labels"][masked])}  # (N_masked, V): the head at masked positions only
         if objective == "mlm+nsp":
-            out["nsp"] = (model.nsp_logits(h), batch["nsp_labels"])  # (B, 2)
+            out["nsp"] = (model.nsp_logits(h, batch["attention_mask"]), batch["nsp_labels"])  # (B, 2)
         return out
     if objective == "clm":
         logits = model(batch["input_ids"], batch.get("attention_mask"), batch.get("position_ids"))  # (B, T, V)

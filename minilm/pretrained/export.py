@@ -8,8 +8,9 @@ and the weights of a small pretrained model lie well inside fp16's range), which
 `from_pretrained` loads them back into float32. The export measures what the rounding costs: the
 largest change of the probe's logits, float32 weights against the stored ones.
 
-card.json records the probe: the masked-LM logits (float32 compute on the stored weights) at the
-[MASK] of a fixed text, which tests/test_shipped.py recomputes, and the five words it ranks first.
+card.json records the probe: masked-LM logits (float32 compute on the stored weights) at the
+[MASK] of a fixed text (those of the first ids of the vocabulary and of the five tokens it ranks
+first), which tests/test_shipped.py recomputes.
 Other keys already in card.json (the metrics written for the model card) are kept.
 """
 
@@ -34,14 +35,14 @@ SHOWN = 8  # logits of the probe stored in the card (the first ids of the vocabu
 
 @torch.no_grad()
 def probe(model, tokenizer: Tokenizer, text: str = PROBE) -> dict:
-    """MLM logits (V,) at the [MASK] of `text`, float32, as {"logits", "top5"} (first SHOWN logits)."""
+    """The MLM logits (V,) at the [MASK] of `text` (float32), its position, and the five best tokens."""
     ids, segments = tokenizer.encode_batch([text])
     ids = torch.tensor(ids)  # (1, T)
     position = int((ids[0] == tokenizer.mask_id).nonzero()[0])
     h = model.hidden(ids, torch.ones_like(ids), torch.tensor(segments))  # (1, T, C)
     logits = model.mlm(h[0, position])  # (V,)
     top = logits.topk(5).indices.tolist()
-    return {"text": text, "position": position, "logits": logits, "top5": [tokenizer.decode([i]) for i in top]}
+    return {"text": text, "position": position, "logits": logits, "top5_ids": top, "top5": [tokenizer.id_to_token(i) for i in top]}
 
 
 def export(ckpt, name: str, dtype: str = "fp16", out: Path | None = None) -> dict:
@@ -66,7 +67,7 @@ def export(ckpt, name: str, dtype: str = "fp16", out: Path | None = None) -> dic
         "size_bytes": (out / "model.safetensors").stat().st_size,
         "rounding_max_logit_change": float((after["logits"] - before["logits"]).abs().max()),
         "probe": {"text": after["text"], "position": after["position"], "first_logits": after["logits"][:SHOWN].tolist(),
-                  "top5": after["top5"]},
+                  "top5": after["top5"], "top5_ids": after["top5_ids"], "top5_logits": after["logits"][after["top5_ids"]].tolist()},
     })
     atomic_write_json(card_path, card)
     return card

@@ -1,0 +1,69 @@
+"""Cloze probes: does a masked LM put the word a reader expects among its five best guesses?
+
+    python bench/cloze.py                                  # the shipped encoder, minilm-mini
+    python bench/cloze.py --ckpt runs/pretrain-encoder --out bench/results/cloze_pretrain.json
+
+Each probe is a definition-style sentence with one [MASK] and the set of words a reader would
+accept there (written for this bench, not taken from any corpus or test set). hit@5: one of the
+accepted words is among the model's top five tokens at the mask. A probe whose accepted words are
+none of them a single token of the model's vocabulary is reported as such and left out of the
+score. Results: a JSON file and a Markdown table beside it.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+import minilm  # noqa: E402
+from minilm.inference import fill_mask  # noqa: E402
+
+PROBES = [
+    ("a domestic [MASK] that barks", {"dog", "animal"}),
+    ("a large body of salt [MASK]", {"water"}),
+    ("a period of twenty-four [MASK]", {"hours"}),
+    ("the seventh day of the [MASK]", {"week"}),
+    ("a young [MASK] of either sex", {"person", "child"}),
+    ("a hot drink made from the dried leaves of the [MASK] plant", {"tea", "coffee"}),
+    ("an instrument for measuring [MASK]", {"temperature", "pressure", "time", "distance", "weight", "angles", "speed", "heat", "length"}),
+    ("a person who [MASK] books", {"writes", "reads", "sells", "collects", "publishes"}),
+    ("a building where people [MASK]", {"live", "worship", "work", "meet", "pray", "sleep"}),
+    ("a sharp tool used for cutting [MASK]", {"wood", "metal", "paper", "stone", "meat", "hair", "cloth", "grass"}),
+    ("a musician who plays the [MASK]", {"piano", "violin", "guitar", "organ", "drum", "flute", "harp", "trumpet", "cello"}),
+    ("the [MASK] of a river where it flows into the sea", {"mouth", "end"}),
+    ("a soft yellow metal used in jewelry; [MASK]", {"gold"}),
+    ("a large wild cat with a mane; the [MASK]", {"lion"}),
+]
+
+
+def main(argv=None):
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--ckpt", default="minilm-mini", help="an encoder with an MLM head: a directory or a shipped name (default: %(default)s)")
+    p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "cloze.json", help="results JSON (default: %(default)s)")
+    args = p.parse_args(argv)
+    model, tokenizer = minilm.from_pretrained(args.ckpt), minilm.Tokenizer.load(args.ckpt)
+    rows, hits, scored = [], 0, 0
+    for text, accepted in PROBES:
+        top = [m["token"] for m in fill_mask(model, tokenizer, [text])[0]["masks"][0]]
+        known = sorted(w for w in accepted if tokenizer.token_to_id(w) is not None)
+        hit = bool(set(top) & accepted) if known else None
+        if hit is not None:
+            scored, hits = scored + 1, hits + hit
+        rows.append({"text": text, "accepted": sorted(accepted), "top5": top, "hit": hit})
+        print(f"{'hit ' if hit else 'miss' if hit is not None else 'n/a '} {text:62s} -> {', '.join(top)}")
+    result = {"ckpt": args.ckpt, "hit_at_5": hits / max(scored, 1), "hits": hits, "scored": scored, "probes": rows}
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(result, indent=2) + "\n")
+    lines = ["| probe | accepted | top 5 | hit |", "|---|---|---|---|"]
+    lines += [f"| {r['text']} | {', '.join(r['accepted'])} | {', '.join(r['top5'])} | {'yes' if r['hit'] else 'no' if r['hit'] is not None else 'n/a'} |" for r in rows]
+    lines.append(f"\nhit@5: {hits} of {scored} ({100 * hits / max(scored, 1):.0f}%), `python bench/cloze.py --ckpt {args.ckpt}`")
+    args.out.with_suffix(".md").write_text("\n".join(lines) + "\n")
+    print(f"hit@5 {hits}/{scored}")
+    return result
+
+
+if __name__ == "__main__":
+    main()
