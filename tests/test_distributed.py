@@ -121,7 +121,7 @@ def test_finetune_with_two_ranks_equals_one_process(tmp_path, corpus):
     data = write_task(tmp_path / "train.tsv", 96, seed=1)
     dev = write_task(tmp_path / "dev.tsv", 24, seed=2)
     flags = ["--task", "cls", "--train", str(data), "--dev", str(dev), "--init", str(enc), "--dropout", "0", "--max-steps", "4",
-             "--seq-len", "32", "--device", "cpu", "--eval-every", "2"]
+             "--seq-len", "32", "--device", "cpu", "--dtype", "fp32", "--eval-every", "2"]
     finetune.main([*flags, "--batch-size", "8", "--out", str(tmp_path / "one")])
     run("finetune.py", *flags, "--batch-size", "4", "--out", str(tmp_path / "two"))
     assert_same_weights(tmp_path / "two", tmp_path / "one")

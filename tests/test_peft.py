@@ -124,7 +124,8 @@ def test_adapter_checkpoint_names_a_missing_base(tmp_path, base_ckpt):
 def test_finetune_peft_trains_a_few_percent_and_saves_the_adapter(tmp_path, encoder_ckpt, method, lr, least, capsys):
     tr, dv = write_task(tmp_path / "train.tsv", 400, 1), write_task(tmp_path / "dev.tsv", 80, 2)
     result = finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--dev", str(dv), "--out", str(tmp_path / "o"), "--peft", method,
-                            "--lora-r", "4", "--adapter-size", "8", "--prefix-length", "4", "--epochs", "8", "--lr", lr, "--batch-size", "16", "--device", "cpu"])
+                            "--lora-r", "4", "--adapter-size", "8", "--prefix-length", "4", "--epochs", "8", "--lr", lr, "--batch-size", "16", "--device", "cpu",
+                            "--pooling", "cls", "--dropout", "0.1", "--dtype", "fp32"])
     out = capsys.readouterr().out
     share = float(out.split(" trained (")[1].split("%")[0])
     assert 0 < share < 25

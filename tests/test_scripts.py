@@ -27,7 +27,7 @@ TOPICS = {
     "food": "bread cheese apple rice bean soup cake milk egg meat".split(),
     "place": "city town river hill lake forest valley coast road field".split(),
 }
-TINY = ["--preset", "tiny", "--seq-len", "32", "--vocab-size", "120", "--device", "cpu"]
+TINY = ["--preset", "tiny", "--seq-len", "32", "--vocab-size", "120", "--device", "cpu", "--dtype", "fp32"]  # fp32: exact comparisons on any CPU
 
 
 def write_corpus(path: Path, lines_per_doc=40, docs_per_topic=3, seed=0):
@@ -322,3 +322,16 @@ def test_finetune_refuses_architecture_flags_with_a_checkpoint(tmp_path, task_fi
     tr, _, _ = task_files
     with pytest.raises(SystemExit, match="--n-layer changes the architecture; it applies to --init scratch only"):
         finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--n-layer", "8", "--out", str(tmp_path)])
+
+
+def test_dtype_auto_is_bf16_only_with_bf16_matrix_instructions(monkeypatch):
+    import minilm.cli as cli
+
+    for has, expected in ((True, "bf16"), (False, "fp32")):
+        monkeypatch.setattr(cli, "cpu_has_bf16", lambda: has)
+        assert cli.auto_dtype(torch.device("cpu")) == expected
+        p = argparse.ArgumentParser()
+        cli.add_train_args(p, lr=1e-3, batch_size=4, seq_len=8)
+        args = p.parse_args(["--device", "cpu"])
+        cli.check_train_flags(p, args)
+        assert args.dtype == expected

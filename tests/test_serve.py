@@ -132,7 +132,10 @@ def test_requests_at_once_get_their_own_answers(cls_server):
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda t: request(server, "POST", "/predict", {"text": t}), texts))
     assert [a[0] for a in answers] == [200] * 12
-    assert [json.loads(a[2]) for a in answers] == expected
+    got = [json.loads(a[2]) for a in answers]
+    assert [g["label"] for g in got] == [e["label"] for e in expected]  # each answer is its own text's
+    # one text alone and in a batch differ by float rounding only (mean pooling sums in another order)
+    assert [g["probability"] for g in got] == pytest.approx([e["probability"] for e in expected], abs=1e-6)
 
 
 def test_generate_plain_streamed_and_bounded(lm_server):

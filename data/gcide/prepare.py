@@ -52,7 +52,7 @@ PART_OF_SPEECH = re.compile(r"^(?:(?:n|a|v|t|i|adv|adj|prep|conj|interj|pron|p|p
 BRACKETS = re.compile(r"\[[^\[\]]*\]")                          # innermost [...], removed repeatedly
 CITATION = re.compile(r"\s*--\s*[A-Z][^.;]{0,60}\.")            # ' --Shak.', ' --Boyle.'
 SENSE = re.compile(r"^(?:\d+\.|\([a-z]\))\s*")                   # '1. ', '(a) '
-WORDNET = re.compile(r"\[WordNet")
+WORDNET = re.compile(r"WordNet\s*\d")  # "[WordNet 1.5]", and the few malformed "[WordNet 1.5", "WordNet 1.5]"
 SOURCE_LINE = re.compile(r"(\n[ \t]*\[[^\[\]\n]*(?:Webster|WordNet|PJC)[^\[\]\n]*\][ \t]*\n)")  # a line that is only a source mark
 LIGATURES = {"[ae]": "æ", "[AE]": "Æ", "[oe]": "œ", "[OE]": "Œ"}
 
@@ -137,6 +137,9 @@ def sourced_paragraphs(entry: str, stats: dict):
             if paragraph.strip():
                 stats["paragraphs"] += 1
                 pending.append(paragraph.strip("\n"))
+                if WORDNET.search(paragraph):  # a mark not on a line of its own ("[WordNet 1.5 +PJC] extroverted", "[WordNet 1.5")
+                    stats["wordnet_paragraphs"] += len(pending)
+                    pending = []
     yield from pending  # text after the last source line
 
 
@@ -145,6 +148,8 @@ def corpus_documents(dict_path, index_path, leak: Leakage | None, stats: dict):
     for key in ("entries", "paragraphs", "wordnet_paragraphs", "leaked_lines", "short_or_syn", "lines", "words"):
         stats.setdefault(key, 0)
     for entry in entries(dict_path, index_path):
+        if entry.startswith("00"):  # dictd's own 00-database-* / 00database* records, read as part of a region
+            continue
         stats["entries"] += 1
         letter = entry[:1].upper() if entry[:1].isalpha() else "#"
         for paragraph in sourced_paragraphs(entry, stats):
