@@ -140,3 +140,14 @@ def test_gcide_recipe_without_the_database(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         load_recipe("gcide").main(["--dict", str(tmp_path / "missing.dict.dz"), "--out", str(tmp_path)])
     assert "missing.dict.dz: no such file" in str(e.value.code) and "apt-get install dict-gcide" in str(e.value.code)
+
+
+def test_gcide_recipe_names_the_bad_line_of_an_index(tmp_path):
+    write_dictd(tmp_path)
+    lines = (tmp_path / "tiny.index").read_text().splitlines()
+    lines[2] = lines[2].replace("\t", " ")  # a line without its tab-separated fields
+    (tmp_path / "tiny.index").write_text("\n".join(lines) + "\n")
+    with pytest.raises(SystemExit) as e:
+        load_recipe("gcide").main(["--dict", str(tmp_path / "tiny.dict.dz"), "--out", str(tmp_path / "out")])
+    assert f"{tmp_path / 'tiny.index'}:3: expected headword, offset and length separated by tabs" in str(e.value.code)
+    assert not (tmp_path / "out" / "corpus.txt.gz").exists()  # nothing written half
