@@ -130,17 +130,29 @@ class ELECTRA(nn.Module):
 
 
 # -- the objective --------------------------------------------------------------------------------
+def sample_categorical(probs, generator: torch.Generator | None = None):
+    """One draw per row of probs (N, V) by inverting the cumulative distribution:
+
+        x = min { i : F_i > u * F_V },   F_i = p_1 + ... + p_i,   u ~ U(0, 1)
+
+    N uniform numbers instead of torch.multinomial's N x V exponential ones: on a CPU the draws
+    alone took longer than the generator's forward pass. Tokens with p_i = 0 are never drawn."""
+    F = probs.cumsum(-1)  # (N, V)
+    u = torch.rand(len(probs), 1, generator=generator, dtype=F.dtype) * F[:, -1:]  # (N, 1)
+    return torch.searchsorted(F, u, right=True).squeeze(-1).clamp_(max=probs.shape[-1] - 1)  # (N,)
+
+
 def replace_tokens(input_ids, labels, logits, generator: torch.Generator | None = None):
     """x^corrupt from the generator's logits at the masked positions.
 
     input_ids (B, T): x^masked; labels (B, T): x_i at the masked positions, IGNORE_INDEX elsewhere;
     logits (N, V): the generator's at the N masked positions, in row-major order.
     Returns x^corrupt (B, T) and y (B, T) bool, y_t = 1[x^corrupt_t != x_t].
-    The samples come from the detached logits (multinomial draws): no gradient flows through them."""
+    The samples come from the detached logits (sample_categorical): no gradient flows through them."""
     masked = labels != IGNORE_INDEX  # (B, T)
     original = torch.where(masked, labels, input_ids)  # x (B, T)
     probs = torch.softmax(logits.detach().float(), dim=-1)  # (N, V)
-    samples = torch.multinomial(probs, 1, generator=generator).squeeze(-1) if len(probs) else labels[masked]  # (N,)
+    samples = sample_categorical(probs, generator) if len(probs) else labels[masked]  # (N,)
     corrupt = original.clone()
     corrupt[masked] = samples
     return corrupt, corrupt != original

@@ -15,7 +15,7 @@ import train
 from conftest import tiny_config
 from minilm import from_pretrained
 from minilm.checkpoint import HELPERS_FILE, load_into, save_checkpoint, save_pretrained
-from minilm.electra import ELECTRA, generator_config, loss, predictions, replace_tokens, targets
+from minilm.electra import ELECTRA, generator_config, loss, predictions, replace_tokens, sample_categorical, targets
 from minilm.models import Encoder, build_model
 from minilm.objectives import IGNORE_INDEX
 from minilm.pretraining import pretraining_targets
@@ -83,6 +83,17 @@ def test_both_losses_reach_the_shared_embeddings_and_none_flows_through_the_samp
 
 
 # -- labels and losses ----------------------------------------------------------------------------
+def test_the_sampler_draws_each_token_with_its_probability_and_never_an_impossible_one():
+    p = torch.tensor([[0.0, 0.5, 0.0, 0.3, 0.2, 0.0], [0.0, 0.0, 0.0, 0.0, 0.0, 1.0]])  # (2, 6)
+    rows = p.repeat_interleave(20_000, dim=0)  # (40000, 6)
+    draws = sample_categorical(rows, torch.Generator().manual_seed(0)).view(2, -1)  # (2, 20000)
+    freq = torch.stack([torch.bincount(d, minlength=6) for d in draws]).float() / draws.shape[1]  # (2, 6)
+    assert freq[p == 0].sum() == 0  # zero probability: never drawn, first and last token included
+    assert torch.allclose(freq, p, atol=0.01)  # 3 standard errors of a frequency at 20,000 draws
+    again = sample_categorical(rows, torch.Generator().manual_seed(0)).view(2, -1)
+    assert again.equal(draws)  # the same generator state gives the same draws
+
+
 def test_replaced_tokens_are_the_samples_that_differ_from_the_original():
     batch, x = hand_batch()
     logits = torch.full((4, 40), -1e4)  # the generator "samples" these, one per masked position, row-major
