@@ -75,6 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "(default: mean; a checkpoint that already has a sentence head keeps its own)")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
     p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
+    p.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="DECAY",
+                   help="layer-wise learning-rate decay: block l of L learns at lr x DECAY^(L + 1 - l), the embeddings at "
+                        "lr x DECAY^(L + 1), the head at lr (ELECTRA fine-tunes with 0.8; default: %(default)s, no decay)")
     p.add_argument("--peft", choices=list(peft.METHODS), help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint")
     p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r (default: %(default)s)")
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha: updates are scaled by alpha / r (default: %(default)s)")
@@ -99,6 +102,10 @@ def parse_args(argv=None):
         p.error("--peft adapts a pretrained model: give --init CHECKPOINT")
     if args.freeze_layers < 0:
         p.error(f"--freeze-layers must be >= 0, got {args.freeze_layers}")
+    if not 0 < args.layer_lr_decay <= 1:
+        p.error(f"--layer-lr-decay must lie in (0, 1] (1: no decay), got {args.layer_lr_decay}")
+    if args.layer_lr_decay < 1 and args.task == "seq2seq":
+        p.error("--layer-lr-decay applies to one stack of blocks (cls, regression, ner, sft), not to an encoder-decoder")
     if args.train is None:
         if args.task not in DEFAULT_DATA:
             p.error(f"--task {args.task} has no default data: give --train (and --dev, --test)")

@@ -121,7 +121,7 @@ def train_args(args, max_steps: int, **task) -> TrainArgs:
     """The loop's settings from the shared flags; `task` adds the script's own (metric, mode ...)."""
     return TrainArgs(
         out=args.out, max_steps=max_steps, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
-        momentum=args.momentum, schedule=args.schedule, min_lr_ratio=args.min_lr_ratio,
+        momentum=args.momentum, layer_lr_decay=getattr(args, "layer_lr_decay", 1.0), schedule=args.schedule, min_lr_ratio=args.min_lr_ratio,
         warmup=args.warmup if args.warmup is not None else max(1, max_steps * 6 // 100),
         grad_clip=args.grad_clip, grad_accum=args.grad_accum, grad_checkpointing=args.grad_checkpointing,
         save_every=args.save_every, dtype=args.dtype, compile=args.compile, tensorboard=args.tensorboard, resume=args.resume,

@@ -47,6 +47,7 @@ class TrainArgs:
     betas: tuple = (0.9, 0.98)
     eps: float = 1e-6
     momentum: float = 0.9  # SGD only
+    layer_lr_decay: float = 1.0  # block l of L learns at lr x decay^(L + 1 - l) (minilm/optim: param_groups)
     schedule: str = "cosine"  # "constant", "linear", "cosine" or "inverse_sqrt"
     warmup: int = 100  # steps of linear warmup
     min_lr_ratio: float = 0.1  # the floor of linear and cosine decay, as a fraction of lr
@@ -140,7 +141,8 @@ class Trainer:
         model.to(self.device)
         self.net = distributed.wrap(model, world)  # net(fn, ...) = fn(model, ...) inside DDP or FSDP
         foreach = "compiled" if args.compile and not world.fsdp else True  # compiled: Adam(W)'s update as one loop per tensor
-        self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum, foreach)
+        self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum, foreach,
+                                         args.layer_lr_decay)
         self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None
         set_grad_checkpointing(model, args.grad_checkpointing)
         self.step = 0

@@ -9,7 +9,7 @@ import torch.nn.functional as F
 
 from conftest import tiny_config
 from minilm.models import build_model
-from minilm.optim import SGD, Adam, AdamW, DynamicLossScaler, SCHEDULES, clip_grad_norm, lr_at, param_groups
+from minilm.optim import SGD, Adam, AdamW, DynamicLossScaler, SCHEDULES, clip_grad_norm, lr_at, param_groups, set_lr
 
 SETTINGS = {
     "sgd": [
@@ -116,6 +116,28 @@ def test_no_weight_decay_on_biases_norms_and_embeddings():
     assert any("embed.token" in names[id(p)] for p in no_decay["params"])
     assert any("norm" in names[id(p)] for p in no_decay["params"])
     assert no_decay["weight_decay"] == 0.0
+
+
+def test_layer_wise_learning_rate_decay_scales_each_depth():
+    model = build_model(tiny_config("encoder", head="cls", n_labels=3))
+    L, decay = model.config.n_layer, 0.5
+    groups = param_groups(model, 0.1, layer_decay=decay)
+    names = {id(p): n for n, p in model.named_parameters()}
+    scale = {names[id(p)]: g["lr_scale"] for g in groups for p in g["params"]}
+    assert len(scale) == len(names)  # every parameter in exactly one group
+    assert scale["transformer.embed.token.weight"] == decay ** (L + 1)  # the embeddings: slowest
+    assert scale["transformer.blocks.0.attn.q_proj.weight"] == decay**L
+    assert scale[f"transformer.blocks.{L - 1}.mlp.fc2.bias"] == decay
+    assert all(v == 1.0 for n, v in scale.items() if not n.startswith("transformer.embed") and ".blocks." not in n)  # norm, head: lr
+    opt = AdamW(groups, lr=1.0)
+    set_lr(opt, 1e-3)
+    assert sorted({g["lr"] for g in opt.param_groups}) == pytest.approx(sorted({1e-3 * decay**k for k in range(L + 2)}))
+    for g in groups:  # weight decay on matrices only, as without layer decay
+        assert g["weight_decay"] == (0.1 if all(p.dim() >= 2 and "embed" not in names[id(p)] for p in g["params"]) else 0.0)
+    plain = param_groups(model, 0.1, layer_decay=1.0)
+    assert len(plain) == 2 and "lr_scale" not in plain[0]  # no decay: the two groups of plain training
+    with pytest.raises(ValueError, match="layer_decay"):
+        param_groups(model, 0.1, layer_decay=0.0)
 
 
 def test_schedules():

@@ -219,6 +219,25 @@ def test_finetune_can_freeze_embeddings_and_lower_layers(tmp_path, task_files, e
         finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--out", str(tmp_path / "x"), "--freeze-layers", "5", "--device", "cpu"])
 
 
+def test_finetune_layer_lr_decay_scales_the_first_update_of_each_depth(tmp_path, task_files, encoder_ckpt, capsys):
+    tr, _, _ = task_files
+    flags = ["--init", str(encoder_ckpt), "--train", str(tr), "--max-steps", "1", "--batch-size", "16", "--optimizer", "sgd",
+             "--momentum", "0", "--schedule", "constant", "--warmup", "0", "--lr", "0.1", "--dtype", "fp32", "--device", "cpu"]
+    finetune.main(flags + ["--out", str(tmp_path / "plain")])
+    finetune.main(flags + ["--out", str(tmp_path / "decayed"), "--layer-lr-decay", "0.5"])
+    before = from_pretrained(encoder_ckpt).state_dict()
+    plain, decayed = from_pretrained(tmp_path / "plain").state_dict(), from_pretrained(tmp_path / "decayed").state_dict()
+    L = 2  # encoder_ckpt's blocks
+    for name, scale in [("transformer.embed.position.weight", 0.5 ** (L + 1)), ("transformer.blocks.0.mlp.fc1.weight", 0.5**L),
+                        ("transformer.blocks.1.attn.q_proj.weight", 0.5), ("transformer.norm.weight", 1.0)]:
+        step_plain, step_decayed = plain[name] - before[name], decayed[name] - before[name]  # -lr x grad, -lr x scale x grad
+        assert step_plain.abs().max() > 0, name
+        torch.testing.assert_close(step_decayed, scale * step_plain, rtol=1e-4, atol=1e-7)
+    with pytest.raises(SystemExit):
+        finetune.main(flags + ["--out", str(tmp_path / "x"), "--layer-lr-decay", "1.5"])
+    assert "--layer-lr-decay must lie in (0, 1]" in capsys.readouterr().err
+
+
 def test_finetune_unknown_dev_label_names_file_and_line(tmp_path, task_files):
     tr, _, _ = task_files
     dev = tmp_path / "dev.tsv"

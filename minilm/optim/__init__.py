@@ -6,6 +6,8 @@
     DynamicLossScaler     fp16 loss scaling
 """
 
+import re
+
 from minilm.optim.adam import Adam, AdamW
 from minilm.optim.clip import clip_grad_norm
 from minilm.optim.loss_scale import DynamicLossScaler
@@ -15,23 +17,58 @@ from minilm.optim.sgd import SGD
 OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}
 
 
-def param_groups(model, weight_decay: float):
+BLOCK = re.compile(r"(?:^|\.)blocks\.(\d+)\.")  # transformer.blocks.3.attn... -> 3
+
+
+def layer_depth(name: str, n_layer: int) -> int:
+    """l of a parameter: 0 the embeddings, 1..L the blocks (bottom up), L + 1 all above them
+    (the final norm, the heads)."""
+    block = BLOCK.search(name)
+    if block:
+        return int(block.group(1)) + 1
+    return 0 if "embed" in name else n_layer + 1
+
+
+def param_groups(model, weight_decay: float, layer_decay: float = 1.0):
     """Weight decay on matrices only: biases, norm gains and embeddings are not decayed
-    (as in BERT's and GPT-2's training code)."""
-    decay, no_decay = [], []
+    (as in BERT's and GPT-2's training code).
+
+    Layer-wise learning-rate decay (ELECTRA, Clark et al. 2020; "discriminative fine-tuning",
+    Howard & Ruder 2018) scales each parameter's learning rate by its depth l (`layer_depth`):
+
+        lr_l = lr * layer_decay^(L + 1 - l)
+
+    so the heads learn at lr and the embeddings at lr * layer_decay^(L + 1): the lower layers, which
+    hold the most general features, move least. Each group carries its "lr_scale" (set_lr reads it);
+    layer_decay = 1 gives the two groups of plain training."""
+    if not 0 < layer_decay <= 1:
+        raise ValueError(f"layer_decay {layer_decay}: must lie in (0, 1] (1: no decay)")
+    n_layer = getattr(model.config, "n_layer", 0) if hasattr(model, "config") else 0
+    if layer_decay < 1 and getattr(model.config, "arch", None) == "encoder-decoder":
+        raise ValueError("layer-wise learning-rate decay is defined here for one stack of blocks (an encoder or a decoder), "
+                         "not for an encoder-decoder")
+    groups = {}  # (depth, decayed) -> group, in the order parameters appear
     for name, p in model.named_parameters():  # tied parameters appear once
         if not p.requires_grad:
             continue
-        if p.dim() < 2 or "embed" in name:
-            no_decay.append(p)
-        else:
-            decay.append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
+        decayed = not (p.dim() < 2 or "embed" in name)
+        depth = layer_depth(name, n_layer) if layer_decay < 1 else 0
+        key = (depth, decayed) if layer_decay < 1 else (0, decayed)
+        if key not in groups:
+            groups[key] = {"params": [], "weight_decay": weight_decay if decayed else 0.0}
+            if layer_decay < 1:
+                groups[key]["lr_scale"] = layer_decay ** (n_layer + 1 - depth)
+        groups[key]["params"].append(p)
+    if layer_decay == 1:  # the two groups of plain training, decayed first, even when one is empty
+        return [groups.get((0, True), {"params": [], "weight_decay": weight_decay}), groups.get((0, False), {"params": [], "weight_decay": 0.0})]
+    return list(groups.values())
 
 
-def build_optimizer(name: str, model, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8, momentum=0.9, foreach=True):
-    """The optimizer `name` over `model`'s parameters, with weight decay on matrices only."""
-    groups = param_groups(model, weight_decay)
+def build_optimizer(name: str, model, lr: float, weight_decay: float, betas=(0.9, 0.999), eps=1e-8, momentum=0.9, foreach=True,
+                    layer_decay: float = 1.0):
+    """The optimizer `name` over `model`'s parameters, with weight decay on matrices only and
+    (layer_decay < 1) layer-wise learning-rate decay (param_groups)."""
+    groups = param_groups(model, weight_decay, layer_decay)
     if name == "sgd":
         return SGD(groups, lr=lr, momentum=momentum, foreach=foreach)
     if name in ("adam", "adamw"):
