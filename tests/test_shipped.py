@@ -71,6 +71,22 @@ def test_export_rounds_to_half_precision_and_records_the_probe(tmp_path):
     assert again["logits"][:8].tolist() == card["probe"]["first_logits"]
 
 
+def test_export_probes_a_decoder_with_its_next_token_logits(tmp_path):
+    from conftest import tiny_model
+    from minilm.checkpoint import save_pretrained
+    from minilm.tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.train(["a domestic animal that barks", "a small animal that purrs"] * 20, kind="bpe", vocab_size=80)
+    model = tiny_model("decoder", head="lm", vocab_size=tokenizer.vocab_size, seed=4)
+    save_pretrained(tmp_path / "run", model, tokenizer)
+    card = export(tmp_path / "run", "tiny-gpt", "fp16", tmp_path / "tiny-gpt")
+    ids = tokenizer.encode("a domestic animal that", add_special=False)
+    assert card["probe"]["position"] == len(ids) - 1
+    with torch.no_grad():
+        want = minilm.from_pretrained(tmp_path / "tiny-gpt")(torch.tensor([ids]))[0, -1]  # (V,): the last position's next-token logits
+    assert card["probe"]["first_logits"] == want[:8].tolist()
+
+
 def test_finetune_starts_from_the_shipped_encoder_by_default(tmp_path, capsys):
     import finetune
 

@@ -8,9 +8,10 @@ and the weights of a small pretrained model lie well inside fp16's range), which
 `from_pretrained` loads them back into float32. The export measures what the rounding costs: the
 largest change of the probe's logits, float32 weights against the stored ones.
 
-card.json records the probe: masked-LM logits (float32 compute on the stored weights) at the
-[MASK] of a fixed text (those of the first ids of the vocabulary and of the five tokens it ranks
-first), which tests/test_shipped.py recomputes.
+card.json records the probe: the logits (float32 compute on the stored weights) that the model
+gives for a fixed text, those of the first ids of the vocabulary and of the five tokens it ranks
+first, which tests/test_shipped.py recomputes. An encoder's are its masked-LM logits at the [MASK]
+of "a domestic [MASK] that barks"; a decoder's, its next-token logits after "a domestic animal that".
 Other keys already in card.json (the metrics written for the model card) are kept.
 """
 
@@ -25,22 +26,32 @@ import torch
 from safetensors.torch import save_file
 
 from minilm.checkpoint import _atomic, atomic_write_json, from_pretrained, owned_tensors, resolve_checkpoint
+from minilm.inference import prompt_ids
 from minilm.pretrained import HERE
 from minilm.tokenizer import Tokenizer
 
 DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
-PROBE = "a domestic [MASK] that barks"
+PROBES = {"encoder": "a domestic [MASK] that barks", "decoder": "a domestic animal that"}
 SHOWN = 8  # logits of the probe stored in the card (the first ids of the vocabulary)
 
 
 @torch.no_grad()
-def probe(model, tokenizer: Tokenizer, text: str = PROBE) -> dict:
-    """The MLM logits (V,) at the [MASK] of `text` (float32), its position, and the five best tokens."""
-    ids, segments = tokenizer.encode_batch([text])
-    ids = torch.tensor(ids)  # (1, T)
-    position = int((ids[0] == tokenizer.mask_id).nonzero()[0])
-    h = model.hidden(ids, torch.ones_like(ids), torch.tensor(segments))  # (1, T, C)
-    logits = model.mlm(h[0, position])  # (V,)
+def probe(model, tokenizer: Tokenizer, text: str | None = None) -> dict:
+    """The logits (V,) the model gives at one position of `text` (float32), that position, and the
+    five best tokens: an encoder's masked-LM logits at the [MASK]; a decoder's next-token logits
+    after the whole text (encoded as generation encodes a prompt)."""
+    arch = model.config.arch
+    text = PROBES[arch] if text is None else text
+    if arch == "decoder":
+        ids = torch.tensor([prompt_ids(model, tokenizer, [text])[0]])  # (1, T)
+        position = ids.shape[1] - 1
+        logits = model.head_logits(model.hidden(ids))[0, position]  # (V,)
+    else:
+        ids, segments = tokenizer.encode_batch([text])
+        ids = torch.tensor(ids)  # (1, T)
+        position = int((ids[0] == tokenizer.mask_id).nonzero()[0])
+        h = model.hidden(ids, torch.ones_like(ids), torch.tensor(segments))  # (1, T, C)
+        logits = model.mlm(h[0, position])  # (V,)
     top = logits.topk(5).indices.tolist()
     return {"text": text, "position": position, "logits": logits, "top5_ids": top, "top5": [tokenizer.id_to_token(i) for i in top]}
 
@@ -50,8 +61,8 @@ def export(ckpt, name: str, dtype: str = "fp16", out: Path | None = None) -> dic
     out = Path(out) if out is not None else HERE / name
     model = from_pretrained(ckpt, dropout=0.0, attn_dropout=0.0).float()
     tokenizer = Tokenizer.load(ckpt)
-    if not hasattr(model, "mlm"):
-        raise ValueError(f"{ckpt}: an encoder with an MLM head is expected (the probe reads masked-LM logits)")
+    if not (hasattr(model, "mlm") or (model.config.arch == "decoder" and model.config.head == "lm")):
+        raise ValueError(f"{ckpt}: an encoder with an MLM head or a decoder with an LM head is expected (the probe reads their logits)")
     before = probe(model, tokenizer)
     tensors = {k: v.to(DTYPES[dtype]) for k, v in owned_tensors(model).items()}
     out.mkdir(parents=True, exist_ok=True)
