@@ -11,7 +11,11 @@
 
 It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths,
 max_new_tokens, num_beams and stop strings are bounded (`Limits`); errors are JSON `{"error": ...}`
-with a 4xx code (500 for a failure inside the server; an `{"error"}` event inside a stream). Requests
+with a 4xx code (500 for a failure inside the server; an `{"error"}` event inside a stream). A body
+over the limit is answered 413 at once, then the rest of it is read and dropped (up to DRAIN_BYTES,
+for up to DRAIN_SECONDS) before the connection closes, as nginx's lingering close does: a client
+that sends its whole body before reading (urllib, requests) then reads the 413, where closing on
+unread data would reset the connection under it. Requests
 are served on threads; the model answers one at a time (one lock), so the answers are those of
 the CLI. SIGTERM or SIGINT stop accepting, let the requests in flight finish, and exit.
 """
@@ -21,6 +25,7 @@ from __future__ import annotations
 import json
 import signal
 import threading
+import time
 from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -38,6 +43,10 @@ class Limits:
     max_beams: int = 8
     max_stops: int = 16  # stop strings per request
     max_stop_chars: int = 256  # characters per stop string
+
+
+DRAIN_BYTES = 64 << 20  # the most of an oversized body read (and dropped) after its 413
+DRAIN_SECONDS = 10.0  # ... and the longest time spent reading it
 
 
 class BadRequest(Exception):
@@ -146,6 +155,7 @@ class Handler(BaseHTTPRequestHandler):
 
     def do_POST(self):
         self.streaming = False  # set once a stream's headers are sent: no other answer may follow
+        self.unread = 0  # bytes of the body left unread when it is refused for its size
         routes = {"/generate": self.generate, "/predict": self.predict, "/embed": self.embed}
         try:
             if self.path not in routes:
@@ -162,6 +172,23 @@ class Handler(BaseHTTPRequestHandler):
             self.close_connection = True
             if not self.streaming:
                 self.answer_error(HTTPStatus.INTERNAL_SERVER_ERROR, f"internal error: {type(e).__name__}: {e}")
+        if self.unread:
+            self.drain(self.unread)
+
+    def drain(self, n: int):
+        """Read and drop up to n more bytes of the request (at most DRAIN_BYTES, for at most
+        DRAIN_SECONDS, stopping early when the client closes): closing a socket with unread data
+        resets the connection, and a client still sending would lose the answer already sent."""
+        n, deadline = min(n, DRAIN_BYTES), time.monotonic() + DRAIN_SECONDS
+        try:
+            while n > 0 and (left := deadline - time.monotonic()) > 0:
+                self.connection.settimeout(left)
+                chunk = self.rfile.read1(min(n, 1 << 16))
+                if not chunk:  # the client closed its side
+                    break
+                n -= len(chunk)
+        except OSError:  # timed out, or reset: the connection is closed all the same
+            pass
 
     def answer_error(self, status: HTTPStatus, message: str):
         try:
@@ -182,6 +209,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest(f"bad Content-Length {header!r}") from None
         if length > self.server.limits.max_body_bytes:
             self.close_connection = True  # the unread body must not be taken for the next request
+            self.unread = length  # read and dropped after the answer (drain)
             raise BadRequest(f"request body of {length} bytes is above the limit of {self.server.limits.max_body_bytes}",
                              HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
         try:
@@ -203,7 +231,7 @@ class Handler(BaseHTTPRequestHandler):
         prompts, many = texts_of(body, "prompt", "prompts", s.limits)
         settings = settings_of(body, s.limits)
         for ids in inference.prompt_ids(s.model, s.tokenizer, prompts):  # an empty prompt refused before a stream's headers go out
-            n = len(ids) - (s.model.config.arch == "encoder-decoder")  # the source's EOS is not the client's
+            n = len(ids) - (s.model.config.arch == "encoder-decoder" and s.tokenizer.eos_id is not None)  # the source's EOS is not the client's
             if n > s.limits.max_prompt_tokens:
                 raise BadRequest(f"prompt of {n} tokens is above this server's limit of {s.limits.max_prompt_tokens}")
         stream = body.get("stream", False)

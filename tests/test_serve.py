@@ -9,12 +9,15 @@ import socket
 import subprocess
 import sys
 import threading
+import time
+import urllib.error
+import urllib.request
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
 
-from minilm import inference
+from minilm import inference, serve
 from minilm.checkpoint import save_pretrained
 from minilm.config import ModelConfig
 from minilm.inference import GenerationSettings
@@ -112,6 +115,29 @@ def test_a_negative_content_length_is_answered_at_once(cls_server):
             answer += chunk
         answer = answer.decode()
     assert answer.startswith("HTTP/1.0 400") and "bad Content-Length '-1'" in answer
+
+
+def test_an_oversized_body_sent_by_urllib_gets_the_413(cls_server):
+    """urllib sends the whole body before it reads the answer: the server drops the rest of a body
+    over the limit after answering, so the 413 reaches the client instead of a connection reset."""
+    host, port = cls_server[0].server_address[:2]
+    body = json.dumps({"text": "a " * (4 << 20)}).encode()  # 8 MiB: far past the limit and the socket buffers
+    req = urllib.request.Request(f"http://{host}:{port}/predict", data=body, headers={"Content-Type": "application/json"})
+    with pytest.raises(urllib.error.HTTPError) as answer:
+        urllib.request.urlopen(req, timeout=30)
+    assert answer.value.code == 413 and "above the limit of 4096" in json.loads(answer.value.read())["error"]
+    assert request(cls_server[0], "POST", "/predict", {"text": "a"})[0] == 200  # and the server goes on
+
+
+def test_a_body_announced_but_not_sent_holds_the_connection_a_bounded_time(cls_server, monkeypatch):
+    monkeypatch.setattr(serve, "DRAIN_SECONDS", 1.0)
+    with socket.create_connection(cls_server[0].server_address[:2], timeout=10) as sock:
+        sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: 1000000000\r\n\r\n" + b"x" * 1000)
+        start, answer = time.monotonic(), b""
+        while chunk := sock.recv(4096):  # answered at once; closed once the wait for the rest runs out
+            answer += chunk
+    assert answer.startswith(b"HTTP/1.0 413") and b"above the limit of 4096" in answer
+    assert time.monotonic() - start < 5
 
 
 def test_a_failure_inside_the_server_is_a_json_500_and_the_server_goes_on(cls_server, monkeypatch):
