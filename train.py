@@ -195,6 +195,9 @@ def main(argv=None):
         val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size * world.size, args.seed + 10_000, args.whole_word_masking, args.doc_mask)
     except ValueError as e:
         sys.exit(f"error: {e}")
+    notice = train_data.notice or val_source.notice  # one notice, though both splits may need pseudo-documents
+    if notice:
+        print(notice)
     val_batches = [{k: v.to(device) for k, v in val_source.batch(i).items()} for i in range(args.eval_batches)]
     baseline = unigram_baseline(train_corpus.counts(), val_corpus.counts())
     print(f"unigram baseline on val: {baseline:.3f} nats/token (perplexity {perplexity(baseline):.1f})")

@@ -76,7 +76,7 @@ def beam_search(
     for step in range(max_new_tokens):
         t = step + 1  # length of the hypotheses this step makes
         log_probs = F.log_softmax(logits.float(), dim=-1)
-        log_probs = apply_repetition_penalty(log_probs, stepper.history, repetition_penalty)  # (B * K, V)
+        log_probs = apply_repetition_penalty(log_probs, stepper.history, repetition_penalty, stepper.counted)  # (B * K, V)
         total = (log_probs.view(B, K, V) + running_scores[:, :, None]).view(B, K * V)
         cand_scores, cand = torch.topk(total, 2 * K, dim=-1)  # (B, 2K) the best extensions of any beam
         cand_beam, cand_token = cand // V, cand % V  # which beam each extends, by which token

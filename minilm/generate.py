@@ -13,20 +13,26 @@ from __future__ import annotations
 import functools
 
 import torch
+import torch.nn.functional as F
 
 from kernels.packed_linear import packed_linears
 from minilm.attention import KVCache
 from minilm.data.pretrain import pad
 
 
-def apply_repetition_penalty(logits, generated, penalty: float):
+def apply_repetition_penalty(logits, generated, penalty: float, counted=None):
     """CTRL's penalty (Keskar et al. 2019): scores of tokens already present are divided by
-    `penalty` when positive and multiplied by it when negative. logits (B, V), generated (B, T)."""
+    `penalty` when positive and multiplied by it when negative. logits (B, V), generated (B, T);
+    counted (B, T), optional, is 0 where `generated` holds padding, which is not present (so a row
+    is penalised alike alone and in a left-padded batch, as in transformers)."""
     if penalty == 1.0 or generated.numel() == 0:
         return logits
+    V = logits.shape[-1]
+    if counted is not None:  # padding points at an extra column, dropped at the end
+        generated, logits = generated.masked_fill(counted == 0, V), F.pad(logits, (0, 1))
     seen = torch.gather(logits, 1, generated)
     seen = torch.where(seen > 0, seen / penalty, seen * penalty)
-    return logits.scatter(1, generated, seen)
+    return logits.scatter(1, generated, seen)[:, :V]
 
 
 def filter_logits(logits, top_k: int | None = None, top_p: float | None = None):
@@ -133,6 +139,13 @@ class Stepper:
             else:
                 self.positions = torch.arange(input_ids.shape[1], device=input_ids.device).expand_as(input_ids)  # (B, T)
 
+    @property
+    def counted(self):
+        """(B, t): 0 where `history` holds a left pad, else 1; None when no row is padded."""
+        if self.encoder_decoder or self.mask is None:
+            return None
+        return self.mask[:, : self.history.shape[1]]
+
     def first(self):
         """Logits (B, V) for the first new token."""
         if self.encoder_decoder:
@@ -195,7 +208,7 @@ def generate(
     done = torch.zeros(B, dtype=torch.bool, device=device)
     can_finish = eos_id is not None or on_step is not None  # else every row runs to max_new_tokens
     for step in range(max_new_tokens):
-        logits = apply_repetition_penalty(logits, stepper.history, repetition_penalty)
+        logits = apply_repetition_penalty(logits, stepper.history, repetition_penalty, stepper.counted)
         token = next_token(logits, greedy, temperature, top_k, top_p, generator)  # (B,)
         if can_finish:
             token = token.masked_fill(done, pad_id)  # finished rows: padding

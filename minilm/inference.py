@@ -22,7 +22,7 @@ from minilm.data.tasks import ClassificationData, Example
 from minilm.finetuning import predict, predict_tags
 from minilm.generate import generate, pad_prompts, until_eos
 from minilm.metrics import entity_spans, is_bio
-from minilm.tokenizer import MASK, Tokenizer
+from minilm.tokenizer import Tokenizer
 
 GENERATIVE_HEADS = ("lm",)
 PREDICT_HEADS = ("cls", "regression", "token")
@@ -122,9 +122,9 @@ def tokens_until_stop(tokens: list[int], decode, stops) -> list[int]:
 
 def prompt_ids(model, tokenizer, prompts: list[str]) -> list[list[int]]:
     """Token ids of each prompt as generation takes them (an encoder-decoder's source ends with
-    EOS); a decoder's prompt with no token at all is refused."""
-    encoder_decoder = model.config.arch == "encoder-decoder"
-    ids = [tokenizer.encode(p, add_special=False) + ([tokenizer.eos_id] if encoder_decoder else []) for p in prompts]
+    EOS, where the tokenizer has one); a decoder's prompt with no token at all is refused."""
+    eos = [tokenizer.eos_id] if model.config.arch == "encoder-decoder" and tokenizer.eos_id is not None else []
+    ids = [tokenizer.encode(p, add_special=False) + eos for p in prompts]
     empty = [i + 1 for i, row in enumerate(ids) if not row]
     if empty:
         raise ValueError(f"prompt {empty[0]} of {len(prompts)} is empty: a decoder needs at least one token to continue")
@@ -135,16 +135,19 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     """{"text", "tokens"} per prompt: the continuation (decoder) or the output (encoder-decoder).
 
     `on_text(piece)` receives the first prompt's text as it grows (streaming; one prompt, no beams).
-    Decoding stops at EOS, at max_new_tokens, or once every row has produced a stop string.
+    Decoding stops at EOS, at max_new_tokens, or once every row has produced a stop string. A
+    tokenizer with no pad token pads with EOS (`Tokenizer.fill_id`), as transformers does.
     """
     settings.check()
     tk = tokenizer
     encoder_decoder = model.config.arch == "encoder-decoder"
+    if encoder_decoder:
+        tk.require(["bos"], "an encoder-decoder's output (it starts from BOS)")
     ids = prompt_ids(model, tk, prompts)
-    input_ids, mask = pad_prompts(ids, tk.pad_id, encoder_decoder)
+    input_ids, mask = pad_prompts(ids, tk.fill_id, encoder_decoder)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
-    common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.pad_id, decoder_start_id=tk.bos_id)
+    common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.fill_id, decoder_start_id=tk.bos_id)
     shown = [""]  # the streamed text so far
     if settings.num_beams > 1:
         new = beam_search(model, input_ids, mask, settings.max_new_tokens, settings.num_beams, settings.length_penalty, **common)
@@ -253,16 +256,18 @@ def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, t
 @torch.no_grad()
 def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5) -> list[dict]:
     """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}."""
+    tokenizer.require(["mask"], "fill-mask")
     device, results = next(model.parameters()).device, []
+    mask = tokenizer.special_token("mask")
     for text in texts:
         full = tokenizer.encode(text)
         ids = full[: model.config.max_seq_len]
         positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
         if not positions:
             if tokenizer.mask_id in full:
-                raise ValueError(f"the {MASK} of {text[:60]!r}... lies past the model's {model.config.max_seq_len} positions "
+                raise ValueError(f"the {mask} of {text[:60]!r}... lies past the model's {model.config.max_seq_len} positions "
                                  f"(the text is {len(full)} tokens); shorten the text before it")
-            raise ValueError(f"no {MASK} in {text!r}")
+            raise ValueError(f"no {mask} in {text!r}")
         logits = model(torch.tensor([ids], device=device))[0]  # (T, V)
         masks = []
         for pos in positions:
@@ -285,7 +290,7 @@ def embed_texts(model, tokenizer, texts: list[str], normalize: bool = True, batc
     device, out = next(model.parameters()).device, []
     for start in range(0, len(texts), batch_size):
         ids, segments = tokenizer.encode_batch(texts[start : start + batch_size], max_len=model.config.max_seq_len)
-        input_ids = pad(ids, tokenizer.pad_id).to(device)  # (B, T), right-padded
+        input_ids = pad(ids, tokenizer.fill_id).to(device)  # (B, T), right-padded
         mask = pad([[1] * len(r) for r in ids], 0).to(device)  # (B, T)
         if model.config.arch == "encoder-decoder":
             h = model.encode(input_ids, mask)  # (B, T, C)

@@ -62,6 +62,24 @@ class Tokenizer:
         roles = {getattr(self, f"{role}_id") for role in SPECIAL_ALIASES}
         self.special_ids = {i for i in roles if i is not None} | set(self.sentinel_ids)
 
+    @property
+    def fill_id(self) -> int:
+        """The id that pads a batch: [PAD]; else EOS, as `transformers` generate() pads when a tokenizer
+        has none (GPT-2's has only <|endoftext|>); else 0. Masks hide padded positions, so the id
+        changes no output; it only has to be a valid row of the embedding."""
+        for i in (self.pad_id, self.eos_id):
+            if i is not None:
+                return i
+        return 0
+
+    def require(self, roles, purpose: str) -> None:
+        """Refuse, naming them, the special roles ("bos", "eos", "mask", ...) that `purpose` needs
+        and this vocabulary lacks (a tokenizer made elsewhere may lack any of them)."""
+        missing = [role for role in roles if getattr(self, f"{role}_id") is None]
+        if missing:
+            names = " and ".join(f"{role.upper()} ({' or '.join(SPECIAL_ALIASES[role])})" for role in missing)
+            raise ValueError(f"{purpose} needs the tokenizer's {names} token{'s' * (len(missing) > 1)}, which it does not have")
+
     def special_token(self, role: str) -> str | None:
         """The token string of a special role ("pad", "cls", "eos", ...), or None."""
         i = getattr(self, f"{role}_id")
@@ -118,8 +136,9 @@ class Tokenizer:
     def from_vocab(cls, vocab: list[str], lowercase: bool = True) -> "Tokenizer":
         """A WordPiece tokenizer from a list of pieces (a BERT `vocab.txt`, one piece a line, the
         line number being the id), with BERT's normalisation and [CLS] A [SEP] (B [SEP]) framing."""
-        if UNK not in vocab:
-            raise ValueError(f"a WordPiece vocabulary needs the {UNK} token")
+        missing = [t for t in (UNK, CLS, SEP) if t not in vocab]
+        if missing:  # [UNK] stands for unknown pieces; [CLS] A [SEP] (B [SEP]) frames every input
+            raise ValueError(f"a WordPiece vocabulary needs the {', '.join(missing)} token{'s' * (len(missing) > 1)}")
         tk = HFTokenizer(models.WordPiece({piece: i for i, piece in enumerate(vocab)}, unk_token=UNK))
         tk.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
         tk.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

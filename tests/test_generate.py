@@ -3,6 +3,7 @@
 import torch
 
 from conftest import tiny_model
+from minilm.beam import beam_search
 from minilm.generate import apply_repetition_penalty, filter_logits, generate, left_pad, pad_prompts
 
 V = 53
@@ -87,6 +88,20 @@ def test_repetition_penalty():
     logits = torch.tensor([[2.0, -2.0, 1.0]])
     out = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), 2.0)
     assert out.tolist() == [[1.0, -4.0, 1.0]]
+    padded = apply_repetition_penalty(logits, torch.tensor([[0, 1]]), 2.0, counted=torch.tensor([[0, 1]]))
+    assert padded.tolist() == [[2.0, -4.0, 1.0]]  # a left pad is not a token present
+
+
+def test_left_padded_batch_with_a_repetition_penalty_equals_one_by_one():
+    model = tiny_model("decoder", pos="learned", init_std=0.3)
+    prompts = [[3, 9, 4, 7, 8, 2], [5, 1], [11, 12, 13]]
+    for decode in (lambda *a: generate(*a, greedy=True, repetition_penalty=5.0),
+                   lambda *a: beam_search(*a, num_beams=2, repetition_penalty=5.0)):
+        alone = [decode(model, torch.tensor([p]), None, 12)[0] for p in prompts]
+        ids, mask = left_pad(prompts, pad_id=int(alone[1][0]))  # the pads are the token row 1 starts with
+        batched = decode(model, ids, mask, 12)
+        for i in range(len(prompts)):
+            assert torch.equal(batched[i], alone[i]), i
 
 
 def test_prompt_too_long_for_learned_positions_is_a_clear_error():

@@ -254,16 +254,46 @@ def test_denoise_decoder_inputs_and_reconstruction(corpora, bpe):
             assert noise == round(0.15 * (T - 1))
 
 
+@pytest.mark.parametrize("split", ["one document", "one-line documents"])
+def test_nsp_reads_a_corpus_without_blank_lines_as_pseudo_documents(docs, wordpiece, split):
+    """One sentence per line and no blank lines (or a blank line after every line): NSP cuts the
+    lines into pseudo-documents of n consecutive lines, n about two sequences' worth of tokens."""
+    lines = [line for doc in docs for line in doc]
+    corpus = TokenizedCorpus([lines] if split == "one document" else [[line] for line in lines], wordpiece)
+    data = PretrainBatches(corpus, "mlm+nsp", T, B)
+    n = round(2 * T / (len(corpus.tokens) / len(lines)))
+    assert 2 < n < len(lines) // 2 and data.doc_start.tolist() == [*range(0, len(lines), n), len(lines)]
+    why = "is one document (no blank line" if split == "one document" else "has no document of two or more lines"
+    assert data.notice.startswith(f"notice: the corpus {why}") and data.notice.endswith(
+        f"reads it as {len(data.doc_start) - 1} pseudo-documents of {n} consecutive lines (about {2 * T} tokens each)")
+    line_of = {mark: g for g, mark in enumerate((d, i) for d, size in enumerate(DOC_LINES) for i in range(size))}
+    labels = []
+    for step in range(10):
+        batch = data.batch(step)
+        for row in range(B):
+            a, b = segment_parts(batch, row)
+            ma, mb = markers(wordpiece, a[1:-1]), markers(wordpiece, b[:-1])
+            first = line_of[ma[0]]
+            last = first + len(ma) - 1  # A: whole consecutive lines of the stream
+            assert all(m[1] is None or line_of[m] == first + k for k, m in enumerate(ma))
+            label = int(batch["nsp_labels"][row])
+            if mb[0][1] is not None:
+                b_first = line_of[mb[0]]
+                assert (b_first == last + 1 and b_first // n == first // n) if label == 0 else b_first // n != first // n
+            labels.append(label)
+    assert 0.3 < np.mean(labels) < 0.7
+
+
 def test_errors(docs, corpora, wordpiece, bpe):
     with pytest.raises(ValueError, match=r"unknown objective 'nsp': expected one of mlm, mlm\+nsp, clm, denoise, electra"):
         PretrainBatches(corpora["wordpiece"], "nsp", T, B)
     assert OBJECTIVES == ("mlm", "mlm+nsp", "clm", "denoise", "electra")
-    message = r"next-sentence prediction needs at least two documents \(separated by a blank line\), one of them with two or more lines"
-    with pytest.raises(ValueError, match=message):
-        PretrainBatches(TokenizedCorpus([docs[2]], wordpiece), "mlm+nsp", T, B)
-    with pytest.raises(ValueError, match=message):
-        PretrainBatches(TokenizedCorpus([[doc[0]] for doc in docs], wordpiece), "mlm+nsp", T, B)
+    message = r"next-sentence prediction needs a corpus of at least three lines \(a sentence A, the line after it and a line "
+    for lines in ([docs[7]], [docs[3]], [[docs[0][0]], [docs[1][0]]]):  # one line; two lines, in one or two documents
+        with pytest.raises(ValueError, match=message + rf"of another document\); this one has {sum(map(len, lines))}"):
+            PretrainBatches(TokenizedCorpus(lines, wordpiece), "mlm+nsp", T, B)
     PretrainBatches(TokenizedCorpus([docs[3], docs[7]], wordpiece), "mlm+nsp", T, B).batch(0)  # the minimum works
+    PretrainBatches(TokenizedCorpus([docs[0][:3]], wordpiece), "mlm+nsp", T, B).batch(0)  # so do three lines in one document
     short = TokenizedCorpus([["apple one sun"]], bpe)
     n = len(short.stream())
     for objective in ("clm", "denoise"):

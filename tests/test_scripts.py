@@ -112,6 +112,19 @@ def test_nsp_learns_with_enough_steps(tmp_path, corpus):
     assert metrics(tmp_path)[-1]["nsp_accuracy"] > 0.8, metrics(tmp_path)
 
 
+def test_a_corpus_without_blank_lines_trains_nsp_on_pseudo_documents(tmp_path, capsys):
+    """One sentence per line, no blank line: the encoder's default mlm+nsp reads consecutive lines
+    as pseudo-documents, and says so once."""
+    rng = random.Random(1)
+    corpus = tmp_path / "corpus.txt"
+    corpus.write_text("".join(f"a {t} like the {' '.join(rng.sample(w, 4))} .\n" for t, w in TOPICS.items() for _ in range(40)))
+    train.main(["--data", str(corpus), "--out", str(tmp_path / "out"), "--max-steps", "2", "--eval-every", "2", "--batch-size", "4",
+                "--val-fraction", "0.1", "--eval-batches", "1", *TINY])
+    out = capsys.readouterr().out
+    assert out.count("pseudo-documents") == 1 and "notice: the corpus is one document (no blank line" in out
+    assert metrics(tmp_path / "out")[-1]["step"] == 2 and "nsp_accuracy" in metrics(tmp_path / "out")[-1]
+
+
 def test_decoder_clm_pretraining_learns(decoder_ckpt):
     log = metrics(decoder_ckpt)
     assert log[-1]["val_loss"] < log[0]["val_loss"] - 0.3, log

@@ -1,7 +1,8 @@
 """Reading raw text corpora: a text file (optionally .gz), a folder of them, or JSONL with a text field.
 
 Plain text follows BERT's pretraining format: one sentence or passage per line, documents
-separated by blank lines. A file without blank lines is one document (a stream of lines).
+separated by blank lines. A file without blank lines is one document (a stream of lines; next-sentence
+prediction cuts it into pseudo-documents of consecutive lines, minilm/data/pretrain.py).
 A corpus is read as documents, each a list of non-empty, cleaned lines; `iter_documents` streams
 them (memory does not grow with the corpus), `read_documents` returns them all.
 """

@@ -9,7 +9,8 @@ another process) rebuilds exactly the batch it would have seen: the data positio
              positions restart at 0 in each, as if the documents came in separate rows)
     mlm      [CLS] consecutive lines [SEP], masked as in BERT
     mlm+nsp  [CLS] A [SEP] B [SEP]: B follows A in its document half of the time, else a random
-             passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code)
+             passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code);
+             a corpus without blank lines is read as pseudo-documents of consecutive lines
     denoise  T5 span corruption of a window of the stream (encoder input, decoder target)
     electra  the MLM batches: the generator reads them, the discriminator their originals with the
              generator's samples at the masked positions (minilm/electra.py)
@@ -26,6 +27,8 @@ from tqdm import tqdm
 from minilm.objectives import IGNORE_INDEX, mask_tokens, span_corrupt
 
 OBJECTIVES = ("mlm", "mlm+nsp", "clm", "denoise", "electra")
+NEEDED = {"mlm": ("cls", "sep", "mask"), "mlm+nsp": ("cls", "sep", "mask"), "electra": ("cls", "sep", "mask"),
+          "clm": ("eos",), "denoise": ("bos", "eos")}  # the special tokens each objective's batches hold
 
 
 class TokenizedCorpus:
@@ -57,7 +60,7 @@ class TokenizedCorpus:
 
     def stream(self) -> np.ndarray:
         """All documents as one stream: lines joined by a newline token (when the tokenizer has
-        one, as byte-level BPE does), documents ended by [EOS]."""
+        one, as byte-level BPE does), documents ended by [EOS] (when it has one)."""
         tk = self.tokenizer
         newline = tk.encode("\n", add_special=False)
         parts = []
@@ -66,7 +69,8 @@ class TokenizedCorpus:
                 parts.append(self.line(i))
                 if i + 1 < self.doc_start[d + 1] and len(newline) == 1:
                     parts.append(np.array(newline, dtype=np.int32))
-            parts.append(np.array([tk.eos_id], dtype=np.int32))
+            if tk.eos_id is not None:
+                parts.append(np.array([tk.eos_id], dtype=np.int32))
         return np.concatenate(parts)
 
 
@@ -92,8 +96,35 @@ def pad(rows, value: int, length: int | None = None) -> torch.Tensor:
     return out
 
 
+def nsp_documents(corpus, seq_len: int) -> tuple[np.ndarray, str | None]:
+    """The first line of each document next-sentence prediction draws from (n_docs + 1,), and a
+    notice when these are not the corpus's own documents.
+
+    NSP takes A from a document of two or more lines, an IsNext B from the lines after A, and a
+    NotNext B from another document. A corpus that is one document (one sentence per line and no
+    blank lines, a common shape) or whose documents are all one line long is cut instead, as a
+    stream of lines, into pseudo-documents of n consecutive lines: n holds about two sequences
+    (2 * seq_len tokens) at the corpus's mean line length, so that A and an IsNext B fit in one,
+    with 2 <= n <= ceil(lines / 2), so that there are at least two. Only a corpus of fewer than
+    three lines is refused: it cannot hold an A, the line after it and another document.
+    """
+    doc_start, n_lines = np.asarray(corpus.doc_start), corpus.n_lines
+    if corpus.n_docs >= 2 and (np.diff(doc_start) >= 2).any():
+        return doc_start, None
+    if n_lines < 3:
+        raise ValueError(f"next-sentence prediction needs a corpus of at least three lines (a sentence A, the line after "
+                         f"it and a line of another document); this one has {n_lines}")
+    per_line = max(len(corpus.tokens) / n_lines, 1.0)  # mean tokens per line
+    n = int(min(max(2, round(2 * seq_len / per_line)), (n_lines + 1) // 2))
+    starts = np.append(np.arange(0, n_lines, n), n_lines)
+    why = "is one document (no blank line between documents)" if corpus.n_docs < 2 else "has no document of two or more lines"
+    return starts, (f"notice: the corpus {why}; next-sentence prediction reads it as {len(starts) - 1:,} pseudo-documents "
+                    f"of {n} consecutive lines (about {2 * seq_len} tokens each)")
+
+
 class PretrainBatches:
-    """`batch(step)` -> a dict of tensors for one objective; deterministic in (seed, step)."""
+    """`batch(step)` -> a dict of tensors for one objective; deterministic in (seed, step).
+    `notice` is a line to show the user when NSP reads pseudo-documents (nsp_documents), else None."""
 
     def __init__(self, corpus: TokenizedCorpus, objective: str, seq_len: int, batch_size: int, seed: int = 0,
                  whole_word: bool = False, doc_mask: bool = False):
@@ -102,6 +133,9 @@ class PretrainBatches:
         self.corpus, self.objective = corpus, objective
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.tk = corpus.tokenizer
+        self.tk.require(NEEDED[objective], f"the {objective} objective")
+        if objective == "denoise" and not self.tk.sentinel_ids:
+            raise ValueError("the denoise objective needs the sentinel tokens [X0], [X1], ..., which the tokenizer does not have")
         self.doc_mask = doc_mask
         self.continuation = None  # (V,) bool: WordPiece '##' pieces, for whole-word masking
         if whole_word:
@@ -114,14 +148,12 @@ class PretrainBatches:
             self.stream = corpus.stream()
             if len(self.stream) <= seq_len + 1:
                 raise ValueError(f"the corpus has {len(self.stream)} tokens, too few for windows of {seq_len + 1}")
-        doc_sizes = np.diff(np.asarray(corpus.doc_start))  # lines per document
+        self.doc_start, self.notice = np.asarray(corpus.doc_start), None  # the documents NSP draws from
+        if objective == "mlm+nsp":
+            self.doc_start, self.notice = nsp_documents(corpus, seq_len)
+        doc_sizes = np.diff(self.doc_start)  # lines per document
         usable = np.where(doc_sizes >= 2, doc_sizes, 0)  # NSP draws A from documents of 2+ lines, by size
         self.doc_weights = usable / max(usable.sum(), 1)
-        if objective == "mlm+nsp" and (corpus.n_docs < 2 or usable.sum() == 0):
-            raise ValueError(
-                "next-sentence prediction needs at least two documents (separated by a blank line), one of them "
-                "with two or more lines"
-            )
 
     def rng(self, step: int):
         return np.random.default_rng([self.seed, step]), torch.Generator().manual_seed(self.seed * 1_000_003 + step)
@@ -160,8 +192,8 @@ class PretrainBatches:
         rows = []
         for line in rng.integers(0, c.n_lines, size=self.batch_size):
             rows.append([self.tk.cls_id, *self._lines_from(int(line), self.seq_len - 2, c.n_lines), self.tk.sep_id])
-        input_ids = pad(rows, self.tk.pad_id)
-        attention_mask = (input_ids != self.tk.pad_id).long()
+        input_ids = pad(rows, self.tk.fill_id)
+        attention_mask = pad([[1] * len(r) for r in rows], 0)  # by length: the fill id may be real
         inputs, labels = self._mask(input_ids, gen)
         return {"input_ids": inputs, "attention_mask": attention_mask, "labels": labels}
 
@@ -170,11 +202,12 @@ class PretrainBatches:
 
     # -- masked LM + next-sentence prediction ------------------------------------------------------
     def _mlm_nsp(self, rng, gen):
-        c, budget = self.corpus, self.seq_len - 3
+        c, budget, doc_start = self.corpus, self.seq_len - 3, self.doc_start
+        n_docs = len(doc_start) - 1
         rows, segments, nsp = [], [], []
         for _ in range(self.batch_size):
-            d = int(rng.choice(c.n_docs, p=self.doc_weights))
-            first, stop = int(c.doc_start[d]), int(c.doc_start[d + 1])
+            d = int(rng.choice(n_docs, p=self.doc_weights))
+            first, stop = int(doc_start[d]), int(doc_start[d + 1])
             # A: whole lines from a random one until a random target length, leaving a line for B
             i, target, a = int(rng.integers(first, stop - 1)), int(rng.integers(budget // 4, budget // 2 + 1)), []
             while True:
@@ -186,15 +219,15 @@ class PretrainBatches:
             if rng.random() < 0.5:
                 b, label = self._lines_from(i, budget - len(a), stop), 0  # IsNext: the lines after A
             else:
-                other = int(rng.integers(0, c.n_docs - 1))
+                other = int(rng.integers(0, n_docs - 1))
                 other += other >= d  # any document but d
-                o_first, o_stop = int(c.doc_start[other]), int(c.doc_start[other + 1])
+                o_first, o_stop = int(doc_start[other]), int(doc_start[other + 1])
                 b, label = self._lines_from(int(rng.integers(o_first, o_stop)), budget - len(a), o_stop), 1  # NotNext
             rows.append([self.tk.cls_id, *a, self.tk.sep_id, *b, self.tk.sep_id])
             segments.append([0] * (len(a) + 2) + [1] * (len(b) + 1))
             nsp.append(label)
-        input_ids = pad(rows, self.tk.pad_id)
-        attention_mask = (input_ids != self.tk.pad_id).long()
+        input_ids = pad(rows, self.tk.fill_id)
+        attention_mask = pad([[1] * len(r) for r in rows], 0)  # by length: the fill id may be real
         inputs, labels = self._mask(input_ids, gen)
         return {
             "input_ids": inputs,
@@ -212,12 +245,12 @@ class PretrainBatches:
             src, tgt = span_corrupt(self.stream[s : s + T - 1], self.tk.sentinel_ids, self.tk.eos_id, rng)
             sources.append(src[:T])
             targets.append(tgt[: T - 1])
-        input_ids = pad(sources, self.tk.pad_id)
+        input_ids = pad(sources, self.tk.fill_id)
         labels = pad(targets, IGNORE_INDEX)
-        decoder_input_ids = pad([[self.tk.bos_id, *t[:-1]] for t in targets], self.tk.pad_id, labels.shape[1])  # shift right
+        decoder_input_ids = pad([[self.tk.bos_id, *t[:-1]] for t in targets], self.tk.fill_id, labels.shape[1])  # shift right
         return {
             "input_ids": input_ids,
-            "attention_mask": (input_ids != self.tk.pad_id).long(),
+            "attention_mask": pad([[1] * len(r) for r in sources], 0),  # by length: the fill id may be real
             "decoder_input_ids": decoder_input_ids,
             "decoder_attention_mask": (labels != IGNORE_INDEX).long(),
             "labels": labels,

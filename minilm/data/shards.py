@@ -5,7 +5,7 @@ A corpus is tokenized once, streaming (memory does not grow with its size), into
     meta.json              dtype, vocabulary size, counts per split, the source and its cleaning
     tokenizer.json         the tokenizer that made the ids
     <split>.tokens.bin     the token stream: each line's tokens (then a newline token, when the
-                           tokenizer has one, between lines), each document ended by [EOS]
+                           tokenizer has one, between lines), each document ended by [EOS] (when it has one)
     <split>.lines.bin      int64 (n_lines, 2): where each line starts and ends in the stream
     <split>.docs.bin       int64 (n_docs + 1): the index of each document's first line
     <split>.counts.bin     int64 (V,): how often each token occurs (vocabulary statistics, and the
@@ -46,7 +46,7 @@ class _SplitWriter:
         self.files["docs"].write(np.int64(0).tobytes())
         newline = tokenizer.encode("\n", add_special=False)
         self.newline = newline if len(newline) == 1 and newline[0] not in tokenizer.special_ids else []
-        self.eos = [tokenizer.eos_id]
+        self.eos = [tokenizer.eos_id] if tokenizer.eos_id is not None else []  # ends each document, where there is one
 
     def add(self, doc_ids: list[list[int]]) -> None:
         stream, spans = [], []

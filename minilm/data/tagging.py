@@ -111,14 +111,14 @@ class TaggingData(TaskBatches):
         self.sentences, self.labels = sentences, labels
         self.ids, self.word_index = tokenizer.encode_words([s.words for s in sentences], max_len=max_len)
         self.token_labels = [first_subword_labels(wi, y) for wi, y in zip(self.word_index, labels)]
-        self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
+        self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
         self._epoch_cache = {}
 
     def _collate(self, index) -> dict:
         input_ids = pad([self.ids[i] for i in index], self.pad_id)  # (B, T)
         return {
             "input_ids": input_ids,
-            "attention_mask": (input_ids != self.pad_id).long(),
+            "attention_mask": pad([[1] * len(self.ids[i]) for i in index], 0, input_ids.shape[1]),  # by length: the fill id may be real
             "labels": pad([self.token_labels[i] for i in index], IGNORE_INDEX, input_ids.shape[1]),  # (B, T)
         }
 

@@ -200,14 +200,14 @@ class ClassificationData(TaskBatches):
         pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
         self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
         self.labels = labels
-        self.pad_id, self.batch_size, self.seed = tokenizer.pad_id, batch_size, seed
+        self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
         self._epoch_cache = {}
 
     def _collate(self, index) -> dict:
         input_ids = pad([self.ids[i] for i in index], self.pad_id)
         out = {
             "input_ids": input_ids,  # (B, T)
-            "attention_mask": (input_ids != self.pad_id).long(),
+            "attention_mask": pad([[1] * len(self.ids[i]) for i in index], 0, input_ids.shape[1]),  # by length: the fill id may be real
             "segment_ids": pad([self.segments[i] for i in index], 0, input_ids.shape[1]),
         }
         if self.labels is not None:

@@ -27,6 +27,7 @@ PROMPT_END = "\n"  # what separates the prompt from the response; `infer.py gene
 
 class SFTData(TaskBatches):
     def __init__(self, examples, tokenizer, max_len: int, batch_size: int, seed: int = 0):
+        tokenizer.require(["eos"], "a generated answer (it ends with EOS)")
         self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
         self.prompts, self.references = [], [e.label for e in examples]
         self.ids, self.token_labels = [], []
@@ -40,7 +41,7 @@ class SFTData(TaskBatches):
         self._epoch_cache = {}
 
     def _collate(self, index) -> dict:
-        input_ids = pad([self.ids[i] for i in index], self.tokenizer.pad_id)  # (B, T), right-padded
+        input_ids = pad([self.ids[i] for i in index], self.tokenizer.fill_id)  # (B, T), right-padded
         return {
             "input_ids": input_ids,
             "attention_mask": pad([[1] * len(self.ids[i]) for i in index], 0, input_ids.shape[1]),
@@ -50,6 +51,7 @@ class SFTData(TaskBatches):
 
 class Seq2SeqData(TaskBatches):
     def __init__(self, examples, tokenizer, max_len: int, batch_size: int, seed: int = 0):
+        tokenizer.require(["bos", "eos"], "an encoder-decoder's output (it runs from BOS to EOS)")
         self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
         eos, bos = tokenizer.eos_id, tokenizer.bos_id
         self.references = [e.label for e in examples]
@@ -60,7 +62,7 @@ class Seq2SeqData(TaskBatches):
         self._epoch_cache = {}
 
     def _collate(self, index) -> dict:
-        pad_id = self.tokenizer.pad_id
+        pad_id = self.tokenizer.fill_id
         input_ids = pad([self.ids[i] for i in index], pad_id)  # (B, S)
         labels = pad([self.targets[i] for i in index], IGNORE_INDEX)  # (B, T)
         return {
