@@ -256,9 +256,12 @@ def main(argv=None):
     print(f"model: {config.arch} with a {head} head, {total:,} parameters, {trainable:,} trained ({100 * trainable / total:.1f}%), device {device}")
     compile_if_asked(model, args)
 
-    train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
-    dev_data = task_data(args, tokenizer, *dev, 128) if dev else None
-    test_data = task_data(args, tokenizer, *test, 128) if test else None
+    try:  # a tokenizer without a token the task's batches need (SFT and seq2seq end targets with EOS) is named here
+        train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
+        dev_data = task_data(args, tokenizer, *dev, 128) if dev else None
+        test_data = task_data(args, tokenizer, *test, 128) if test else None
+    except ValueError as e:
+        sys.exit(f"error: {args.init}: {e}")
 
     # -- loop ----------------------------------------------------------------------------------------------
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))

@@ -104,3 +104,23 @@ def test_finetune_sft_refuses_an_encoder_checkpoint(tmp_path):
     finetune.main(["--init", "scratch", "--train", str(write_task(tmp_path / "t.tsv", 40, 1)), "--out", str(enc), "--max-steps", "1", *TINY])
     with pytest.raises(SystemExit, match=r"--task sft fine-tunes a decoder model; --init .* is an encoder"):
         finetune.main(["--task", "sft", "--init", str(enc), "--train", str(tr), "--out", str(tmp_path / "o"), "--device", "cpu"])
+
+
+def test_finetune_sft_names_the_missing_eos_of_the_checkpoints_tokenizer(tmp_path):
+    from tokenizers import Tokenizer as HFTokenizer
+    from tokenizers import models, pre_tokenizers
+
+    from conftest import tiny_model
+    from minilm.checkpoint import save_pretrained
+    from minilm.tokenizer import Tokenizer
+
+    words = ["[UNK]", "[PAD]", "kinds", "of", *{w for ws in TOPICS.values() for w in ws}, *TOPICS]
+    backend = HFTokenizer(models.WordLevel({w: i for i, w in enumerate(words)}, unk_token="[UNK]"))
+    backend.pre_tokenizer = pre_tokenizers.WhitespaceSplit()
+    backend.add_special_tokens(["[UNK]", "[PAD]"])
+    tokenizer = Tokenizer(backend)  # no EOS: an SFT target cannot end
+    save_pretrained(tmp_path / "gpt", tiny_model("decoder", head="lm", vocab_size=tokenizer.vocab_size), tokenizer)
+    tr = write_pairs(tmp_path / "train.jsonl", 20, 1, ("prompt", "response"))
+    with pytest.raises(SystemExit, match=r"^error: .*gpt: a generated answer \(it ends with EOS\) needs the tokenizer's EOS"):
+        finetune.main(["--task", "sft", "--init", str(tmp_path / "gpt"), "--train", str(tr), "--out", str(tmp_path / "o"), "--device", "cpu"])
+    assert not (tmp_path / "o" / "model.safetensors").exists()
