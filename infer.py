@@ -1,18 +1,20 @@
 """Use a trained minilm checkpoint: generate text, label or tag text, fill in masked words, embed
 sentences, or serve a model over HTTP.
 
-    python infer.py generate --ckpt runs/pretrain-decoder --prompt "a small" --max-new-tokens 30 --seed 0
+    python infer.py generate --prompt "a small" --max-new-tokens 30 --seed 0      # the shipped minilm-mini-decoder
     python infer.py generate --ckpt runs/pretrain-decoder --prompt "a tool" --greedy --stream
     python infer.py generate --ckpt runs/pretrain-decoder --prompt "a tool" --num-beams 4 --length-penalty 1.0
     python infer.py predict --ckpt runs/finetune-cls "a large carnivorous bird of prey"
     echo "a building where people live" | python infer.py predict --ckpt runs/finetune-cls --json
     python infer.py predict --ckpt runs/finetune-ner "Alice flew to Paris on Monday"      # entity spans
     python infer.py predict --ckpt runs/finetune-cls --quantize int8 --file texts.txt     # int8 on the CPU
-    python infer.py fill-mask --ckpt runs/pretrain-encoder "a domestic [MASK] that barks"
+    python infer.py fill-mask "a domestic [MASK] that barks"                     # the shipped minilm-mini
     python infer.py embed --ckpt runs/pretrain-encoder "a dog" "a cat" --json
     python infer.py serve --ckpt runs/finetune-cls --port 8000      # http://127.0.0.1:8000/predict
 
-Inputs of predict, fill-mask and embed come from the arguments, else --file, else standard input
+Without --ckpt, generate uses the shipped decoder minilm-mini-decoder, fill-mask and embed the
+shipped encoder minilm-mini (minilm/pretrained), and predict and serve runs/finetune-cls, where
+`python finetune.py --task cls` writes its model. Inputs of predict, fill-mask and embed come from the arguments, else --file, else standard input
 (one per line). --json prints one JSON object per input.
 """
 
@@ -30,11 +32,11 @@ from minilm.inference import GenerationSettings
 from minilm.tokenizer import MASK
 
 ROOT = Path(__file__).resolve().parent
-DEFAULT_CKPT = {
-    "generate": ROOT / "runs" / "pretrain-decoder",
+DEFAULT_CKPT = {  # a shipped checkpoint's name (minilm/pretrained), or a run folder of this repository
+    "generate": "minilm-mini-decoder",
     "predict": ROOT / "runs" / "finetune-cls",
-    "fill-mask": ROOT / "runs" / "pretrain-encoder",
-    "embed": ROOT / "runs" / "pretrain-encoder",
+    "fill-mask": "minilm-mini",
+    "embed": "minilm-mini",
     "serve": ROOT / "runs" / "finetune-cls",
 }
 
@@ -104,7 +106,9 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-beams", type=int, default=8, help="largest num_beams accepted (default: %(default)s)")
 
     for name, s in (("generate", g), ("predict", pr), ("fill-mask", fm), ("embed", em), ("serve", sv)):
-        s.add_argument("--ckpt", help=f"checkpoint directory (default: {DEFAULT_CKPT[name].relative_to(ROOT)})")
+        default = DEFAULT_CKPT[name]
+        shown = default if isinstance(default, str) else default.relative_to(ROOT)
+        s.add_argument("--ckpt", help=f"checkpoint directory or shipped name (default: {shown})")
         s.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
         s.add_argument("--compile", action="store_true", help="compile each block with torch.compile (pays off on long runs)")

@@ -15,8 +15,23 @@ ROOT = Path(__file__).resolve().parent.parent
 MAX_BYTES = 25 * 1024 * 1024
 
 
-def test_the_encoder_is_shipped():
-    assert "minilm-mini" in pretrained.names()
+def test_the_encoder_and_the_decoder_are_shipped():
+    assert {"minilm-mini", "minilm-mini-decoder"} <= set(pretrained.names())
+    assert minilm.from_pretrained("minilm-mini-decoder").config.arch == "decoder"
+
+
+def test_infer_generates_and_fills_masks_with_the_shipped_models_by_default(tmp_path, monkeypatch, capsys):
+    import infer
+
+    monkeypatch.chdir(tmp_path)  # no runs/ folder here: the shipped checkpoints answer
+    infer.main(["generate", "--prompt", "a domestic animal that", "--greedy", "--max-new-tokens", "5", "--json"])
+    out = json.loads(capsys.readouterr().out)
+    model, tokenizer = minilm.from_pretrained("minilm-mini-decoder"), minilm.Tokenizer.load("minilm-mini-decoder")
+    first = probe(model, tokenizer, "a domestic animal that")["top5_ids"][0]
+    assert out["tokens"][0] == first and len(out["tokens"]) == 5  # greedy: the probe's best next token, then four more
+    infer.main(["fill-mask", "a domestic [MASK] that barks", "--json"])
+    card = json.loads((pretrained.HERE / "minilm-mini" / "card.json").read_text())
+    assert json.loads(capsys.readouterr().out.splitlines()[0])["masks"][0][0]["token"] == card["probe"]["top5"][0]
 
 
 @pytest.mark.parametrize("name", pretrained.names())
