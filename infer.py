@@ -20,6 +20,7 @@ shipped encoder minilm-mini (minilm/pretrained), and predict and serve runs/fine
 
 import argparse
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -257,4 +258,8 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
-    main()
+    try:
+        main()
+    except BrokenPipeError:  # `infer.py ... | head`: the reader left; stop quietly, as other command-line tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # the final flush must not raise again
+        sys.exit(128 + 13)  # 128 + SIGPIPE, the status a shell reports for a tool its pipe stopped

@@ -147,3 +147,20 @@ def test_unreadable_input_files_are_clear_errors(encoder_ckpt, tmp_path):
     latin1.write_bytes("a dog\ncaf\xe9 au lait\n".encode("latin-1"))
     with pytest.raises(SystemExit, match=f"error: {latin1}:2: not UTF-8 text \\(column 4"):
         infer.main(["embed", "--ckpt", str(encoder_ckpt), "--file", str(latin1)])
+
+
+def test_a_reader_that_leaves_early_stops_infer_quietly(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    ROOT = Path(infer.__file__).resolve().parent
+    texts = tmp_path / "texts.txt"
+    texts.write_text("a domestic [MASK] that barks\n" * 2000)
+    proc = subprocess.Popen([sys.executable, str(ROOT / "infer.py"), "fill-mask", "--file", str(texts), "--json"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, env={**os.environ, "OMP_NUM_THREADS": "1"})
+    assert proc.stdout.read(10)  # the first answer arrived; then the reader leaves, as `| head -c 10` does
+    proc.stdout.close()
+    err = proc.stderr.read().decode()
+    assert proc.wait(timeout=120) == 141 and "Traceback" not in err, err
