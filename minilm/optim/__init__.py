@@ -43,24 +43,24 @@ def param_groups(model, weight_decay: float, layer_decay: float = 1.0):
     layer_decay = 1 gives the two groups of plain training."""
     if not 0 < layer_decay <= 1:
         raise ValueError(f"layer_decay {layer_decay}: must lie in (0, 1] (1: no decay)")
-    n_layer = getattr(model.config, "n_layer", 0) if hasattr(model, "config") else 0
-    if layer_decay < 1 and getattr(model.config, "arch", None) == "encoder-decoder":
+    named = [(name, p) for name, p in model.named_parameters() if p.requires_grad]  # tied parameters appear once
+
+    def decayed(name, p):
+        return p.dim() >= 2 and "embed" not in name
+
+    if layer_decay == 1:
+        return [{"params": [p for n, p in named if decayed(n, p)], "weight_decay": weight_decay},
+                {"params": [p for n, p in named if not decayed(n, p)], "weight_decay": 0.0}]
+    config = model.config
+    if config.arch == "encoder-decoder":
         raise ValueError("layer-wise learning-rate decay is defined here for one stack of blocks (an encoder or a decoder), "
                          "not for an encoder-decoder")
     groups = {}  # (depth, decayed) -> group, in the order parameters appear
-    for name, p in model.named_parameters():  # tied parameters appear once
-        if not p.requires_grad:
-            continue
-        decayed = not (p.dim() < 2 or "embed" in name)
-        depth = layer_depth(name, n_layer) if layer_decay < 1 else 0
-        key = (depth, decayed) if layer_decay < 1 else (0, decayed)
-        if key not in groups:
-            groups[key] = {"params": [], "weight_decay": weight_decay if decayed else 0.0}
-            if layer_decay < 1:
-                groups[key]["lr_scale"] = layer_decay ** (n_layer + 1 - depth)
-        groups[key]["params"].append(p)
-    if layer_decay == 1:  # the two groups of plain training, decayed first, even when one is empty
-        return [groups.get((0, True), {"params": [], "weight_decay": weight_decay}), groups.get((0, False), {"params": [], "weight_decay": 0.0})]
+    for name, p in named:
+        depth, d = layer_depth(name, config.n_layer), decayed(name, p)
+        group = groups.setdefault((depth, d), {"params": [], "weight_decay": weight_decay if d else 0.0,
+                                               "lr_scale": layer_decay ** (config.n_layer + 1 - depth)})
+        group["params"].append(p)
     return list(groups.values())
 
 
