@@ -57,6 +57,10 @@ def _rows(path):
         header = next(reader, None)
         if header is None:
             return
+        header = [name.strip() for name in header]  # " text , label " as spreadsheets write it
+        repeated = sorted({name for name in header if header.count(name) > 1})
+        if repeated:
+            raise ValueError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once")
         lineno = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
         for row in reader:
             start, lineno = lineno, reader.line_num + 1
