@@ -24,6 +24,6 @@ setup(
     ],
     extras_require={
         # transformers, seqeval and sacrebleu are test-time references only: minilm never imports them
-        "dev": ["pytest>=8", "transformers==5.23.0", "tensorboard>=2.14", "seqeval>=1.2", "sacrebleu>=2"],
+        "dev": ["pytest>=8", "hypothesis>=6.100", "transformers==5.23.0", "tensorboard>=2.14", "seqeval>=1.2", "sacrebleu>=2"],
     },
 )

@@ -232,7 +232,7 @@ def from_pretrained(path, **config_changes):
     from minilm import interop
 
     if interop.is_hf_checkpoint(path):
-        return interop.load_hf_model(path, **config_changes)
+        return require_finite(interop.load_hf_model(path, **config_changes), path)
     from minilm import peft
 
     if (path / peft.SPEC_FILE).is_file():
@@ -247,10 +247,57 @@ def from_pretrained(path, **config_changes):
         config = config.replace(**config_changes)
     model = build_model(config)
     try:
+        require_fitting_tensors(model, path / MODEL_FILE, path / CONFIG_FILE)
         load_model(model, path / MODEL_FILE, strict=True)
     except (RuntimeError, SafetensorError) as e:
         raise ValueError(f"{path / MODEL_FILE}: weights do not fit {path / CONFIG_FILE}: {e}") from None
-    return model.eval()
+    return require_finite(model, path / MODEL_FILE).eval()
+
+
+FLOAT_DTYPES = ("F16", "BF16", "F32", "F64")
+
+
+def require_fitting_tensors(model, file, config_file) -> None:
+    """The tensors of a safetensors file are those of `model` (names and shapes, one line saying
+    how they differ when they do), each floating-point: loading would cast an int or bool tensor
+    into a float weight without a word. Reads the header only."""
+    from safetensors import safe_open
+
+    state = model.state_dict()
+    own = {name: list(t.shape) for name, t in state.items()}
+    twins = {}  # tied tensors (one storage under several names) are stored once, under any of them
+    for name, t in state.items():
+        twins.setdefault(t.data_ptr(), []).append(name)
+    shapes = {}
+    with safe_open(file, "pt") as f:
+        for name in f.keys():
+            tensor = f.get_slice(name)
+            if tensor.get_dtype() not in FLOAT_DTYPES:
+                raise ValueError(f"{file}: tensor {name} is {tensor.get_dtype()}; a weight must be floating-point ({', '.join(FLOAT_DTYPES)})")
+            shapes[name] = list(tensor.get_shape())
+    others = [n for n in own if n in shapes and shapes[n] != own[n]]
+    missing = sorted(names[0] for names in twins.values() if not any(n in shapes for n in names))
+    unexpected = sorted(set(shapes) - set(own))
+    problems = []
+    if others:
+        n = others[0]
+        problems.append(f"{len(others)} of other shapes (first {n}: {shapes[n]} in the file, {own[n]} for the config)")
+    if missing:
+        problems.append(f"{len(missing)} missing ({', '.join(missing[:3])}{', ...' if len(missing) > 3 else ''})")
+    if unexpected:
+        problems.append(f"{len(unexpected)} unexpected ({', '.join(unexpected[:3])}{', ...' if len(unexpected) > 3 else ''})")
+    if problems:
+        raise ValueError(f"{file}: weights do not fit {config_file}: tensors " + "; ".join(problems))
+
+
+def require_finite(model, source):
+    """The model, if every weight is a finite number; else an error naming the first tensor that
+    holds NaN or inf (a damaged file, or a run saved after it diverged)."""
+    for name, t in model.state_dict().items():
+        if t.is_floating_point() and not torch.isfinite(t).all():
+            what = "NaN" if torch.isnan(t).any() else "inf"
+            raise ValueError(f"{source}: tensor {name} holds {what} values (the file is damaged, or training had diverged when it was saved)")
+    return model
 
 
 def load_adapter(path, **config_changes):

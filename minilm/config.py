@@ -80,6 +80,8 @@ class ModelConfig:
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
 
     def __post_init__(self):
+        self._check_types()
+
         def choice(name, allowed):
             value = getattr(self, name)
             if value not in allowed:
@@ -123,6 +125,26 @@ class ModelConfig:
             raise ValueError(f"ModelConfig: {len(self.labels)} label names for n_labels={self.n_labels}")
         self.labels = list(self.labels)
 
+    def _check_types(self):
+        """Each field holds a value of its declared type (a config.json may hold anything): ints
+        are not bools, floats take ints, lists hold strings."""
+        for f in dataclasses.fields(self):
+            value, kind = getattr(self, f.name), str(f.type)
+            if value is None and "None" in kind:
+                continue
+            if kind.startswith("int"):
+                ok = isinstance(value, int) and not isinstance(value, bool)
+            elif kind.startswith("float"):
+                ok = isinstance(value, (int, float)) and not isinstance(value, bool)
+            elif kind.startswith("bool"):
+                ok = isinstance(value, bool)
+            elif kind.startswith("str"):
+                ok = isinstance(value, str)
+            else:  # list[str]
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value)
+            if not ok:
+                raise ValueError(f"ModelConfig.{f.name}={value!r}: expected {kind.replace('| None', 'or None')}")
+
     @property
     def head_size(self) -> int:
         return self.n_embd // self.n_head
@@ -165,6 +187,8 @@ class ModelConfig:
                 data = json.load(f)
         except json.JSONDecodeError as e:
             raise ValueError(f"{path}: line {e.lineno}: not valid JSON ({e.msg})") from None
+        except UnicodeDecodeError as e:
+            raise ValueError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object of config fields")
         from minilm import interop

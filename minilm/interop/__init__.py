@@ -54,14 +54,14 @@ def is_hf_checkpoint(path) -> bool:
 
 def _family_and_architecture(hf: dict, source: str):
     model_type = hf.get("model_type")
-    if model_type not in FAMILIES:
+    if not isinstance(model_type, str) or model_type not in FAMILIES:
         raise ValueError(
             f"{source}: model_type={model_type!r} is not supported: minilm converts {', '.join(map(repr, FAMILIES))}"
         )
     family = FAMILIES[model_type]
     architectures = hf.get("architectures") or [family.DEFAULT_ARCHITECTURE]
-    architecture = architectures[0]
-    if architecture not in family.ARCHITECTURES:
+    architecture = architectures[0] if isinstance(architectures, list) else None
+    if not isinstance(architecture, str) or architecture not in family.ARCHITECTURES:
         raise ValueError(
             f"{source}: architectures={architectures!r} is not supported: for {model_type} minilm converts "
             f"{', '.join(family.ARCHITECTURES)}"
@@ -76,6 +76,9 @@ def config_from_hf(hf: dict, source: str = "config.json") -> ModelConfig:
         return family.config_to_minilm(hf, architecture, source)
     except KeyError as e:
         raise ValueError(f"{source}: missing field {e.args[0]!r}") from None
+    except (TypeError, ValueError) as e:  # a field of the wrong type or value
+        message = str(e)
+        raise ValueError(message if message.startswith(source) else f"{source}: {message}") from None
 
 
 def read_hf_config(path) -> dict:
