@@ -33,7 +33,7 @@ from minilm.data.text_to_text import Seq2SeqData, SFTData
 from minilm.pretrained import shipped
 from minilm.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import Trainer, TrainingDiverged
+from minilm.trainer import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_ENCODER = "minilm-mini"  # minilm/pretrained: the encoder tasks start from it unless --init says otherwise
@@ -281,8 +281,9 @@ def main(argv=None):
     trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), task_targets(args.task), evaluate, settings, device=device, world=world)
     try:
         trainer.fit()
-    except TrainingDiverged as e:
-        sys.exit(f"error: {e}")
+    except TrainingStopped as e:
+        print(f"{'error: ' if e.code == 1 else ''}{e}", file=sys.stderr)
+        sys.exit(e.code)
 
     # -- report ----------------------------------------------------------------------------------------------
     results = {"task": args.task, "init": str(init_path) if init_path else "scratch", "labels": labels}

@@ -57,7 +57,7 @@ from minilm.metrics import perplexity
 from minilm.models import build_model
 from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, init_output_bias, pretraining_loss, pretraining_targets, unigram_baseline
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import Trainer, TrainingDiverged
+from minilm.trainer import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "data" / "wordnet" / "corpus.txt.gz"
@@ -243,8 +243,9 @@ def main(argv=None):
     )
     try:
         result = trainer.fit()
-    except TrainingDiverged as e:
-        sys.exit(f"error: {e}")
+    except TrainingStopped as e:
+        print(f"{'error: ' if e.code == 1 else ''}{e}", file=sys.stderr)
+        sys.exit(e.code)
     final = result["last_eval"]
     if final:
         summary = ", ".join(f"{k} {v:.4g}" for k, v in final.items())

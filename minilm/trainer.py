@@ -22,11 +22,15 @@ import contextlib
 import json
 import math
 import platform
+import re
+import signal
+import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import torch
+from safetensors import SafetensorError
 from tqdm import tqdm
 
 from minilm import distributed
@@ -67,8 +71,27 @@ class TrainArgs:
     extra: dict = field(default_factory=dict)  # recorded in the training state (script flags)
 
 
-class TrainingDiverged(RuntimeError):
+class TrainingStopped(RuntimeError):
+    """The run stopped before max_steps; `code` is the exit status the scripts end with, and the
+    message says what is left on disk."""
+
+    code = 1
+
+
+class TrainingDiverged(TrainingStopped):
     pass
+
+
+class CheckpointNotWritten(TrainingStopped):
+    """A checkpoint could not be written (disk full, the folder read-only): the run stops, since
+    training on with nowhere to keep its progress would lose it; the previous checkpoint is intact."""
+
+
+class StoppedBySignal(TrainingStopped):
+    """SIGTERM (a scheduler's or `kill`'s polite stop) ended the run after a checkpoint of the
+    step it was in; the exit status is 128 + 15, as for a process the signal ended."""
+
+    code = 128 + 15
 
 
 def autocast(dtype: str, device: torch.device):
@@ -169,7 +192,30 @@ class Trainer:
         return distributed.full_model_state(self.model) if self.world.fsdp else None
 
     def save(self) -> None:
-        self._save_checkpoint(self.out / "checkpoint", self._state())
+        """The checkpoint of this step, or CheckpointNotWritten naming the reason and the last good one."""
+        state = self._state()
+        try:
+            self._ensure_out()
+            self._save_checkpoint(self.out / "checkpoint", state)
+        except (OSError, SafetensorError) as e:  # safetensors reports the OSError of its writes as its own error
+            raise CheckpointNotWritten(self._not_written(f"the checkpoint of step {self.step}", e)) from None
+
+    def _ensure_out(self) -> None:
+        """The output folder, made again (with a notice) if it was removed while the run went on."""
+        if self.world.main and not self.out.is_dir():
+            tqdm.write(f"notice: {self.out} was removed during the run; making it again for the next checkpoint")
+            self.out.mkdir(parents=True, exist_ok=True)
+
+    def _not_written(self, what: str, e: Exception) -> str:
+        ckpt = resolve_checkpoint(self.out / "checkpoint")
+        try:
+            last = load_state(ckpt)["step"] if (ckpt / "training_state.json").is_file() else None
+        except (OSError, ValueError):
+            last = None
+        kept = (f"the last good checkpoint, step {last}, is intact in {ckpt}: make room or fix the folder, then rerun with --resume"
+                if last is not None else "no earlier checkpoint was written")
+        reason = getattr(e, "strerror", None) or re.sub(r".*I/O error: (.*?) \(os error \d+\).*", r"\1", str(e))
+        return f"{self.out}: could not write {what} ({reason}); {kept}"
 
     def _save_checkpoint(self, directory, state: dict | None = None) -> None:
         """Every rank gathers (with FSDP); rank 0 writes."""
@@ -229,8 +275,12 @@ class Trainer:
 
     def _log(self, record: dict) -> None:
         self.history.append(record)
-        with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        try:
+            self._ensure_out()
+            with open(self.out / "metrics.jsonl", "a", encoding="utf-8") as f:
+                f.write(json.dumps(record) + "\n")
+        except OSError as e:
+            raise CheckpointNotWritten(self._not_written(f"the metrics of step {record['step']}", e)) from None
         if self.writer:
             for key, value in record.items():
                 if key != "step" and isinstance(value, (int, float)):
@@ -300,6 +350,10 @@ class Trainer:
         window_loss, window_n, tokens, t0 = 0.0, 0, 0, time.perf_counter()
         last_eval = {}
         stop_reason = None
+        signalled = []  # SIGTERM: finish the step, save, stop (one process only: ranks would stop at different steps)
+        previous = None
+        if self.world.size == 1 and threading.current_thread() is threading.main_thread():
+            previous = signal.signal(signal.SIGTERM, lambda signum, frame: signalled.append(signum))
         try:
             while self.step < args.max_steps:
                 batch = {k: v.to(self.device) for k, v in self.data.batch(self.step).items()}
@@ -325,13 +379,18 @@ class Trainer:
                         tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))
                     window_loss, window_n = 0.0, 0
                     stop_reason = self._track_best(last_eval.get(args.metric))
-                if self.step % args.save_every == 0 or self.step == args.max_steps or stop_reason:
+                if self.step % args.save_every == 0 or self.step == args.max_steps or stop_reason or signalled:
                     self.save()
+                if signalled and self.step < args.max_steps:
+                    raise StoppedBySignal(f"stopped by SIGTERM at step {self.step}: its checkpoint is in "
+                                          f"{self.out / 'checkpoint'}; rerun with --resume to continue")
                 if stop_reason:
                     if main:
                         tqdm.write(stop_reason)
                     break
         finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
             bar.close()
             if self.writer:
                 self.writer.close()
