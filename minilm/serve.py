@@ -22,6 +22,7 @@ the CLI. SIGTERM or SIGINT stop accepting, let the requests in flight finish, an
 
 from __future__ import annotations
 
+import contextlib
 import json
 import signal
 import threading
@@ -30,6 +31,9 @@ from dataclasses import dataclass, fields
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
+import torch
+
+from kernels.packed_linear import packed_linears
 from minilm import inference
 from minilm.inference import GenerationSettings
 
@@ -318,11 +322,20 @@ class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle connections die with the process; requests in flight are waited for (InFlight)
     block_on_close = False
 
+    def server_close(self):
+        super().server_close()
+        self.packing.close()  # the model's layers take their own forward again
+
 
 def make_server(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: Limits | None = None, quiet=False) -> Server:
+    """A server over `model`, which it owns while it runs: its Linear weights are prepacked for
+    oneDNN once, here (kernels/packed_linear.py), not again on every /generate."""
     server = Server((host, port), Handler)
     server.model, server.tokenizer, server.limits, server.quiet = model.eval(), tokenizer, limits or Limits(), quiet
     server.lock, server.in_flight = threading.Lock(), InFlight()
+    server.packing = contextlib.ExitStack()
+    with torch.inference_mode():
+        server.packing.enter_context(packed_linears(server.model))
     return server
 
 

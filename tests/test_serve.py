@@ -214,3 +214,33 @@ def test_serve_binds_to_localhost_and_exits_cleanly_on_sigterm(classifier_ckpt):
         proc.kill()
     assert proc.returncode == 0, err
     assert "SIGTERM" in out and "stopped" in out
+
+
+def test_the_server_packs_its_weights_once_not_per_request(tmp_path, monkeypatch):
+    """Decoding prepacks every large Linear weight for oneDNN (kernels/packed_linear.py); a server
+    does it once when it starts, and its /generate calls reuse the packed copies."""
+    from kernels import packed_linear
+    from minilm.tokenizer import Tokenizer
+
+    if not packed_linear.available():
+        pytest.skip("this torch has no oneDNN")
+    calls = []
+    real = packed_linear.packed_linear
+    monkeypatch.setattr(packed_linear, "packed_linear", lambda w, b=None: calls.append(w.shape) or real(w, b))
+    tk = Tokenizer.train([["a dog barks", "a cat sleeps"]] * 5, kind="bpe", vocab_size=300)
+    model = build_model(ModelConfig(arch="decoder", head="lm", vocab_size=tk.vocab_size, n_layer=1, n_head=4, n_embd=384, max_seq_len=32)).eval()
+    server = make_server(model, tk, "127.0.0.1", 0, LIMITS, quiet=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        packed = len(calls)
+        assert packed == 6  # q, k, v, o and the MLP's two; the 300 x 384 head is below MIN_PACKED
+        for _ in range(3):
+            status, _, payload = request(server, "POST", "/generate", {"prompt": "a dog", "max_new_tokens": 3, "greedy": True})
+            assert status == 200, payload
+        assert len(calls) == packed  # no packing per request
+        expected = inference.generate_texts(model, tk, ["a dog"], GenerationSettings(max_new_tokens=3, greedy=True))[0]["tokens"]
+        assert json.loads(payload)["tokens"] == expected
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert all("forward" not in m.__dict__ for m in model.modules())  # closed: the layers' own forward again
