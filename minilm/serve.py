@@ -321,6 +321,7 @@ class InFlight:
 class Server(ThreadingHTTPServer):
     daemon_threads = True  # idle connections die with the process; requests in flight are waited for (InFlight)
     block_on_close = False
+    request_queue_size = 128  # connections waiting to be accepted (the standard library's 5 drops bursts of clients)
 
     def server_close(self):
         super().server_close()
