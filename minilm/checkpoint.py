@@ -18,9 +18,6 @@ A Hugging Face checkpoint directory (its config.json names a "model_type") loads
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
 from pathlib import Path
 
 import torch
@@ -28,44 +25,13 @@ from safetensors import SafetensorError
 from safetensors.torch import load_file, load_model, save_file
 
 from minilm.config import ModelConfig
-from minilm.models import build_model
+from minilm.files import atomic_write, atomic_write_json, atomic_write_text, write_directory  # noqa: F401  (also minilm.checkpoint's names)
+from minilm.models import build_model, unwrap
 from minilm.tokenizer import Tokenizer
 
 MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
 HELPERS_FILE = "helpers.safetensors"
 STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
-
-
-# -- atomic files ------------------------------------------------------------------------------
-def _atomic(path, write):
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600 files; give the usual permissions
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path, text: str) -> None:
-    def write(tmp):
-        with open(tmp, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-
-    _atomic(path, write)
-
-
-def atomic_write_json(path, data) -> None:
-    atomic_write_text(path, json.dumps(data, indent=2) + "\n")
 
 
 # -- nested state with tensors -> JSON + safetensors ---------------------------------------------
@@ -96,7 +62,7 @@ def save_state(directory, state: dict) -> None:
     """Write a nested dict of JSON values and tensors as training_state.{json,safetensors}."""
     tensors = {}
     skeleton = _split_tensors(state, tensors)
-    _atomic(Path(directory) / STATE_TENSORS, lambda tmp: save_file(tensors, tmp))
+    atomic_write(Path(directory) / STATE_TENSORS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(Path(directory) / STATE_JSON, skeleton)
 
 
@@ -107,29 +73,7 @@ def load_state(directory) -> dict:
     return _join_tensors(skeleton, load_file(directory / STATE_TENSORS))
 
 
-def write_directory(directory, fill) -> None:
-    """Write a whole directory atomically: `fill(tmp)` writes into a temporary sibling, which then
-    takes the directory's place (the old one moved aside to .<name>.old until the swap is done)."""
-    directory = Path(directory)
-    tmp = directory.with_name(f".{directory.name}.tmp")
-    old = directory.with_name(f".{directory.name}.old")
-    shutil.rmtree(tmp, ignore_errors=True)
-    tmp.mkdir(parents=True)
-    fill(tmp)
-    if directory.exists():
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(directory, old)
-    os.replace(tmp, directory)
-    shutil.rmtree(old, ignore_errors=True)
-
-
 # -- model checkpoints ---------------------------------------------------------------------------
-def unwrap(model):
-    """The module itself, never a torch.compile or DDP wrapper around it."""
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
-
-
 def kept_model(model):
     """(the network a checkpoint stores as its model, the prefix of its names in `model`'s state).
 
@@ -175,7 +119,7 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     network, prefix = kept_model(model)
     if prefix:  # the helpers' tensors beside, the kept network as the model
         helpers = {n: t for n, t in owned_tensors(model, tensors).items() if not n.startswith(prefix)}
-        _atomic(directory / HELPERS_FILE, lambda tmp: save_file(helpers, tmp))
+        atomic_write(directory / HELPERS_FILE, lambda tmp: save_file(helpers, tmp))
         tensors = None if tensors is None else {n[len(prefix):]: t for n, t in tensors.items() if n.startswith(prefix)}
         model = network
     elif (directory / HELPERS_FILE).exists():
@@ -184,12 +128,12 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     if spec is not None:
         from minilm import peft
 
-        _atomic(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model, tensors), tmp))
+        atomic_write(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model, tensors), tmp))
         spec.save(directory / peft.SPEC_FILE)
         if (directory / MODEL_FILE).exists():
             (directory / MODEL_FILE).unlink()  # a full model from an earlier run would shadow the adapter
     else:
-        _atomic(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model, tensors), tmp))
+        atomic_write(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model, tensors), tmp))
     model.config.save(directory / CONFIG_FILE)
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)
@@ -304,7 +248,6 @@ def load_adapter(path, **config_changes):
     """The model of an adapter checkpoint, unmerged: its base checkpoint's weights, the adapter's
     modules in place and its trained tensors loaded."""
     from minilm import peft
-    from minilm.finetuning import init_model
 
     path = Path(path)
     spec = peft.PeftSpec.load(path / peft.SPEC_FILE)
@@ -353,3 +296,26 @@ def load_weights(path) -> dict:
     if interop.is_hf_checkpoint(path):
         return interop.load_hf_state(path)[1]
     return from_pretrained(path).state_dict()  # every name of a tied tensor, as the model has them
+
+
+def init_model(config: ModelConfig, init: str | Path | None):
+    """A model for `config`; with `init`, every tensor of that checkpoint whose name and shape fit
+    is copied in (the backbone, and the pooler where it exists). `init` may be a Hugging Face
+    checkpoint directory (BERT, GPT-2, BART): its names are mapped first. Returns (model, new tensor names)."""
+    model = build_model(config)
+    if init is None:
+        return model, sorted(model.state_dict())
+    weights = load_weights(init)
+    own = model.state_dict()
+    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
+    if not any(k.startswith(("transformer.", "encoder.")) for k in fitting):
+        raise ValueError(f"{init}: no backbone weights fit this model (is it a {config.arch} checkpoint?)")
+    model.load_state_dict(fitting, strict=False)
+    return model, sorted(k for k in own if k not in fitting and not _tied_copy(model, k, fitting))
+
+
+def _tied_copy(model, name: str, loaded: dict) -> bool:
+    """True if `name` is a tied alias of a loaded tensor (an LM head sharing the token embedding)."""
+    params = dict(model.named_parameters(remove_duplicate=False))
+    p = params.get(name)
+    return p is not None and any(params.get(k) is p for k in loaded)

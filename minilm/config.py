@@ -21,6 +21,8 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from minilm.files import atomic_write_text
+
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 POSITIONS = ("learned", "sinusoidal", "rope")
 NORMS = ("layernorm", "rmsnorm")
@@ -37,6 +39,12 @@ HEADS = {
     "encoder-decoder": ("none", "lm"),
 }
 LABELLED_HEADS = ("cls", "token")  # heads that need n_labels > 0
+
+
+# Readers of the config.json files of other libraries, as (accepts(fields) -> bool, read(fields,
+# source) -> ModelConfig). minilm/interop registers Hugging Face's; the configuration itself knows
+# no other library (nothing here imports the rest of minilm).
+FOREIGN_CONFIGS: list = []
 
 
 @dataclass
@@ -176,8 +184,6 @@ class ModelConfig:
             raise ValueError(f"{source}: {e}") from None
 
     def save(self, path) -> None:
-        from minilm.checkpoint import atomic_write_text
-
         atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
 
     @classmethod
@@ -191,10 +197,9 @@ class ModelConfig:
             raise ValueError(f"{path}: not UTF-8 text (byte {e.start + 1}: {e.reason})") from None
         if not isinstance(data, dict):
             raise ValueError(f"{path}: expected a JSON object of config fields")
-        from minilm import interop
-
-        if interop.is_hf_config(data):  # a Hugging Face config.json: its fields mapped by minilm/interop
-            return interop.config_from_hf(data, source=str(path))
+        for accepts, read in FOREIGN_CONFIGS:  # a Hugging Face config.json: its fields mapped by minilm/interop
+            if accepts(data):
+                return read(data, str(path))
         return cls.from_dict(data, source=str(path))
 
 

@@ -13,45 +13,18 @@ or from scratch.
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import torch
 import torch.nn.functional as F
 
-from minilm.checkpoint import load_weights
-from minilm.config import ModelConfig
+from minilm.checkpoint import init_model  # noqa: F401  (a name of this module too: how a task model starts)
 from minilm.data.tagging import word_predictions
 from minilm.metrics import classification_report, entity_report, is_bio, pearson, spearman
-from minilm.models import build_model
 from minilm.objectives import IGNORE_INDEX
 from minilm.text_tasks import evaluate_text_task, text_loss
 
 TASK_HEADS = {"cls": "cls", "regression": "regression", "ner": "token", "sft": "lm", "seq2seq": "lm"}
 TASK_ARCH = {"sft": "decoder", "seq2seq": "encoder-decoder"}  # the others sit on an encoder
-
-
-def init_model(config: ModelConfig, init: str | Path | None):
-    """A model for `config`; with `init`, every tensor of that checkpoint whose name and shape fit
-    is copied in (the backbone, and the pooler where it exists). `init` may be a Hugging Face
-    checkpoint directory (BERT, GPT-2, BART): its names are mapped first. Returns (model, new tensor names)."""
-    model = build_model(config)
-    if init is None:
-        return model, sorted(model.state_dict())
-    weights = load_weights(init)
-    own = model.state_dict()
-    fitting = {k: v for k, v in weights.items() if k in own and own[k].shape == v.shape}
-    if not any(k.startswith(("transformer.", "encoder.")) for k in fitting):
-        raise ValueError(f"{init}: no backbone weights fit this model (is it a {config.arch} checkpoint?)")
-    model.load_state_dict(fitting, strict=False)
-    return model, sorted(k for k in own if k not in fitting and not _tied_copy(model, k, fitting))
-
-
-def _tied_copy(model, name: str, loaded: dict) -> bool:
-    """True if `name` is a tied alias of a loaded tensor (an LM head sharing the token embedding)."""
-    params = dict(model.named_parameters(remove_duplicate=False))
-    p = params.get(name)
-    return p is not None and any(params.get(k) is p for k in loaded)
 
 
 def freeze(model, embeddings: bool = False, layers: int = 0) -> tuple[int, int]:

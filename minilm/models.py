@@ -180,3 +180,9 @@ FAMILIES = {"encoder": Encoder, "decoder": Decoder, "encoder-decoder": EncoderDe
 def build_model(config) -> Model:
     """A freshly initialised model of the family named by `config.arch`."""
     return FAMILIES[config.arch](config)
+
+
+def unwrap(model):
+    """The module itself, never a torch.compile or DDP wrapper around it."""
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP

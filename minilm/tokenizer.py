@@ -21,6 +21,9 @@ from pathlib import Path
 from tokenizers import Tokenizer as HFTokenizer
 from tokenizers import Regex, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
+from minilm.files import atomic_write_text
+from minilm.pretrained import shipped
+
 PAD, UNK, CLS, SEP, MASK, BOS, EOS = "[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[BOS]", "[EOS]"
 N_SENTINELS = 32  # T5 span-corruption sentinels [X0] .. [X31]
 SENTINELS = [f"[X{i}]" for i in range(N_SENTINELS)]
@@ -41,6 +44,11 @@ SPECIAL_ALIASES = {
 }
 
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "true")
+
+
+# Readers of checkpoint directories that hold no tokenizer.json, read(directory) -> Tokenizer or
+# None: minilm/interop registers one for Hugging Face's WordPiece vocab.txt.
+DIRECTORY_READERS: list = []
 
 
 class Tokenizer:
@@ -163,16 +171,13 @@ class Tokenizer:
         """From a `tokenizer.json` file or a checkpoint directory holding one (or, for a Hugging
         Face checkpoint with no tokenizer.json, its WordPiece `vocab.txt`: see minilm/interop), or
         the name of a shipped checkpoint (minilm/pretrained)."""
-        from minilm.pretrained import shipped
-
         path = shipped(path) or Path(path)
         if path.is_dir():
             if not (path / "tokenizer.json").is_file():
-                from minilm import interop
-
-                found = interop.load_hf_tokenizer(path) if interop.is_hf_checkpoint(path) else None
-                if found is not None:
-                    return found
+                for read in DIRECTORY_READERS:  # a Hugging Face checkpoint's vocab.txt (minilm/interop)
+                    found = read(path)
+                    if found is not None:
+                        return found
             path = path / "tokenizer.json"
         if not path.is_file():
             raise FileNotFoundError(f"{path}: no tokenizer file")
@@ -190,8 +195,6 @@ class Tokenizer:
         return cls(HFTokenizer.from_str(text))
 
     def save(self, path) -> None:
-        from minilm.checkpoint import atomic_write_text
-
         atomic_write_text(path, self.backend.to_str(pretty=True))
 
     # -- using ---------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ import pytest
 import torch
 
 import minilm.checkpoint as checkpoint
+import minilm.files as files
 from conftest import ROOT, run, tiny_config, tiny_model
 from minilm.checkpoint import from_pretrained, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
 from minilm.config import ModelConfig
@@ -182,14 +183,14 @@ def test_crash_while_saving_leaves_the_previous_checkpoint(tmp_path, monkeypatch
 
 def crash_in_swap(directory, model, monkeypatch):
     """save_checkpoint dying after the old directory moved aside, before the new one took its place."""
-    real_replace = checkpoint.os.replace
+    real_replace = files.os.replace
 
     def replace(src, dst):
         if str(src).endswith(f".{directory.name}.tmp"):
             raise KeyboardInterrupt("killed mid-swap")
         return real_replace(src, dst)
 
-    monkeypatch.setattr(checkpoint.os, "replace", replace)
+    monkeypatch.setattr(files.os, "replace", replace)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(directory, model, state={"step": 2})
     monkeypatch.undo()

@@ -25,11 +25,11 @@ from pathlib import Path
 import torch
 from safetensors.torch import load_file, save_file
 
-from minilm.checkpoint import atomic_write_json, unwrap, write_directory
-from minilm.config import ModelConfig
+from minilm.config import FOREIGN_CONFIGS, ModelConfig
+from minilm.files import atomic_write_json, write_directory
 from minilm.interop import bart, bert, gpt2
-from minilm.models import build_model
-from minilm.tokenizer import SPECIAL_ALIASES, Tokenizer
+from minilm.models import build_model, unwrap
+from minilm.tokenizer import DIRECTORY_READERS, SPECIAL_ALIASES, Tokenizer
 
 FAMILIES = {bert.MODEL_TYPE: bert, gpt2.MODEL_TYPE: gpt2, bart.MODEL_TYPE: bart}
 FAMILY_OF_ARCH = {"encoder": bert, "decoder": gpt2, "encoder-decoder": bart}
@@ -287,3 +287,9 @@ def save_hf(model, tokenizer: Tokenizer | None, path) -> dict:
 
     write_directory(path, fill)
     return hf
+
+
+# What a minilm reader does with a Hugging Face file, registered where the readers look for it:
+# the configuration and the tokenizer know nothing of this package.
+FOREIGN_CONFIGS.append((is_hf_config, config_from_hf))
+DIRECTORY_READERS.append(lambda path: load_hf_tokenizer(path) if is_hf_checkpoint(path) else None)

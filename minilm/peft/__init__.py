@@ -20,6 +20,7 @@ from pathlib import Path
 from torch import nn
 
 from minilm.blocks import Transformer
+from minilm.files import atomic_write_json
 
 from minilm.norms import LayerNorm, RMSNorm
 from minilm.peft.adapters import AdapterLinear
@@ -52,8 +53,6 @@ class PeftSpec:
             raise ValueError(f"LoRA target {unknown[0]!r} is not a projection of the model; choose from {', '.join(PROJECTIONS)}")
 
     def save(self, path) -> None:
-        from minilm.checkpoint import atomic_write_json
-
         atomic_write_json(Path(path), asdict(self))
 
     @classmethod

@@ -25,7 +25,8 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
-from minilm.checkpoint import _atomic, atomic_write_json, from_pretrained, owned_tensors, resolve_checkpoint
+from minilm.checkpoint import from_pretrained, owned_tensors, resolve_checkpoint
+from minilm.files import atomic_write, atomic_write_json
 from minilm.inference import prompt_ids
 from minilm.pretrained import HERE
 from minilm.tokenizer import Tokenizer
@@ -66,7 +67,7 @@ def export(ckpt, name: str, dtype: str = "fp16", out: Path | None = None) -> dic
     before = probe(model, tokenizer)
     tensors = {k: v.to(DTYPES[dtype]) for k, v in owned_tensors(model).items()}
     out.mkdir(parents=True, exist_ok=True)
-    _atomic(out / "model.safetensors", lambda tmp: save_file(tensors, tmp))
+    atomic_write(out / "model.safetensors", lambda tmp: save_file(tensors, tmp))
     model.config.save(out / "config.json")
     tokenizer.save(out / "tokenizer.json")
     stored = from_pretrained(out)  # what users get: the stored weights, in float32
