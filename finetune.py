@@ -22,8 +22,8 @@ import argparse
 import sys
 from pathlib import Path
 
-from minilm import peft
-from minilm.checkpoint import atomic_write_json
+from minilm import distill, peft
+from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm import distributed
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
 from minilm.config import POOLINGS, from_preset
@@ -32,6 +32,7 @@ from minilm.data.tasks import ClassificationData, label_ids, label_set, read_exa
 from minilm.data.text_to_text import Seq2SeqData, SFTData
 from minilm.pretrained import shipped
 from minilm.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
+from minilm.objectives import IGNORE_INDEX
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import Trainer, TrainingStopped
 
@@ -85,6 +86,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated layers LoRA adapts, from q_proj,k_proj,v_proj,o_proj,fc1,fc2 (default: %(default)s)")
     p.add_argument("--adapter-size", type=int, default=64, help="bottleneck width of each adapter (default: %(default)s)")
     p.add_argument("--prefix-length", type=int, default=16, help="virtual tokens of prefix tuning (default: %(default)s)")
+    p.add_argument("--teacher", metavar="CKPT",
+                   help="cls, regression, ner: distil from this fine-tuned model (a minilm checkpoint or a Hugging Face directory with "
+                        "the same labels): loss = alpha T^2 KL(teacher || student at temperature T) + (1 - alpha) x the task loss "
+                        "(MSE to the teacher's values for regression); its outputs are computed once, before training")
+    p.add_argument("--distill-temperature", type=float, default=2.0, metavar="T", help="--teacher: the softmax temperature T (default: %(default)s)")
+    p.add_argument("--distill-alpha", type=float, default=0.5, metavar="ALPHA",
+                   help="--teacher: the weight of the teacher's term, in [0, 1] (1: the teacher alone; default: %(default)s)")
+    p.add_argument("--unlabeled", metavar="FILE",
+                   help="--teacher, cls and regression: a file of more texts (its --text-col, and --text-pair-col) that the teacher "
+                        "labels; they add to the teacher's term only")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
     add_train_args(p, lr=5e-4, batch_size=64, seq_len=64)
@@ -100,6 +111,18 @@ def parse_args(argv=None):
         p.error("--peft already freezes the whole backbone; drop --freeze-embeddings / --freeze-layers")
     if args.peft and args.init == "scratch":
         p.error("--peft adapts a pretrained model: give --init CHECKPOINT")
+    distilling = [f for f in ("unlabeled",) if getattr(args, f)] + [f for f in ("distill_temperature", "distill_alpha") if getattr(args, f) != p.get_default(f)]
+    if distilling and not args.teacher:
+        p.error(f"--{distilling[0].replace('_', '-')} applies with --teacher only")
+    if args.teacher:
+        try:
+            distill.check_settings(args.distill_alpha, args.distill_temperature)
+        except ValueError as e:
+            p.error(str(e))
+        if args.task not in distill.DISTILLED_TASKS:
+            p.error(f"--teacher applies to --task {', '.join(distill.DISTILLED_TASKS)}, not {args.task}")
+        if args.unlabeled and args.task == "ner":
+            p.error("--unlabeled applies to cls and regression (ner would need tokenized sentences without tags)")
     if args.freeze_layers < 0:
         p.error(f"--freeze-layers must be >= 0, got {args.freeze_layers}")
     if not 0 < args.layer_lr_decay <= 1:
@@ -188,6 +211,27 @@ def task_data(args, tokenizer, examples, y, batch_size, seed=0):
     return Data(examples, tokenizer, y, args.seq_len, batch_size, seed)
 
 
+def teach(args, examples, train_data, labels, device) -> None:
+    """The teacher's outputs for every training example, computed once and attached to the batches."""
+    import time
+
+    import minilm
+
+    start_time = time.perf_counter()
+    try:
+        teacher = minilm.from_pretrained(args.teacher).to(device)
+        teacher_tokenizer = Tokenizer.load(resolve_checkpoint(args.teacher))
+        distill.check_teacher(args.task, teacher.config, labels, args.teacher)
+    except (ValueError, FileNotFoundError) as e:
+        sys.exit(f"error: {e}" if str(e).startswith("--teacher") else f"error: --teacher {e}")
+    outputs = distill.teacher_outputs(args.task, teacher, teacher_tokenizer, examples, min(args.seq_len, teacher.config.max_seq_len), device)
+    if args.task == "ner":
+        outputs = [distill.token_teacher(wi, o, len(labels)) for wi, o in zip(train_data.word_index, outputs)]
+    train_data.teacher = outputs
+    print(f"teacher {args.teacher}: {len(examples):,} examples scored in {time.perf_counter() - start_time:.0f}s, "
+          f"T = {args.distill_temperature:g}, alpha = {args.distill_alpha:g}")
+
+
 def main(argv=None):
     args = parse_args(argv)
     seed_everything(args.seed)
@@ -202,6 +246,14 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     unit = "sentences" if args.task == "ner" else "examples"
     print(f"train {args.train}: {len(train_examples):,} {unit}" + (f", {len(labels)} labels" if labels else ""))
+    if args.unlabeled:  # more text for the teacher to label: no label of its own (ignored by the task's term)
+        try:
+            extra = read_examples(args.unlabeled, args.text_col, args.text_pair_col, label_col=None)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: --unlabeled {e}")
+        train_examples = train_examples + extra
+        train_y = train_y + [IGNORE_INDEX if args.task == "cls" else float("nan")] * len(extra)
+        print(f"unlabeled {args.unlabeled}: {len(extra):,} examples, for the teacher's term only")
 
     # -- model and tokenizer ----------------------------------------------------------------------------
     init, arch = args.init, TASK_ARCH.get(args.task, "encoder")
@@ -263,6 +315,11 @@ def main(argv=None):
     except ValueError as e:
         sys.exit(f"error: {args.init}: {e}")
 
+    loss_fn, targets_fn = task_loss(args.task), task_targets(args.task)
+    if args.teacher:
+        teach(args, train_examples, train_data, labels, device)
+        loss_fn, targets_fn = distill.distillation_loss(args.task, args.distill_alpha, args.distill_temperature), distill.distillation_targets(args.task)
+
     # -- loop ----------------------------------------------------------------------------------------------
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
     metric, mode = METRIC[args.task]
@@ -278,7 +335,7 @@ def main(argv=None):
         patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
     )
     print(f"{max_steps:,} steps of {global_batch(args, world)} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
-    trainer = Trainer(model, tokenizer, train_data, task_loss(args.task), task_targets(args.task), evaluate, settings, device=device, world=world)
+    trainer = Trainer(model, tokenizer, train_data, loss_fn, targets_fn, evaluate, settings, device=device, world=world)
     try:
         trainer.fit()
     except TrainingStopped as e:

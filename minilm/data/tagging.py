@@ -19,6 +19,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
+
 from minilm.data.corpus import not_utf8, open_text
 from minilm.data.pretrain import pad
 from minilm.data.tasks import TaskBatches
@@ -111,16 +113,24 @@ class TaggingData(TaskBatches):
         self.sentences, self.labels = sentences, labels
         self.ids, self.word_index = tokenizer.encode_words([s.words for s in sentences], max_len=max_len)
         self.token_labels = [first_subword_labels(wi, y) for wi, y in zip(self.word_index, labels)]
+        self.teacher = None  # per sentence: a teacher's logits on its first subwords (T, L), NaN elsewhere (minilm/distill.py)
         self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
         self._epoch_cache = {}
 
     def _collate(self, index) -> dict:
         input_ids = pad([self.ids[i] for i in index], self.pad_id)  # (B, T)
-        return {
+        out = {
             "input_ids": input_ids,
             "attention_mask": pad([[1] * len(self.ids[i]) for i in index], 0, input_ids.shape[1]),  # by length: the fill id may be real
             "labels": pad([self.token_labels[i] for i in index], IGNORE_INDEX, input_ids.shape[1]),  # (B, T)
         }
+        if self.teacher is not None:
+            rows = [self.teacher[i] for i in index]
+            teacher = torch.full((len(rows), input_ids.shape[1], rows[0].shape[-1]), float("nan"))  # (B, T, L)
+            for b, r in enumerate(rows):
+                teacher[b, : len(r)] = torch.as_tensor(r)
+            out["teacher"] = teacher
+        return out
 
 
 def first_subword_labels(word_index: list, word_labels: list[int]) -> list[int]:
