@@ -22,7 +22,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from minilm import distill, peft
+from minilm import distill, peft, prune
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm import distributed
 from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
@@ -96,6 +96,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--unlabeled", metavar="FILE",
                    help="--teacher, cls and regression: a file of more texts (its --text-col, and --text-pair-col) that the teacher "
                         "labels; they add to the teacher's term only")
+    p.add_argument("--sparsity", type=float, default=0.0, metavar="FRACTION",
+                   help="gradual magnitude pruning (Zhu & Gupta 2017): raise the fraction of zero weights in the blocks' Linear layers "
+                        "to FRACTION along a cubic schedule from 10%% to 75%% of the steps, kept at 0 through every update (default: 0, off)")
+    p.add_argument("--sparsity-scope", choices=["global", "layer"], default="global",
+                   help="--sparsity: rank weights over all layers or within each (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
     add_train_args(p, lr=5e-4, batch_size=64, seq_len=64)
@@ -123,6 +128,8 @@ def parse_args(argv=None):
             p.error(f"--teacher applies to --task {', '.join(distill.DISTILLED_TASKS)}, not {args.task}")
         if args.unlabeled and args.task == "ner":
             p.error("--unlabeled applies to cls and regression (ner would need tokenized sentences without tags)")
+    if not 0.0 <= args.sparsity < 1.0:
+        p.error(f"--sparsity must lie in [0, 1), got {args.sparsity}")
     if args.freeze_layers < 0:
         p.error(f"--freeze-layers must be >= 0, got {args.freeze_layers}")
     if not 0 < args.layer_lr_decay <= 1:
@@ -332,10 +339,17 @@ def main(argv=None):
 
     settings = train_args(
         args, max_steps, eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch),
-        patience=args.patience, metric=f"dev_{metric}", mode=mode, keep_best=dev_data is not None,
+        patience=args.patience, metric=f"dev_{metric}", mode=mode,
+        keep_best=dev_data is not None and not args.sparsity,  # gradual pruning keeps the last weights: an earlier best is less sparse
     )
     print(f"{max_steps:,} steps of {global_batch(args, world)} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
-    trainer = Trainer(model, tokenizer, train_data, loss_fn, targets_fn, evaluate, settings, device=device, world=world)
+    pruner = None
+    if args.sparsity:
+        pruner = prune.GradualPruner(model, args.sparsity, begin=int(0.1 * max_steps), end=int(0.75 * max_steps),
+                                     every=max(1, max_steps // 100), scope=args.sparsity_scope)
+        print(f"gradual pruning to {args.sparsity:.0%} zeros ({args.sparsity_scope}), steps {pruner.begin:,} to {pruner.end:,}")
+    trainer = Trainer(model, tokenizer, train_data, loss_fn, targets_fn, evaluate, settings, device=device, world=world,
+                      after_step=pruner.after_step if pruner else None)
     try:
         trainer.fit()
     except TrainingStopped as e:
@@ -344,6 +358,9 @@ def main(argv=None):
 
     # -- report ----------------------------------------------------------------------------------------------
     results = {"task": args.task, "init": str(init_path) if init_path else "scratch", "labels": labels}
+    if pruner is not None:
+        results["sparsity"] = prune.sparsity_report(model)
+        print(f"sparsity: {results['sparsity']['all']:.1%} of the blocks' Linear weights are 0")
     for name, data in (("dev", dev_data), ("test", test_data)):
         if data is not None and world.evaluates:
             results[name] = trainer.call(lambda m: evaluate_task(args.task, m, data, labels, device))

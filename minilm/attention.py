@@ -134,19 +134,21 @@ class MultiHeadAttention(nn.Module):
 
     def __init__(self, config, causal: bool = False, cross: bool = False, layer: int = 0):
         super().__init__()
-        self.n_head, self.head_size = config.n_head, config.head_size
+        self.n_head = config.n_head if cross else config.heads_in(layer)  # nh: fewer than n_head after structured pruning
+        self.head_size = config.head_size
         self.causal, self.cross, self.layer = causal, cross, layer
         self.impl = config.attn_impl
         self.attn_dropout = config.attn_dropout
-        C = config.n_embd
-        self.q_proj = nn.Linear(C, C, bias=config.bias)  # W^Q
-        self.k_proj = nn.Linear(C, C, bias=config.bias)  # W^K
-        self.v_proj = nn.Linear(C, C, bias=config.bias)  # W^V
-        self.o_proj = nn.Linear(C, C, bias=config.bias)  # W^O
+        C, inner = config.n_embd, self.n_head * self.head_size  # inner = C unless heads were pruned
+        self.q_proj = nn.Linear(C, inner, bias=config.bias)  # W^Q
+        self.k_proj = nn.Linear(C, inner, bias=config.bias)  # W^K
+        self.v_proj = nn.Linear(C, inner, bias=config.bias)  # W^V
+        self.o_proj = nn.Linear(inner, C, bias=config.bias)  # W^O
+        self.head_gate = None  # (nh,) a multiplier on each head's output: head importance (minilm/prune.py) reads its gradient
         self.dropout = make_dropout(config.dropout)
 
     def split_heads(self, x):
-        B, T, C = x.shape
+        B, T, _ = x.shape
         return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
 
     def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None):
@@ -175,5 +177,7 @@ class MultiHeadAttention(nn.Module):
             y = sdpa_attention(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)
         else:
             y = math_attention(q, k, v, bias, dropout_p, self.training)
-        y = y.transpose(1, 2).contiguous().view(B, T, C)  # (B, T, nh, hs) -> (B, T, C)
+        if self.head_gate is not None:
+            y = y * self.head_gate.view(1, -1, 1, 1)  # (B, nh, T, hs), head h scaled by xi_h
+        y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_size)  # (B, T, nh, hs) -> (B, T, nh hs)
         return self.dropout(self.o_proj(y))

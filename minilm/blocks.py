@@ -32,7 +32,7 @@ class Block(nn.Module):
         self.cross_norm = make_norm(config) if cross else None
         self.cross_attn = MultiHeadAttention(config, cross=True, layer=layer) if cross else None
         self.mlp_norm = make_norm(config)
-        self.mlp = make_mlp(config)
+        self.mlp = make_mlp(config, layer)
 
     def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None):
         """x (B, T, C), memory (B, S, C) -> (B, T, C)."""

@@ -86,6 +86,8 @@ class ModelConfig:
     pooling: str = "cls"  # the pooler's input: the first ([CLS]) state, as BERT, or the mean over real tokens
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
+    layer_heads: list[int] | None = None  # self-attention heads of each block after structured pruning (minilm/prune.py); None: n_head in all
+    layer_ff: list[int] | None = None  # feed-forward inner size of each block after structured pruning; None: the MLP's own in all
 
     def __post_init__(self):
         self._check_types()
@@ -132,6 +134,15 @@ class ModelConfig:
         if self.labels and len(self.labels) != self.n_labels:
             raise ValueError(f"ModelConfig: {len(self.labels)} label names for n_labels={self.n_labels}")
         self.labels = list(self.labels)
+        for name, most in (("layer_heads", self.n_head), ("layer_ff", None)):
+            sizes = getattr(self, name)
+            if sizes is None:
+                continue
+            if self.arch == "encoder-decoder":
+                raise ValueError(f"ModelConfig.{name}: structured pruning applies to one stack of blocks (encoder or decoder), not to {self.arch!r}")
+            if len(sizes) != self.n_layer or any(n < 1 or (most is not None and n > most) for n in sizes):
+                raise ValueError(f"ModelConfig.{name}={sizes}: expected {self.n_layer} sizes, each at least 1" + (f" and at most n_head={most}" if most else ""))
+            setattr(self, name, list(sizes))
 
     def _check_types(self):
         """Each field holds a value of its declared type (a config.json may hold anything): ints
@@ -140,7 +151,9 @@ class ModelConfig:
             value, kind = getattr(self, f.name), str(f.type)
             if value is None and "None" in kind:
                 continue
-            if kind.startswith("int"):
+            if kind.startswith("list[int]"):
+                ok = isinstance(value, (list, tuple)) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+            elif kind.startswith("int"):
                 ok = isinstance(value, int) and not isinstance(value, bool)
             elif kind.startswith("float"):
                 ok = isinstance(value, (int, float)) and not isinstance(value, bool)
@@ -160,6 +173,10 @@ class ModelConfig:
     @property
     def ff_size(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    def heads_in(self, layer: int) -> int:
+        """Self-attention heads of block `layer` (fewer than n_head after structured pruning)."""
+        return self.layer_heads[layer] if self.layer_heads is not None else self.n_head
 
     @property
     def decoder_layers(self) -> int:

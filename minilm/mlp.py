@@ -37,11 +37,12 @@ ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": F.relu}
 class FeedForward(nn.Module):
     """FFN(x) = W_2 act(W_1 x + b_1) + b_2 (Vaswani et al. 2017, eq. 2, with GELU or ReLU)."""
 
-    def __init__(self, config):
+    def __init__(self, config, inner: int | None = None):
         super().__init__()
+        inner = inner or config.ff_size  # F: d_ff, or fewer neurons after structured pruning
         self.act = ACTIVATIONS[config.mlp]
-        self.fc1 = nn.Linear(config.n_embd, config.ff_size, bias=config.bias)  # W_1
-        self.fc2 = nn.Linear(config.ff_size, config.n_embd, bias=config.bias)  # W_2
+        self.fc1 = nn.Linear(config.n_embd, inner, bias=config.bias)  # W_1
+        self.fc2 = nn.Linear(inner, config.n_embd, bias=config.bias)  # W_2
         self.dropout = make_dropout(config.dropout)
 
     def forward(self, x):  # (B, T, C) -> (B, T, C)
@@ -55,9 +56,9 @@ class SwiGLU(nn.Module):
     matrices hold about as many parameters as the two of the plain FFN.
     """
 
-    def __init__(self, config):
+    def __init__(self, config, inner: int | None = None):
         super().__init__()
-        hidden = 8 * math.ceil(2 * config.ff_size / 3 / 8)
+        hidden = inner or 8 * math.ceil(2 * config.ff_size / 3 / 8)
         self.fc1 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_1, the gate
         self.fc3 = nn.Linear(config.n_embd, hidden, bias=config.bias)  # W_3, the value
         self.fc2 = nn.Linear(hidden, config.n_embd, bias=config.bias)  # W_2
@@ -67,5 +68,7 @@ class SwiGLU(nn.Module):
         return self.dropout(self.fc2(F.silu(self.fc1(x)) * self.fc3(x)))
 
 
-def make_mlp(config) -> nn.Module:
-    return SwiGLU(config) if config.mlp == "swiglu" else FeedForward(config)
+def make_mlp(config, layer: int = 0) -> nn.Module:
+    """The feed-forward network of block `layer` (its inner size from config.layer_ff after pruning)."""
+    inner = config.layer_ff[layer] if config.layer_ff is not None else None
+    return SwiGLU(config, inner) if config.mlp == "swiglu" else FeedForward(config, inner)

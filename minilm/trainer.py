@@ -155,8 +155,11 @@ class Trainer:
     """The loop. Under torchrun (`world`: minilm/distributed.py) every rank runs it on its own rows
     of each global batch; rank 0 alone logs and writes files."""
 
-    def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu", world: World = World()):
+    def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu", world: World = World(),
+                 after_step=None):
+        """`after_step(step)`, when given, runs after each optimizer step (gradual pruning keeps its zeros with it)."""
         self.model, self.tokenizer, self.data = model, tokenizer, data
+        self.after_step = after_step
         self.loss_fn, self.targets, self.evaluate_fn, self.args = loss_fn, targets, evaluate, args
         self.device = torch.device(device)
         self.world = world
@@ -360,6 +363,8 @@ class Trainer:
                 lr = lr_at(args.schedule, self.step, args.lr, args.warmup, args.max_steps, args.min_lr_ratio)
                 loss = self.train_step(batch, lr)
                 self.step += 1
+                if self.after_step is not None:
+                    self.after_step(self.step)
                 window_loss += loss
                 window_n += 1
                 tokens += count_tokens(batch)

@@ -255,6 +255,9 @@ def _tokenizer_config(tokenizer: Tokenizer, config: ModelConfig) -> dict:
 def hf_files(model, tokenizer: Tokenizer | None = None) -> tuple[dict, dict]:
     """(config.json fields, Hugging Face tensors) of a minilm model."""
     config = model.config
+    if config.layer_heads is not None or config.layer_ff is not None:
+        raise ValueError("a structurally pruned model (heads or feed-forward neurons per block, minilm/prune.py) has no Hugging Face "
+                         "BERT / GPT-2 / BART config to hold it: those give every layer the same sizes")
     family = FAMILY_OF_ARCH[config.arch]
     hf, architecture = family.config_to_hf(config, tokenizer)
     state = {name: p.detach() for name, p in model.named_parameters()}  # each tied Parameter once

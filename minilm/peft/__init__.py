@@ -88,6 +88,9 @@ def apply(model, spec: PeftSpec) -> None:
     if spec.method == "lora":
         added = _replace(model, set(spec.targets), lambda linear: LoRALinear(linear, spec.r, spec.alpha, spec.dropout))
     elif spec.method == "prefix":
+        if model.config.layer_heads is not None:
+            raise ValueError("--peft prefix keeps n_head virtual heads in every block; this model's blocks were pruned to "
+                             f"{model.config.layer_heads} heads (use lora or adapter)")
         added = 0
         for stack in model.modules():
             if isinstance(stack, Transformer):
