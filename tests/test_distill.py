@@ -144,3 +144,16 @@ def test_bad_distillation_flags(flags, message, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args(["--train", "x.tsv", *flags] if "--train" not in flags else flags)
     assert message in capsys.readouterr().err
+
+
+def test_the_gradient_is_the_written_out_one():
+    """d/dz_s of alpha T^2 KL(p_t || softmax(z_s / T)) + (1 - alpha) CE(z_s, y) is
+    alpha T (softmax(z_s / T) - p_t) + (1 - alpha) (softmax(z_s) - onehot(y)), row by row."""
+    torch.manual_seed(3)
+    z_s, z_t, labels = torch.randn(5, 4), torch.randn(5, 4), torch.tensor([0, 3, 1, 1, 2])
+    alpha, T = 0.6, 3.0
+    model = Fixed(z_s)
+    parts = distill.distillation_loss("cls", alpha, T)(model, batch_of(labels=labels, teacher=z_t))
+    (parts["kd"][0] + parts["ce"][0]).backward()
+    expected = alpha * T * (F.softmax(z_s / T, -1) - F.softmax(z_t / T, -1)) + (1 - alpha) * (F.softmax(z_s, -1) - F.one_hot(labels, 4))
+    assert torch.allclose(model.out.grad, expected, atol=1e-6)

@@ -178,3 +178,15 @@ def test_structured_pruning_needs_a_fine_tuned_head(tmp_path, classifier):
     with pytest.raises(SystemExit) as e:
         prune.main(["--ckpt", str(tmp_path / "bare"), "--out", str(tmp_path / "o"), "--heads", "0.5", "--train", str(tr)])
     assert "structured pruning scores heads by the loss of a fine-tuned" in str(e.value.code)
+
+
+def test_a_pruned_checkpoint_round_trips_and_quantizes(tmp_path):
+    from minilm.quantize import quantize
+
+    model = prune.shrink(tiny(head="cls", n_labels=3), heads=[[0], [0, 1]], neurons=[list(range(60)), list(range(90))])
+    save_pretrained(tmp_path, model)
+    loaded = minilm.from_pretrained(tmp_path)
+    ids = torch.randint(0, 50, (3, 9))
+    assert torch.equal(loaded(ids), model(ids))
+    q = quantize(minilm.from_pretrained(tmp_path), "int8")
+    assert torch.allclose(q(ids), model(ids), atol=0.05)
