@@ -23,7 +23,6 @@ the median pass time counts.
 """
 
 import argparse
-import json
 import platform
 import statistics
 import subprocess
