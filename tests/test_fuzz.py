@@ -266,3 +266,57 @@ def test_a_config_that_is_not_utf8(tiny_checkpoint, tmp_path):
     (folder / CONFIG_FILE).write_bytes(b"\x80{}")
     with pytest.raises(ValueError, match=r"config\.json: not UTF-8 text"):
         minilm.from_pretrained(folder)
+
+
+# ----------------------------------------------------------------------------- infer.py arguments
+
+INFER_FLAGS = {
+    "generate": ["--prompt", "--max-new-tokens", "--greedy", "--temperature", "--top-k", "--top-p", "--repetition-penalty",
+                 "--num-beams", "--length-penalty", "--stop", "--seed", "--json", "--stream"],
+    "predict": ["--pair", "--top", "--json", "--file", "--batch-size"],
+    "fill-mask": ["--top-k", "--json", "--file"],
+    "embed": ["--no-normalize", "--json", "--file", "--batch-size"],
+}
+FLAG_VALUES = st.sampled_from(["0", "1", "3", "-1", "0.5", "1e9", "nan", "inf", "-inf", "", "x", "a dog [MASK]", "[MASK]", "é", "\x00"])
+
+
+@pytest.fixture(scope="module")
+def infer_module():
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("minilm_infer_fuzz", Path(__file__).resolve().parent.parent / "infer.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@pytest.fixture(scope="module")
+def tiny_decoder_ckpt(tmp_path_factory, tiny_decoder):
+    folder = tmp_path_factory.mktemp("dec")
+    save_pretrained(folder, *tiny_decoder)
+    return folder
+
+
+@FUZZ
+@given(command=st.sampled_from(sorted(INFER_FLAGS)), picks=st.lists(st.tuples(st.integers(0, 20), FLAG_VALUES), max_size=5),
+       texts=st.lists(FLAG_VALUES, max_size=2), ckpt=st.sampled_from(["decoder", "classifier", "missing"]))
+def test_infer_arguments(infer_module, tiny_checkpoint, tiny_decoder_ckpt, tmp_path_factory, capsys, command, picks, texts, ckpt):
+    """Any infer.py command line ends in its output or in SystemExit with a non-zero code and a
+    one-line message (argparse's usage error included); never in another exception."""
+    folder = {"decoder": tiny_decoder_ckpt, "classifier": tiny_checkpoint, "missing": tmp_path_factory.mktemp("none") / "nothing"}[ckpt]
+    argv = [command, "--ckpt", str(folder)]
+    flags = INFER_FLAGS[command]
+    for k, value in picks:
+        flag = flags[k % len(flags)]
+        argv += [flag] if flag in ("--greedy", "--json", "--stream", "--no-normalize") else [flag, value]
+    if command == "generate":
+        argv += ["--max-new-tokens", "2"] if "--max-new-tokens" not in argv else []
+    else:
+        argv += [t for t in texts if t] or ["a text"]
+    try:
+        infer_module.main(argv)
+    except SystemExit as e:
+        if e.code not in (0, None):
+            message = str(e.code) if not isinstance(e.code, int) else capsys.readouterr().err.strip().splitlines()[-1]
+            assert "\n" not in message.strip() and "Traceback" not in message
+    capsys.readouterr()
