@@ -8,6 +8,7 @@ The bottom of the house: it imports nothing of minilm, and everything that write
 
 from __future__ import annotations
 
+import gzip
 import json
 import os
 import shutil
@@ -45,6 +46,17 @@ def atomic_write_text(path, text: str) -> None:
 
 def atomic_write_json(path, data) -> None:
     atomic_write_text(path, json.dumps(data, indent=2) + "\n")
+
+
+def atomic_write_gzip(path, pieces) -> None:
+    """The text `pieces` (an iterable of str) gzipped with mtime 0 (the same text gives the same
+    bytes), written atomically."""
+    def write(tmp):
+        with open(tmp, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
+            for piece in pieces:
+                gz.write(piece.encode("utf-8"))
+
+    atomic_write(path, write)
 
 
 def write_directory(directory, fill) -> None:

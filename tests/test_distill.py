@@ -80,7 +80,7 @@ def test_alpha_zero_is_plain_fine_tuning():
 def teacher(tmp_path_factory):
     d = tmp_path_factory.mktemp("teacher")
     tr, dv = write_task(d / "train.tsv", 400, 1), write_task(d / "dev.tsv", 80, 2)
-    finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--out", str(d / "teacher"),
+    finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--out", str(d / "cls"),
                    "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", *TINY])
     return d, tr, dv
 
@@ -95,7 +95,7 @@ def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, 
     real = distill.teacher_outputs
     monkeypatch.setattr(distill, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = finetune.main(["--init", "scratch", "--train", str(few), "--dev", str(dv), "--out", str(tmp_path / "student"),
-                            "--teacher", str(d / "teacher"), "--unlabeled", str(unlabeled), "--distill-alpha", "0.7",
+                            "--teacher", str(d / "cls"), "--unlabeled", str(unlabeled), "--distill-alpha", "0.7",
                             "--epochs", "3", "--lr", "2e-3", "--batch-size", "16", *TINY])
     out = capsys.readouterr().out
     assert "unlabeled" in out and "360 examples, for the teacher's term only" in out
@@ -128,9 +128,9 @@ def test_a_teacher_with_other_labels_is_refused(tmp_path, teacher, capsys):
     other = tmp_path / "other.tsv"
     other.write_text("text\tlabel\n" + "".join(f"text {i}\t{'yes' if i % 2 else 'no'}\n" for i in range(20)))
     with pytest.raises(SystemExit) as e:
-        finetune.main(["--init", "scratch", "--train", str(other), "--out", str(tmp_path / "s"), "--teacher", str(d / "teacher"), *TINY])
+        finetune.main(["--init", "scratch", "--train", str(other), "--out", str(tmp_path / "s"), "--teacher", str(d / "cls"), *TINY])
     message = str(e.value.code)
-    assert message.startswith(f"error: --teacher {d / 'teacher'}: its labels") and "do not match the student's ['no', 'yes']" in message
+    assert message.startswith(f"error: --teacher {d / 'cls'}: its labels") and "do not match the student's ['no', 'yes']" in message
 
 
 @pytest.mark.parametrize("flags, message", [

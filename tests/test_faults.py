@@ -22,8 +22,8 @@ from safetensors.torch import load_file
 import minilm
 import train
 from minilm.checkpoint import resolve_checkpoint
-from minilm.tokenizer import Tokenizer
-from test_scripts import TINY, metrics, write_corpus
+from test_resume import straight_run
+from test_scripts import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -73,14 +73,7 @@ train.main(argv)
 
 @pytest.fixture(scope="module")
 def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("faults")
-    corpus = write_corpus(d / "corpus.txt")
-    Tokenizer.train(corpus.read_text().splitlines(), "wordpiece", 120).save(d / "tokenizer.json")
-    args = ["--data", str(corpus), "--max-steps", "24", "--save-every", "3", "--eval-every", "4", "--batch-size", "8",
-            "--dropout", "0.1", "--val-fraction", "0.1", "--eval-batches", "2", "--tokenizer", str(d / "tokenizer.json"), *TINY]
-    train.main([*args, "--out", str(d / "straight")])
-    (d / "driver.py").write_text(DRIVER)
-    return d, args
+    return straight_run(tmp_path_factory.mktemp("faults"), DRIVER, eval_every=4)
 
 
 def run_with_fault(d: Path, args, fault: str, at: int, out: Path):

@@ -14,7 +14,8 @@ from minilm.checkpoint import save_pretrained
 from minilm.config import ModelConfig, from_preset
 from minilm.generate import generate
 from minilm.models import build_model
-from test_scripts import TINY, write_task
+from test_distill import teacher  # noqa: F401  (a module fixture: a fine-tuned tiny classifier)
+
 
 
 def tiny(arch="encoder", **changes):
@@ -116,11 +117,9 @@ def test_cubic_schedule():
 
 
 @pytest.fixture(scope="module")
-def classifier(tmp_path_factory):
-    d = tmp_path_factory.mktemp("prune")
-    tr, dv = write_task(d / "train.tsv", 400, 1), write_task(d / "dev.tsv", 80, 2)
-    finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--out", str(d / "cls"),
-                   "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", *TINY])
+def classifier(teacher):
+    """(folder, train, dev), the fine-tuned classifier in folder / "cls"."""
+    d, tr, dv = teacher
     return d, tr, dv
 
 

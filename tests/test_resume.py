@@ -59,18 +59,23 @@ train.main(argv)
 '''
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    d = tmp_path_factory.mktemp("resume")
+def straight_run(d: Path, driver: str, eval_every: int):
+    """A tiny corpus and tokenizer in `d`, the uninterrupted run of `args` in d / "straight", and
+    `driver` in d / "driver.py": (d, args)."""
     corpus = write_corpus(d / "corpus.txt")
     # one tokenizer for every run: `tokenizers` training is not deterministic across processes
     # (huggingface/tokenizers#1794), and the point here is the resume, not the tokenizer
     Tokenizer.train(corpus.read_text().splitlines(), "wordpiece", 120).save(d / "tokenizer.json")
-    args = ["--data", str(corpus), "--max-steps", "24", "--save-every", "3", "--eval-every", "8", "--batch-size", "8",
+    args = ["--data", str(corpus), "--max-steps", "24", "--save-every", "3", "--eval-every", str(eval_every), "--batch-size", "8",
             "--dropout", "0.1", "--val-fraction", "0.1", "--eval-batches", "2", "--tokenizer", str(d / "tokenizer.json"), *TINY]
     train.main([*args, "--out", str(d / "straight")])
-    (d / "driver.py").write_text(DRIVER)
+    (d / "driver.py").write_text(driver)
     return d, args
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    return straight_run(tmp_path_factory.mktemp("resume"), DRIVER, eval_every=8)
 
 
 @pytest.mark.parametrize(

@@ -28,13 +28,10 @@ Expected counts, dict-gcide 0.48.5 (Debian 12), default flags: see data/gcide/RE
 
 import argparse
 import gzip
-import io
 import json
 import re
 import sys
-import tempfile
 import time
-import os
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
@@ -42,6 +39,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.data.leakage import Leakage, heldout_definitions  # noqa: E402
+from minilm.files import atomic_write_gzip  # noqa: E402
 
 DEFAULT_DICT = Path("/usr/share/dictd/gcide.dict.dz")
 B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")}
@@ -168,24 +166,13 @@ def corpus_documents(dict_path, index_path, leak: Leakage | None, stats: dict):
 def write_corpus(path: Path, pairs) -> None:
     """Lines grouped into documents (a blank line whenever the initial letter changes), gzipped
     with mtime 0, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-            out = io.TextIOWrapper(gz, encoding="utf-8")
-            previous = None
-            for letter, line in pairs:
-                if previous is not None and letter != previous:
-                    out.write("\n")
-                out.write(line + "\n")
-                previous = letter
-            out.flush()
-            out.detach()
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    def pieces():
+        previous = None
+        for letter, line in pairs:
+            yield ("\n" if previous is not None and letter != previous else "") + line + "\n"
+            previous = letter
+
+    atomic_write_gzip(path, pieces())
 
 
 def main(argv=None):

