@@ -77,6 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--tokenizer", help="an existing tokenizer.json (or checkpoint directory) instead of training one")
     p.add_argument("--vocab-size", type=int, help="vocabulary size of a newly trained tokenizer (default: 8192)")
     p.add_argument("--val-fraction", type=float, default=0.02, help="share of the corpus lines held out for evaluation (default: %(default)s)")
+    p.add_argument("--split-seed", type=int, default=0,
+                   help="seed of the draw of held-out blocks, apart from --seed: runs that continue one another with other "
+                        "seeds keep the same held-out lines (default: %(default)s)")
     p.add_argument("--whole-word-masking", action="store_true", help="MLM masks whole words (all WordPiece pieces of a chosen word) instead of single pieces")
     p.add_argument("--doc-mask", action="store_true", help="causal LM: documents packed into a row attend only within themselves, positions restarting at each")
     p.add_argument("--electra-generator-size", type=float, metavar="FRACTION",
@@ -167,7 +170,7 @@ def shards_for(args, out: Path, tokenizer: Tokenizer | None = None) -> Path:
     print(f"token shards of {', '.join(args.data)} in {directory}: reused if unchanged, else written"
           + ("" if tokenizer else f" (a {kind} tokenizer of {args.vocab_size:,} entries trained first)"))
     meta = prepare_corpus(args.data if len(args.data) > 1 else args.data[0], directory, tokenizer, kind=kind, vocab_size=args.vocab_size,
-                          val_fraction=args.val_fraction, seed=args.seed, columns=(args.text_col, args.text_pair_col) if args.text_col else None, reuse=True)
+                          val_fraction=args.val_fraction, seed=args.split_seed, columns=(args.text_col, args.text_pair_col) if args.text_col else None, reuse=True)
     print("reused the existing shards" if meta["reused"] else "wrote the shards")
     return directory
 

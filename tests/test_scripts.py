@@ -18,6 +18,7 @@ import finetune
 import infer
 import train
 from minilm.checkpoint import from_pretrained
+from minilm.data.shards import TokenShards
 from minilm.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -367,3 +368,15 @@ def test_dtype_auto_is_bf16_only_with_bf16_matrix_instructions(monkeypatch):
         args = p.parse_args(["--device", "cpu"])
         cli.check_train_flags(p, args)
         assert args.dtype == expected
+
+
+def test_the_held_out_lines_do_not_move_with_seed(tmp_path, corpus):
+    """train.py --seed changes weights, data order and masks, not which lines are held out: a run
+    that continues another with a new seed keeps its held-out lines (--split-seed moves them)."""
+    Tokenizer.train(corpus.read_text().splitlines(), "wordpiece", 120).save(tmp_path / "tok.json")  # one tokenizer for all three
+    base = ["--data", str(corpus), "--objective", "mlm", "--max-steps", "1", "--eval-batches", "1", "--tokenizer", str(tmp_path / "tok.json"), *TINY]
+    vals = {}
+    for name, flags in (("a", ["--seed", "0"]), ("b", ["--seed", "1"]), ("c", ["--seed", "0", "--split-seed", "1"])):
+        train.main([*base, *flags, "--out", str(tmp_path / name)])
+        vals[name] = TokenShards(tmp_path / name / "data", "val").tokens.tolist()
+    assert vals["a"] == vals["b"] and vals["a"] != vals["c"]
