@@ -20,9 +20,8 @@ import torch
 from safetensors.torch import load_file
 
 import minilm
-import train
 from minilm.checkpoint import resolve_checkpoint
-from test_resume import straight_run
+from test_resume import assert_resume_is_bit_identical, straight_run
 from test_scripts import metrics
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -85,15 +84,6 @@ def run_with_fault(d: Path, args, fault: str, at: int, out: Path):
 def last_line(stderr: str) -> str:
     lines = [line for line in stderr.replace("\r", "\n").splitlines() if line.strip()]
     return lines[-1] if lines else ""
-
-
-def assert_resume_is_bit_identical(d: Path, args, out: Path):
-    train.main([*args, "--out", str(out), "--resume"])
-    a, b = load_file(d / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
-    assert a.keys() == b.keys()
-    for k in a:
-        assert torch.equal(a[k], b[k]), k
-    assert [(r["step"], r["val_loss"]) for r in metrics(out)] == [(r["step"], r["val_loss"]) for r in metrics(d / "straight")]
 
 
 @pytest.mark.parametrize("fault", ["disk-full", "read-only"])

@@ -102,6 +102,11 @@ def test_resume_after_sigkill_is_bit_identical(tmp_path, setup, point, at, expec
     if point == "swapping":
         assert not (out / "checkpoint").exists() and ckpt.name == ".checkpoint.old"
 
+    assert_resume_is_bit_identical(d, args, out)
+
+
+def assert_resume_is_bit_identical(d: Path, args, out: Path):
+    """`--resume` in `out` ends on the weights and the metrics log of the straight run in d."""
     train.main([*args, "--out", str(out), "--resume"])
     a, b = load_file(d / "straight" / "model.safetensors"), load_file(out / "model.safetensors")
     assert a.keys() == b.keys()
