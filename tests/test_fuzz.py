@@ -11,7 +11,6 @@ run is one command:
 """
 
 import json
-import math
 import os
 import struct
 from pathlib import Path
@@ -236,10 +235,6 @@ def test_predict_and_embed_fields(field, value, extra):
         assert "\n" not in str(e) and 400 <= e.status < 500
         return
     assert texts and all(isinstance(t, str) for t in texts) and many == (field == "texts")
-
-
-def test_the_examples_run_is_bounded():
-    assert EXAMPLES >= 1 and not math.isnan(EXAMPLES)
 
 
 # ----------------------------------------------------------------------------- what the fuzzing found, pinned
