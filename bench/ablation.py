@@ -9,8 +9,8 @@ so that only the objective or the text differs) on token shards built once per c
 time: a 40-step calibration run measures each arm's seconds per step (ELECTRA's generator and
 NSP's pairs cost more per step than MLM), and the arm then trains for budget / (seconds per step)
 steps, the schedule of minilm-mini's first run scaled to that many (peak lr 1e-3, 6% warmup,
-cosine to 1e-4, batch 64 x 128, bf16 where the CPU has it). Fine-tuning takes finetune.py's
-default flags, the same for every arm. Results: a JSON file and a Markdown table.
+cosine to 1e-4, batch 64 x 128, bf16 where the CPU has it). Fine-tuning takes the same flags for
+every arm (2 epochs, lr 5e-4, batch 64; finetune.py's defaults otherwise). Results: a JSON file and a Markdown table.
 """
 
 import argparse
@@ -36,6 +36,7 @@ ARMS = {  # name: (objective, corpus set, extra train.py flags)
     "electra": ("electra", "all", ["--whole-word-masking"]),
     "mlm-wordnet": ("mlm", "wordnet", ["--whole-word-masking"]),
 }
+FINETUNE = ["--epochs", "2", "--lr", "5e-4", "--batch-size", "64"]  # finetune.py's defaults when the first arm ran, pinned
 SHAPE = ["--preset", "mini", "--batch-size", "64", "--seq-len", "128", "--dtype", "auto", "--attn-impl", "math", "--dropout", "0"]
 
 
@@ -63,7 +64,7 @@ def shards(corpus_set: str, runs: Path, tokenizer: Path) -> Path:
 
 
 def finetune(init: Path, out: Path, sst2: Path | None) -> dict:
-    """Dev accuracy of finetune.py's defaults on supersense and, given its folder, SST-2."""
+    """Dev accuracy of finetune.py (FINETUNE's flags) on supersense and, given its folder, SST-2."""
     result = {}
     tasks = {"supersense": []}
     if sst2:
@@ -71,7 +72,7 @@ def finetune(init: Path, out: Path, sst2: Path | None) -> dict:
     for task, files in tasks.items():
         folder = out.with_name(f"{out.name}-{task}")
         start = time.perf_counter()
-        run([sys.executable, ROOT / "finetune.py", "--task", "cls", "--init", init, *files, "--out", folder], folder.with_suffix(".log"))
+        run([sys.executable, ROOT / "finetune.py", "--task", "cls", "--init", init, *files, *FINETUNE, "--out", folder], folder.with_suffix(".log"))
         metrics = json.loads((folder / "metrics.json").read_text())
         result[task] = {"dev_accuracy": metrics["dev"]["accuracy"], "seconds": round(time.perf_counter() - start)}
     return result
@@ -118,7 +119,7 @@ def main(argv=None):
                      "train_seconds": trained_s, "val": {k: v for k, v in last.items() if k.startswith(("val", "mlm", "nsp", "rtd", "disc", "gen"))},
                      **finetune(out, out, args.sst2)}
         atomic_write_json(args.out, results)
-    lines = [f"Pretraining at equal CPU time ({args.budget_min:g} min per arm), then `finetune.py`'s defaults; dev accuracy.", "",
+    lines = [f"Pretraining at equal CPU time ({args.budget_min:g} min per arm), then `finetune.py` with {' '.join(FINETUNE)}; dev accuracy.", "",
              "| arm | objective | corpora | steps | s/step | supersense dev | SST-2 dev |", "|---|---|---|---|---|---|---|"]
     for arm, r in rows.items():
         sst2 = f"{r['sst2']['dev_accuracy']:.2%}" if "sst2" in r else ""
