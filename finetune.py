@@ -25,7 +25,7 @@ from pathlib import Path
 from minilm import distill, peft, prune
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm import distributed
-from minilm.cli import add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
+from minilm.cli import add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import POOLINGS, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
@@ -103,11 +103,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--sparsity: rank weights over all layers or within each (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     add_model_args(p)
+    add_plugin_arg(p)
     add_train_args(p, lr=5e-4, batch_size=64, seq_len=64)
     return p
 
 
 def parse_args(argv=None):
+    load_plugins(sys.argv[1:] if argv is None else argv)  # before the parser: their names are among its choices
     p = build_parser()
     args = p.parse_args(argv)
     check_train_flags(p, args)

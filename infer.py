@@ -27,7 +27,7 @@ from pathlib import Path
 import torch
 
 from minilm import inference
-from minilm.cli import a_or_an
+from minilm.cli import a_or_an, add_plugin_arg, load_plugins
 from minilm.data.corpus import not_utf8, open_text
 from minilm.inference import GenerationSettings
 from minilm.tokenizer import MASK
@@ -113,6 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--device", default="cpu", help="cpu or cuda (default: %(default)s)")
         s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
         s.add_argument("--compile", action="store_true", help="compile each block with torch.compile (pays off on long runs)")
+        add_plugin_arg(s)
     for s in (g, pr, fm, em):
         s.add_argument("--json", action="store_true", help="print JSON instead of text")
     for s in (pr, fm, em):
@@ -123,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse_args(argv=None):
+    load_plugins(sys.argv[1:] if argv is None else argv)  # a checkpoint may name the variants they register
     p = build_parser()
     args = p.parse_args(argv)
     args.ckpt = args.ckpt or str(DEFAULT_CKPT[args.command])

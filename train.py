@@ -46,7 +46,7 @@ from pathlib import Path
 
 from minilm import distributed
 from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
-from minilm.cli import a_or_an, add_model_args, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, model_overrides, seed_everything, start, train_args
+from minilm.cli import a_or_an, add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
@@ -89,11 +89,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="--objective electra: lambda, the weight of the discriminator's loss in L_MLM + lambda L_Disc (default: 50, the paper's)")
     p.add_argument("--eval-batches", type=int, default=20, help="validation batches per evaluation (default: %(default)s)")
     add_model_args(p)
+    add_plugin_arg(p)
     add_train_args(p, lr=1e-3, batch_size=64, seq_len=64)
     return p
 
 
 def parse_args(argv=None):
+    load_plugins(sys.argv[1:] if argv is None else argv)  # before the parser: their names are among its choices
     p = build_parser()
     args = p.parse_args(argv)
     init_head = None

@@ -20,6 +20,7 @@ from torch import nn
 
 from minilm.dropout import make_dropout
 from minilm.embeddings import apply_rotary
+from minilm.registry import lookup, register
 
 
 class KVCache:
@@ -112,8 +113,10 @@ def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
     return bias.masked_fill(~allowed, torch.finfo(dtype).min)
 
 
-def math_attention(q, k, v, bias, dropout_p: float, training: bool):
-    """softmax(Q K^T / sqrt(hs) + M) V, spelled out. q (B, nh, T, hs), k and v (B, nh, S, hs)."""
+@register("attention", "math")
+def math_attention(q, k, v, bias, dropout_p: float, training: bool, is_causal: bool = False):
+    """softmax(Q K^T / sqrt(hs) + M) V, spelled out. q (B, nh, T, hs), k and v (B, nh, S, hs).
+    The mask M always comes in `bias` (this function does not set `handles_causal`)."""
     att = (q @ k.transpose(-2, -1)) * (1.0 / math.sqrt(q.shape[-1]))  # (B, nh, T, S)
     if bias is not None:
         att = att + bias
@@ -122,11 +125,16 @@ def math_attention(q, k, v, bias, dropout_p: float, training: bool):
     return att @ v  # (B, nh, T, hs)
 
 
+@register("attention", "sdpa")
 def sdpa_attention(q, k, v, bias, dropout_p: float, training: bool, is_causal: bool = False):
-    """The same function through PyTorch's fused scaled_dot_product_attention."""
+    """The same function through PyTorch's fused scaled_dot_product_attention, which applies a
+    plain causal mask itself (is_causal) when there is no bias tensor."""
     return F.scaled_dot_product_attention(
         q, k, v, attn_mask=bias, dropout_p=dropout_p if training else 0.0, is_causal=is_causal and bias is None
     )
+
+
+sdpa_attention.handles_causal = True
 
 
 class MultiHeadAttention(nn.Module):
@@ -137,7 +145,7 @@ class MultiHeadAttention(nn.Module):
         self.n_head = config.n_head if cross else config.heads_in(layer)  # nh: fewer than n_head after structured pruning
         self.head_size = config.head_size
         self.causal, self.cross, self.layer = causal, cross, layer
-        self.impl = config.attn_impl
+        self.attend = lookup("attention", config.attn_impl)  # math, sdpa or a registered one (minilm/registry.py)
         self.attn_dropout = config.attn_dropout
         C, inner = config.n_embd, self.n_head * self.head_size  # inner = C unless heads were pruned
         self.q_proj = nn.Linear(C, inner, bias=config.bias)  # W^Q
@@ -172,11 +180,8 @@ class MultiHeadAttention(nn.Module):
             if cache is not None:
                 k, v = cache.append(self.layer, k, v)  # (B, nh, S, hs), S = past + T
         dropout_p = self.attn_dropout if self.training else 0.0
-        if self.impl == "sdpa":
-            # with no padding and no cache the causal mask is implicit, which lets SDPA use its fastest kernel
-            y = sdpa_attention(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)
-        else:
-            y = math_attention(q, k, v, bias, dropout_p, self.training)
+        # with no padding and no cache the causal mask is implicit, which lets SDPA use its fastest kernel
+        y = self.attend(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)
         if self.head_gate is not None:
             y = y * self.head_gate.view(1, -1, 1, 1)  # (B, nh, T, hs), head h scaled by xi_h
         y = y.transpose(1, 2).contiguous().view(B, T, self.n_head * self.head_size)  # (B, T, nh, hs) -> (B, T, nh hs)

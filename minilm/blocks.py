@@ -21,6 +21,7 @@ from minilm.attention import KVCache, MultiHeadAttention, attention_bias
 from minilm.embeddings import Embeddings, Rotary
 from minilm.mlp import make_mlp
 from minilm.norms import make_norm
+from minilm.registry import lookup
 
 
 class Block(nn.Module):
@@ -100,8 +101,9 @@ class Transformer(nn.Module):
                 f"sequence of {S - P} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
             )
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
-        # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then
-        implicit_causal = self.config.attn_impl == "sdpa" and attention_mask is None and past == 0
+        # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/registry.py)
+        handles_causal = getattr(lookup("attention", self.config.attn_impl), "handles_causal", False)
+        implicit_causal = handles_causal and attention_mask is None and past == 0
         bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device)
         memory_bias = None
         if memory is not None and memory_mask is not None:

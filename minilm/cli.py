@@ -12,12 +12,33 @@ import sys
 import numpy as np
 import torch
 
-from minilm import distributed
+from minilm import distributed, registry
 from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
-from minilm.config import ATTN_IMPLS, LOSS_IMPLS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS, ModelConfig
+from minilm.config import LOSS_IMPLS, NORM_POSITIONS, PRESETS, ModelConfig
 from minilm.optim import OPTIMIZERS, SCHEDULES
 from minilm.tokenizer import Tokenizer
 from minilm.trainer import TrainArgs, cpu_has_bf16
+
+
+PLUGIN_HELP = ("a Python file or module to import first: the attention, position, norm and MLP variants it registers "
+               "(minilm/registry.py) become choices of the flags and configs (repeatable)")
+
+
+def add_plugin_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--plugin", action="append", metavar="FILE_OR_MODULE", help=PLUGIN_HELP)
+
+
+def load_plugins(argv: list[str]) -> None:
+    """Import every --plugin of the command line before the parser is built, so that the names
+    they register are among its choices (and a checkpoint that names them loads)."""
+    pre = argparse.ArgumentParser(add_help=False)
+    add_plugin_arg(pre)
+    known, _ = pre.parse_known_args(argv)
+    for spec in known.plugin or []:
+        try:
+            registry.load_plugin(spec)
+        except ValueError as e:
+            sys.exit(f"error: {e}")
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -26,11 +47,12 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-layer", type=int, help="number of blocks")
     g.add_argument("--n-head", type=int, help="attention heads per block")
     g.add_argument("--n-embd", type=int, help="model width d_model")
-    g.add_argument("--pos", choices=POSITIONS, help="position encoding")
-    g.add_argument("--norm", choices=NORMS, help="normalisation layer")
+    variant = " (or one a --plugin registers)"
+    g.add_argument("--pos", choices=registry.names("position"), help="position encoding" + variant)
+    g.add_argument("--norm", choices=registry.names("norm"), help="normalisation layer" + variant)
     g.add_argument("--norm-position", choices=NORM_POSITIONS, help="norm before (pre) or after (post) each sublayer")
-    g.add_argument("--mlp", choices=MLPS, help="feed-forward activation")
-    g.add_argument("--attn-impl", choices=ATTN_IMPLS, help="attention implementation: readable math or fused SDPA")
+    g.add_argument("--mlp", choices=registry.names("mlp"), help="feed-forward network" + variant)
+    g.add_argument("--attn-impl", choices=registry.names("attention"), help="attention implementation: readable math or fused SDPA" + variant)
     g.add_argument("--loss-impl", choices=LOSS_IMPLS,
                    help="the LM loss (decoders): through the full logits, or in chunks of rows that never hold all of them (less memory)")
     g.add_argument("--dropout", type=float, help="dropout on embeddings, residuals and attention weights (default: 0; short pretraining and fine-tuning runs underfit, and "

@@ -1,13 +1,14 @@
 """The model configuration: one typed dataclass that rebuilds any minilm model.
 
 Every checkpoint stores its `ModelConfig` as `config.json`, so a checkpoint alone rebuilds its model.
-Research knobs are string choices, each resolved through one dict in the module that implements it:
+Research knobs are string choices, each resolved by name in the module that implements it; the
+four marked * are extension points, to which a file of your own adds names (minilm/registry.py):
 
-    pos            "learned" | "sinusoidal" | "rope"           (minilm/embeddings.py)
-    norm           "layernorm" | "rmsnorm"                     (minilm/norms.py)
+    pos *          "learned" | "sinusoidal" | "rope"           (minilm/embeddings.py)
+    norm *         "layernorm" | "rmsnorm"                     (minilm/norms.py)
     norm_position  "pre" | "post"                              (minilm/blocks.py)
-    mlp            "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
-    attn_impl      "math" | "sdpa"                             (minilm/attention.py)
+    mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
+    attn_impl *    "math" | "sdpa"                             (minilm/attention.py)
     loss_impl      "logits" | "chunked"                        (minilm/heads.py: LMHead.loss_sum)
     head           see HEADS below                             (minilm/heads.py)
 
@@ -21,15 +22,14 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
+from minilm import registry
 from minilm.files import atomic_write_text
 
 ARCHS = ("encoder", "decoder", "encoder-decoder")
-POSITIONS = ("learned", "sinusoidal", "rope")
-NORMS = ("layernorm", "rmsnorm")
+# the built-in choices of the four extension points; a plugin adds names (minilm/registry.py)
+POSITIONS, NORMS, MLPS, ATTN_IMPLS = (registry.BUILTIN[kind][1] for kind in ("position", "norm", "mlp", "attention"))
 NORM_POSITIONS = ("pre", "post")
 POOLINGS = ("cls", "mean")  # what a sentence head (cls, regression, nsp) reads: the [CLS] state, or the mean of the real tokens
-MLPS = ("gelu", "gelu_tanh", "relu", "swiglu")
-ATTN_IMPLS = ("math", "sdpa")
 LOSS_IMPLS = ("logits", "chunked")  # the LM loss through the full logits, or in row chunks (kernels/cross_entropy.py)
 
 # Which heads sit on which backbone. "none" returns the hidden states (B, T, C).
@@ -98,11 +98,9 @@ class ModelConfig:
                 raise ValueError(f"ModelConfig.{name}={value!r}: expected one of {', '.join(map(repr, allowed))}")
 
         choice("arch", ARCHS)
-        choice("pos", POSITIONS)
-        choice("norm", NORMS)
+        for kind, name in registry.FIELD.items():  # pos, norm, mlp, attn_impl: built in or registered
+            choice(name, registry.names(kind))
         choice("norm_position", NORM_POSITIONS)
-        choice("mlp", MLPS)
-        choice("attn_impl", ATTN_IMPLS)
         choice("loss_impl", LOSS_IMPLS)
         choice("pooling", POOLINGS)
         choice("head", HEADS[self.arch])

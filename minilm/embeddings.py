@@ -8,7 +8,8 @@ Notation: B batch, T time, C channels (n_embd), nh heads, hs head size.
 `pos_offset` reads the learned E_pos from row p_t + pos_offset (BART's table starts at row 2).
 
 With `pos="rope"` no position vector is added here: rotary embeddings rotate the queries and
-keys inside attention instead (`Rotary` below, used by minilm/attention.py).
+keys inside attention instead (`Rotary` below, used by minilm/attention.py). The three are
+registered by name (minilm/registry.py), so a file of yours can add a fourth.
 """
 
 import math
@@ -18,6 +19,7 @@ from torch import nn
 
 from minilm.dropout import make_dropout
 from minilm.norms import make_norm
+from minilm.registry import lookup, register
 
 
 def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
@@ -33,6 +35,36 @@ def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
     return table  # (P, C)
 
 
+@register("position", "learned")
+class LearnedPosition(nn.Embedding):
+    """E_pos, a trained table (BERT, GPT-2): position p reads row p + pos_offset."""
+
+    def __init__(self, config):
+        super().__init__(config.pos_offset + config.max_seq_len, config.n_embd)
+        self.offset = config.pos_offset
+
+    def forward(self, position_ids):  # (T,) or (B, T) -> (.., T, C)
+        return super().forward(position_ids + self.offset)
+
+
+@register("position", "sinusoidal")
+class SinusoidalPosition(nn.Module):
+    """The fixed table `sinusoidal_table`, not trained (and not saved)."""
+
+    def __init__(self, config):
+        super().__init__()
+        self.register_buffer("table", sinusoidal_table(config.max_seq_len, config.n_embd), persistent=False)
+
+    def forward(self, position_ids):  # (T,) or (B, T) -> (.., T, C)
+        return self.table[position_ids]
+
+
+@register("position", "rope")
+def rotary_position(config):
+    """Nothing added to the embeddings: `Rotary` rotates the queries and keys inside attention."""
+    return None
+
+
 class Embeddings(nn.Module):
     """Token + position + segment embeddings, then an optional norm and dropout."""
 
@@ -40,11 +72,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.config = config
         self.token = nn.Embedding(config.vocab_size, config.n_embd)  # E_tok
-        self.position = None
-        if config.pos == "learned":
-            self.position = nn.Embedding(config.pos_offset + config.max_seq_len, config.n_embd)  # E_pos
-        elif config.pos == "sinusoidal":
-            self.register_buffer("sinusoid", sinusoidal_table(config.max_seq_len, config.n_embd), persistent=False)
+        self.position = lookup("position", config.pos)(config)  # E_pos: a module, or None (rope; minilm/registry.py)
         self.segment = nn.Embedding(config.n_segment, config.n_embd) if config.n_segment > 0 else None  # E_seg
         self.norm = make_norm(config) if config.embed_norm else None
         self.scale = math.sqrt(config.n_embd) if config.scale_embedding else None
@@ -56,9 +84,7 @@ class Embeddings(nn.Module):
         if self.scale is not None:
             x = x * self.scale
         if self.position is not None:
-            x = x + self.position(position_ids + self.config.pos_offset)
-        elif self.config.pos == "sinusoidal":
-            x = x + self.sinusoid[position_ids].to(x.dtype)
+            x = x + self.position(position_ids).to(x.dtype)
         if self.segment is not None:
             x = x + self.segment(segment_ids if segment_ids is not None else torch.zeros_like(input_ids))
         if self.norm is not None:

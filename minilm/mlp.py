@@ -9,6 +9,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from minilm.dropout import make_dropout
+from minilm.registry import lookup, register
 
 
 def gelu_reference(x):
@@ -34,6 +35,9 @@ def gelu_tanh(x):
 ACTIVATIONS = {"gelu": gelu, "gelu_tanh": gelu_tanh, "relu": F.relu}
 
 
+@register("mlp", "gelu")
+@register("mlp", "gelu_tanh")
+@register("mlp", "relu")
 class FeedForward(nn.Module):
     """FFN(x) = W_2 act(W_1 x + b_1) + b_2 (Vaswani et al. 2017, eq. 2, with GELU or ReLU)."""
 
@@ -49,6 +53,7 @@ class FeedForward(nn.Module):
         return self.dropout(self.fc2(self.act(self.fc1(x))))  # (B, T, F) inside
 
 
+@register("mlp", "swiglu")
 class SwiGLU(nn.Module):
     """FFN_SwiGLU(x) = W_2 (Swish(W_1 x) * (W_3 x)) (Shazeer 2020, "GLU Variants Improve Transformer").
 
@@ -71,4 +76,4 @@ class SwiGLU(nn.Module):
 def make_mlp(config, layer: int = 0) -> nn.Module:
     """The feed-forward network of block `layer` (its inner size from config.layer_ff after pruning)."""
     inner = config.layer_ff[layer] if config.layer_ff is not None else None
-    return SwiGLU(config, inner) if config.mlp == "swiglu" else FeedForward(config, inner)
+    return lookup("mlp", config.mlp)(config, inner)  # a built-in or a registered one (minilm/registry.py)

@@ -1,4 +1,5 @@
-"""Normalisation layers: LayerNorm and RMSNorm, chosen by `ModelConfig.norm`.
+"""Normalisation layers: LayerNorm and RMSNorm, chosen by `ModelConfig.norm` (registered by name:
+minilm/registry.py).
 
 Notation: x is (..., C); statistics are taken over the last dimension C. Each layer computes its
 equation with PyTorch's fused function; `layer_norm_reference` and `rms_norm_reference` spell the
@@ -8,6 +9,8 @@ same equations out, and the tests hold the two equal, forward and backward.
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from minilm.registry import lookup, register
 
 
 def layer_norm_reference(x, weight, bias, eps):
@@ -21,6 +24,7 @@ def rms_norm_reference(x, weight, eps):
     return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + eps) * weight
 
 
+@register("norm", "layernorm")
 class LayerNorm(nn.Module):
     """Layer normalisation (Ba et al. 2016):
 
@@ -39,6 +43,7 @@ class LayerNorm(nn.Module):
         return F.layer_norm(x, self.weight.shape, self.weight, self.bias, self.eps)
 
 
+@register("norm", "rmsnorm")
 class RMSNorm(nn.Module):
     """Root-mean-square normalisation (Zhang & Sennrich 2019), no mean subtraction and no bias:
 
@@ -54,8 +59,6 @@ class RMSNorm(nn.Module):
         return F.rms_norm(x, self.weight.shape, self.weight, self.eps)
 
 
-NORMS = {"layernorm": LayerNorm, "rmsnorm": RMSNorm}
-
-
 def make_norm(config) -> nn.Module:
-    return NORMS[config.norm](config.n_embd, eps=config.norm_eps, bias=config.bias)
+    """The norm `config.norm` names: a built-in or a registered one (minilm/registry.py)."""
+    return lookup("norm", config.norm)(config.n_embd, eps=config.norm_eps, bias=config.bias)
