@@ -5,6 +5,12 @@ Notation: B batch, T query time, S key time, C channels (n_embd), nh heads, hs h
     Attention(Q, K, V) = softmax(Q K^T / sqrt(hs) + M) V          (Vaswani et al. 2017, eq. 1)
     MultiHead(x) = Concat(head_1, ..., head_nh) W^O,   head_i = Attention(x W^Q_i, x W^K_i, x W^V_i)
 
+Grouped-query attention (Ainslie et al. 2023; `n_kv_head`): only n_kv heads of keys and values are
+projected (and cached); query head i attends with key/value head i // (nh / n_kv). n_kv = 1 is
+multi-query attention (Shazeer 2019), n_kv = nh plain multi-head attention. QK-norm (`qk_norm`;
+Dehghani et al. 2023) normalises each head's queries and keys over hs, with learned gains, before
+rotary positions and the scores, which keeps the logits of attention from growing without bound.
+
 M is an additive bias: 0 where a query may look, a very negative number where it may not (a later
 position under causal masking, a padding key). It is written twice, chosen by
 `ModelConfig.attn_impl`: "math" spells out the equation above; "sdpa" hands the same tensors to
@@ -143,21 +149,30 @@ class MultiHeadAttention(nn.Module):
     def __init__(self, config, causal: bool = False, cross: bool = False, layer: int = 0):
         super().__init__()
         self.n_head = config.n_head if cross else config.heads_in(layer)  # nh: fewer than n_head after structured pruning
+        self.n_kv_head = config.kv_heads if self.n_head == config.n_head else self.n_head  # n_kv: as many as nh when pruned
         self.head_size = config.head_size
         self.causal, self.cross, self.layer = causal, cross, layer
         self.attend = lookup("attention", config.attn_impl)  # math, sdpa or a registered one (minilm/registry.py)
         self.attn_dropout = config.attn_dropout
-        C, inner = config.n_embd, self.n_head * self.head_size  # inner = C unless heads were pruned
+        C, inner, kv = config.n_embd, self.n_head * self.head_size, self.n_kv_head * self.head_size  # inner = C unless heads were pruned
         self.q_proj = nn.Linear(C, inner, bias=config.bias)  # W^Q
-        self.k_proj = nn.Linear(C, inner, bias=config.bias)  # W^K
-        self.v_proj = nn.Linear(C, inner, bias=config.bias)  # W^V
+        self.k_proj = nn.Linear(C, kv, bias=config.bias)  # W^K
+        self.v_proj = nn.Linear(C, kv, bias=config.bias)  # W^V
         self.o_proj = nn.Linear(inner, C, bias=config.bias)  # W^O
+        norm = lookup("norm", config.norm)
+        self.q_norm = norm(self.head_size, eps=config.norm_eps, bias=config.bias) if config.qk_norm else None
+        self.k_norm = norm(self.head_size, eps=config.norm_eps, bias=config.bias) if config.qk_norm else None
         self.head_gate = None  # (nh,) a multiplier on each head's output: head importance (minilm/prune.py) reads its gradient
         self.dropout = make_dropout(config.dropout)
 
-    def split_heads(self, x):
+    def split_heads(self, x, heads: int | None = None):
         B, T, _ = x.shape
-        return x.view(B, T, self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+        return x.view(B, T, heads or self.n_head, self.head_size).transpose(1, 2)  # (B, nh, T, hs)
+
+    def project_kv(self, x):
+        """Keys and values of x (B, S, C): (B, n_kv, S, hs) each, keys normalised under QK-norm."""
+        k, v = self.split_heads(self.k_proj(x), self.n_kv_head), self.split_heads(self.v_proj(x), self.n_kv_head)
+        return (self.k_norm(k) if self.k_norm is not None else k), v
 
     def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None):
         """x (B, T, C); memory (B, S, C) for cross-attention; bias (B or 1, 1, T, S) -> (B, T, C).
@@ -166,19 +181,24 @@ class MultiHeadAttention(nn.Module):
         """
         B, T, C = x.shape
         q = self.split_heads(self.q_proj(x))  # (B, nh, T, hs)
+        if self.q_norm is not None:
+            q = self.q_norm(q)
         if self.cross:
             if cache is not None and self.layer in cache.cross_kv:
                 k, v = cache.cross_kv[self.layer]
             else:
-                k, v = self.split_heads(self.k_proj(memory)), self.split_heads(self.v_proj(memory))  # (B, nh, S, hs)
+                k, v = self.project_kv(memory)  # (B, n_kv, S, hs)
                 if cache is not None:
                     cache.cross_kv[self.layer] = (k, v)
         else:
-            k, v = self.split_heads(self.k_proj(x)), self.split_heads(self.v_proj(x))  # (B, nh, T, hs)
+            k, v = self.project_kv(x)  # (B, n_kv, T, hs)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
-                k, v = cache.append(self.layer, k, v)  # (B, nh, S, hs), S = past + T
+                k, v = cache.append(self.layer, k, v)  # (B, n_kv, S, hs), S = past + T: the cache holds n_kv heads only
+        if self.n_kv_head != self.n_head:  # each key/value head serves nh / n_kv consecutive query heads
+            group = self.n_head // self.n_kv_head
+            k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, S, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
         # with no padding and no cache the causal mask is implicit, which lets SDPA use its fastest kernel
         y = self.attend(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)

@@ -62,6 +62,8 @@ class ModelConfig:
     n_layer: int = 4
     n_decoder_layer: int | None = None
     n_head: int = 4
+    n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
+    qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
     n_embd: int = 256
     d_ff: int | None = None
     max_seq_len: int = 128
@@ -113,6 +115,13 @@ class ModelConfig:
             raise ValueError(f"ModelConfig.d_ff={self.d_ff!r}: must be positive or None")
         if self.n_embd % self.n_head != 0:
             raise ValueError(f"ModelConfig: n_embd={self.n_embd} is not divisible by n_head={self.n_head}")
+        if self.n_kv_head == self.n_head:
+            self.n_kv_head = None  # as many key/value heads as query heads: plain multi-head attention, one spelling
+        if self.n_kv_head is not None and not (1 <= self.n_kv_head <= self.n_head and self.n_head % self.n_kv_head == 0):
+            raise ValueError(f"ModelConfig.n_kv_head={self.n_kv_head}: must divide n_head={self.n_head} (each key/value head serves "
+                             "a group of n_head / n_kv_head query heads)")
+        if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
+            raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
         if self.pos == "rope" and self.head_size % 2 != 0:
             raise ValueError(f"ModelConfig: rotary positions need an even head size, got {self.head_size}")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):
@@ -171,6 +180,10 @@ class ModelConfig:
     @property
     def ff_size(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_head if self.n_kv_head is not None else self.n_head
 
     def heads_in(self, layer: int) -> int:
         """Self-attention heads of block `layer` (fewer than n_head after structured pruning)."""

@@ -1,0 +1,126 @@
+"""Attention variants research uses (#21): grouped-query and multi-query attention (n_kv_head) and
+QK-norm (qk_norm). Each passes the invariance tests the built-in attention passes (causal, padding,
+KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
+GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
+blind to the scale of W^Q and W^K."""
+
+import pytest
+import torch
+
+from conftest import run, tiny_config, tiny_model
+from minilm.attention import KVCache
+from minilm.interop import gpt2
+from minilm.models import build_model
+
+V = 53
+VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True),
+            "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
+IMPLS = ["math", "sdpa"]
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_decoder_is_causal(variant, impl):
+    model = tiny_model("decoder", attn_impl=impl, **VARIANTS[variant])
+    a = torch.randint(0, V, (2, 12))
+    b = a.clone()
+    b[:, 6:] = torch.randint(0, V, (2, 6))
+    ya, yb = model(a), model(b)
+    torch.testing.assert_close(ya[:, :6], yb[:, :6], atol=1e-6, rtol=0)
+    assert not torch.allclose(ya[:, 6:], yb[:, 6:])
+
+
+@pytest.mark.parametrize("arch", ["encoder", "decoder", "encoder-decoder"])
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_right_padding_changes_nothing(arch, variant):
+    model = tiny_model(arch, **VARIANTS[variant])
+    lengths = [6, 9, 4]
+    rows = [torch.randint(1, V, (n,)) for n in lengths]
+    ids = torch.randint(0, V, (3, max(lengths)))
+    mask = torch.zeros_like(ids)
+    for i, r in enumerate(rows):
+        ids[i, : len(r)], mask[i, : len(r)] = r, 1
+    batched = run(model, ids, mask, ids, mask) if arch == "encoder-decoder" else run(model, ids, mask)
+    for i, r in enumerate(rows):
+        alone = run(model, r[None], None, r[None], None) if arch == "encoder-decoder" else run(model, r[None])
+        torch.testing.assert_close(batched[i, : len(r)], alone[0], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("impl", IMPLS)
+def test_kv_cache_equals_full_recompute_and_holds_only_the_kv_heads(variant, impl):
+    model = tiny_model("decoder", attn_impl=impl, **VARIANTS[variant])
+    ids = torch.randint(0, V, (2, 11))
+    full = model(ids)
+    cache = KVCache()
+    steps = [model(ids[:, :4], cache=cache)]
+    for t in range(4, 11):
+        steps.append(model(ids[:, t : t + 1], cache=cache))
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+    k, v = cache.self_kv[0]
+    assert k.shape == v.shape == (2, model.config.kv_heads, 11, model.config.head_size)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_encoder_decoder_kv_cache_equals_full_recompute(variant):
+    model = tiny_model("encoder-decoder", **VARIANTS[variant])
+    src, tgt = torch.randint(1, V, (2, 8)), torch.randint(0, V, (2, 7))
+    full = model(src, tgt)
+    memory, cache = model.encode(src), KVCache()
+    steps = [model.decode(tgt[:, t : t + 1], memory, None, cache=cache) for t in range(7)]
+    torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_math_equals_sdpa_forward_and_backward(variant):
+    math, sdpa = tiny_model("decoder", attn_impl="math", **VARIANTS[variant]), tiny_model("decoder", attn_impl="sdpa", **VARIANTS[variant])
+    ids, mask = torch.randint(0, V, (2, 9)), torch.ones(2, 9, dtype=torch.long)
+    mask[1, 6:] = 0
+    for m in (math, sdpa):
+        m(ids, mask).square().mean().backward()
+    torch.testing.assert_close(math(ids, mask), sdpa(ids, mask), atol=1e-5, rtol=1e-5)
+    for (name, p), q in zip(math.named_parameters(), sdpa.parameters()):
+        torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
+
+
+@pytest.mark.parametrize("n_kv_head", [1, 2])
+def test_grouped_query_attention_is_multi_head_attention_with_repeated_kv_heads(n_kv_head):
+    """A GQA model equals the multi-head model whose W^K and W^V hold each key/value head's
+    rows once for every query head of its group (query head i uses key/value head i // group)."""
+    gqa = tiny_model("decoder", n_kv_head=n_kv_head)
+    mha = build_model(tiny_config("decoder")).eval()
+    group, hs = gqa.config.n_head // n_kv_head, gqa.config.head_size
+    state = gqa.state_dict()
+    for name, t in list(state.items()):
+        if name.endswith(("k_proj.weight", "v_proj.weight", "k_proj.bias", "v_proj.bias")):
+            heads = t.reshape(n_kv_head, hs, *t.shape[1:])  # (n_kv, hs, C) or (n_kv, hs)
+            state[name] = heads.repeat_interleave(group, dim=0).reshape(n_kv_head * group * hs, *t.shape[1:])
+    mha.load_state_dict(state)
+    ids = torch.randint(0, V, (2, 10))
+    torch.testing.assert_close(gqa(ids), mha(ids), atol=1e-6, rtol=1e-6)
+    assert gqa.transformer.blocks[0].attn.k_proj.weight.shape == (n_kv_head * hs, gqa.config.n_embd)
+    assert sum(p.numel() for p in gqa.parameters()) < sum(p.numel() for p in mha.parameters())
+
+
+def test_qk_norm_makes_the_scores_blind_to_the_scale_of_queries_and_keys():
+    """With QK-norm (RMSNorm, no bias) multiplying W^Q and W^K by 10 changes nothing; without it,
+    the attention weights sharpen and the outputs move."""
+    ids = torch.randint(0, V, (2, 10))
+    for qk_norm, same in ((True, True), (False, False)):
+        model = tiny_model("decoder", qk_norm=qk_norm, norm="rmsnorm", bias=False, norm_eps=1e-12)  # eps would break the invariance
+        before = model(ids)
+        with torch.no_grad():
+            for block in model.transformer.blocks:
+                block.attn.q_proj.weight.mul_(10)
+                block.attn.k_proj.weight.mul_(10)
+        assert torch.allclose(model(ids), before, atol=1e-5) == same, qk_norm
+
+
+def test_bad_settings_are_one_clear_error():
+    with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
+        tiny_config("decoder", n_kv_head=3)
+    with pytest.raises(ValueError, match="layer_heads .* applies to multi-head attention"):
+        tiny_config("decoder", n_kv_head=2, layer_heads=[2, 2])
+    assert tiny_config("decoder", n_kv_head=4).n_kv_head is None  # as many as n_head: plain multi-head, one spelling
+    with pytest.raises(ValueError, match="a GPT-2 checkpoint needs n_kv_head=None"):
+        gpt2.config_to_hf(tiny_config("decoder", n_kv_head=2))
