@@ -27,6 +27,7 @@ VARIANTS = {  # name: train.py flags on top of the baseline (multi-head attentio
     "gqa": ["--n-kv-head", "2"],
     "mqa": ["--n-kv-head", "1"],
     "qk_norm": ["--qk-norm"],
+    "parallel": ["--parallel-block"],
     "rope": ["--pos", "rope"],
     "scalenorm (plugin)": ["--plugin", str(ROOT / "docs" / "examples" / "scalenorm.py"), "--norm", "scalenorm"],
 }

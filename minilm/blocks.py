@@ -8,6 +8,11 @@ Pre-norm (GPT-2, and our default):          Post-norm (the original Transformer,
     x = x + FFN(LN(x))                           x = LN(x + FFN(x))
     ... and one LN after the last block
 
+Parallel blocks (`parallel_block`; GPT-J, PaLM: Chowdhery et al. 2022, section 2) feed attention and
+the MLP the same normalised input and add both to the residual at once, x = x + Attn(LN(x)) +
+FFN(LN(x)): one norm fewer, and the two matmul groups no longer wait for each other (pre-norm,
+decoder or encoder, no cross-attention).
+
 An encoder block is a non-causal block; a decoder block is causal, with cross-attention when it
 sits in an encoder-decoder model. The three model families (minilm/models.py) are this one stack
 with those two switches.
@@ -32,11 +37,15 @@ class Block(nn.Module):
         self.attn = MultiHeadAttention(config, causal=causal, layer=layer)
         self.cross_norm = make_norm(config) if cross else None
         self.cross_attn = MultiHeadAttention(config, cross=True, layer=layer) if cross else None
-        self.mlp_norm = make_norm(config)
+        self.parallel = config.parallel_block
+        self.mlp_norm = None if self.parallel else make_norm(config)  # parallel: the MLP reads attn_norm's output
         self.mlp = make_mlp(config, layer)
 
     def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None):
         """x (B, T, C), memory (B, S, C) -> (B, T, C)."""
+        if self.parallel:
+            h = self.attn_norm(x)
+            return x + self.attn(h, bias, rope=rope, cache=cache) + self.mlp(h)
         if self.pre_norm:
             x = x + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache)
             if self.cross_attn is not None:

@@ -64,6 +64,7 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
     qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
+    parallel_block: bool = False  # attention and MLP side by side on one norm's output (GPT-J, PaLM); pre-norm, no cross-attention
     n_embd: int = 256
     d_ff: int | None = None
     max_seq_len: int = 128
@@ -122,6 +123,9 @@ class ModelConfig:
                              "a group of n_head / n_kv_head query heads)")
         if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
+        if self.parallel_block and (self.norm_position != "pre" or self.arch == "encoder-decoder"):
+            raise ValueError("ModelConfig.parallel_block: needs norm_position='pre' and one stack without cross-attention "
+                             f"(an encoder or a decoder), not norm_position={self.norm_position!r}, arch={self.arch!r}")
         if self.pos == "rope" and self.head_size % 2 != 0:
             raise ValueError(f"ModelConfig: rotary positions need an even head size, got {self.head_size}")
         if not (0.0 <= self.dropout < 1.0 and 0.0 <= self.attn_dropout < 1.0):

@@ -1,20 +1,21 @@
-"""Attention variants research uses (#21): grouped-query and multi-query attention (n_kv_head) and
-QK-norm (qk_norm). Each passes the invariance tests the built-in attention passes (causal, padding,
+"""Variants research uses: grouped-query and multi-query attention (n_kv_head), QK-norm (qk_norm)
+and parallel attention + MLP blocks (parallel_block). Each passes the invariance tests the built-in attention passes (causal, padding,
 KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
 GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
-blind to the scale of W^Q and W^K."""
+blind to the scale of W^Q and W^K, a parallel block adds both sublayers of one norm."""
 
 import pytest
 import torch
 
 from conftest import run, tiny_config, tiny_model
-from minilm.attention import KVCache
+from minilm.attention import KVCache, attention_bias
 from minilm.interop import gpt2
 from minilm.models import build_model
 
 V = 53
-VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True),
+VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True),
             "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
+ONE_STACK = {"parallel"}  # variants of an encoder or a decoder only (no cross-attention)
 IMPLS = ["math", "sdpa"]
 
 
@@ -30,8 +31,8 @@ def test_decoder_is_causal(variant, impl):
     assert not torch.allclose(ya[:, 6:], yb[:, 6:])
 
 
-@pytest.mark.parametrize("arch", ["encoder", "decoder", "encoder-decoder"])
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("arch,variant", [(a, v) for a in ("encoder", "decoder", "encoder-decoder") for v in VARIANTS
+                                          if not (a == "encoder-decoder" and v in ONE_STACK)])
 def test_right_padding_changes_nothing(arch, variant):
     model = tiny_model(arch, **VARIANTS[variant])
     lengths = [6, 9, 4]
@@ -61,7 +62,7 @@ def test_kv_cache_equals_full_recompute_and_holds_only_the_kv_heads(variant, imp
     assert k.shape == v.shape == (2, model.config.kv_heads, 11, model.config.head_size)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", sorted(set(VARIANTS) - ONE_STACK))
 def test_encoder_decoder_kv_cache_equals_full_recompute(variant):
     model = tiny_model("encoder-decoder", **VARIANTS[variant])
     src, tgt = torch.randint(1, V, (2, 8)), torch.randint(0, V, (2, 7))
@@ -116,11 +117,26 @@ def test_qk_norm_makes_the_scores_blind_to_the_scale_of_queries_and_keys():
         assert torch.allclose(model(ids), before, atol=1e-5) == same, qk_norm
 
 
+def test_a_parallel_block_adds_attention_and_mlp_of_one_norm():
+    """x + Attn(LN(x)) + FFN(LN(x)), computed here from the block's own modules."""
+    model = tiny_model("decoder", parallel_block=True)
+    block = model.transformer.blocks[0]
+    assert block.mlp_norm is None
+    x = torch.randn(2, 7, model.config.n_embd)
+    bias = attention_bias(None, 7, 7, True, x.dtype, x.device)
+    h = block.attn_norm(x)
+    torch.testing.assert_close(block(x, bias), x + block.attn(h, bias) + block.mlp(h))
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
         tiny_config("decoder", n_kv_head=3)
     with pytest.raises(ValueError, match="layer_heads .* applies to multi-head attention"):
         tiny_config("decoder", n_kv_head=2, layer_heads=[2, 2])
+    with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre' and one stack"):
+        tiny_config("encoder-decoder", parallel_block=True)
+    with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre'"):
+        tiny_config("encoder", parallel_block=True, norm_position="post")
     assert tiny_config("decoder", n_kv_head=4).n_kv_head is None  # as many as n_head: plain multi-head, one spelling
     with pytest.raises(ValueError, match="a GPT-2 checkpoint needs n_kv_head=None"):
         gpt2.config_to_hf(tiny_config("decoder", n_kv_head=2))
