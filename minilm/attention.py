@@ -94,7 +94,7 @@ class KVCache:
         self.cross_kv = {i: (k[index], v[index]) for i, (k, v) in self.cross_kv.items()}
 
 
-def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
+def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device, window: int | None = None):
     """The additive mask M, (B or 1, 1, T, S), or None when nothing is masked.
 
     key_mask (B, S): 1 for real keys, 0 for padding; or (B, T, S): 1 where query i may see key j
@@ -102,12 +102,19 @@ def attention_bias(key_mask, T: int, S: int, causal: bool, dtype, device):
     last T of the S positions, so query i may look at keys j <= S - T + i. Masked entries get the
     dtype's most negative finite value, not -inf, so that a row with every key masked (a padded
     query) gives a finite, ignored output instead of NaN.
+
+    Sliding-window attention (`window` W; Beltagy et al. 2020, Mistral): query i sees only the keys
+    less than W positions away, i - W < j (and j <= i, causal), or |i - j| < W without causal masking.
     """
-    if key_mask is None and (not causal or T == 1):
-        return None  # nothing to hide: no padding, and a single (last) query may see every key
+    if key_mask is None and (not causal or T == 1) and (window is None or S <= window):
+        return None  # nothing to hide: no padding, a single (last) query may see every key, all within the window
     allowed = torch.ones(1, 1, T, S, dtype=torch.bool, device=device)
     if causal:
         allowed = torch.ones(T, S, dtype=torch.bool, device=device).tril(diagonal=S - T)[None, None]
+    if window is not None:
+        query = torch.arange(S - T, S, device=device)[:, None]  # (T, 1): each query's position among the S
+        distance = query - torch.arange(S, device=device)[None, :]  # (T, S): i - j
+        allowed = allowed & (distance.abs() < window)[None, None]
     if key_mask is not None:
         if key_mask.shape[-1] != S or (key_mask.dim() == 3 and key_mask.shape[1] != T):
             raise ValueError(f"attention_mask of shape {tuple(key_mask.shape)} does not cover {T} queries x {S} keys")

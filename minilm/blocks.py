@@ -112,8 +112,9 @@ class Transformer(nn.Module):
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
         # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/registry.py)
         handles_causal = getattr(lookup("attention", self.config.attn_impl), "handles_causal", False)
-        implicit_causal = handles_causal and attention_mask is None and past == 0
-        bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device)
+        window = self.config.attn_window
+        implicit_causal = handles_causal and attention_mask is None and past == 0 and (window is None or S <= window)
+        bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device, window)
         memory_bias = None
         if memory is not None and memory_mask is not None:
             memory_bias = attention_bias(memory_mask, T, memory.shape[1], False, x.dtype, x.device)

@@ -49,6 +49,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-embd", type=int, help="model width d_model")
     g.add_argument("--n-kv-head", type=int, help="key/value heads: fewer than --n-head for grouped-query attention, 1 for multi-query (default: as many as --n-head)")
     g.add_argument("--qk-norm", action="store_true", default=None, help="normalise each head's queries and keys before the attention scores (QK-norm)")
+    g.add_argument("--attn-window", type=int, help="sliding-window attention: each token attends to the previous N positions only (default: all)")
     g.add_argument("--parallel-block", action="store_true", default=None, help="attention and MLP side by side on one norm's output, as GPT-J and PaLM (pre-norm)")
     variant = " (or one a --plugin registers)"
     g.add_argument("--pos", choices=registry.names("position"), help="position encoding" + variant)
@@ -86,7 +87,7 @@ def init_checkpoint(init: str, args, shape_flags_apply_to: str):
 
 
 def model_overrides(args) -> dict:
-    keys = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl", "loss_impl")
+    keys = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "attn_window", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl", "loss_impl")
     out = {k: getattr(args, k) for k in keys}
     if args.dropout is not None:
         out.update(dropout=args.dropout, attn_dropout=args.dropout)

@@ -64,6 +64,7 @@ class ModelConfig:
     n_head: int = 4
     n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
     qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
+    attn_window: int | None = None  # sliding-window attention: each query sees the keys fewer than this many positions away; None: all
     parallel_block: bool = False  # attention and MLP side by side on one norm's output (GPT-J, PaLM); pre-norm, no cross-attention
     n_embd: int = 256
     d_ff: int | None = None
@@ -123,6 +124,8 @@ class ModelConfig:
                              "a group of n_head / n_kv_head query heads)")
         if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
+        if self.attn_window is not None and self.attn_window < 1:
+            raise ValueError(f"ModelConfig.attn_window={self.attn_window}: must be a positive number of positions, or None")
         if self.parallel_block and (self.norm_position != "pre" or self.arch == "encoder-decoder"):
             raise ValueError("ModelConfig.parallel_block: needs norm_position='pre' and one stack without cross-attention "
                              f"(an encoder or a decoder), not norm_position={self.norm_position!r}, arch={self.arch!r}")

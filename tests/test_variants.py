@@ -1,5 +1,5 @@
 """Variants research uses: grouped-query and multi-query attention (n_kv_head), QK-norm (qk_norm)
-and parallel attention + MLP blocks (parallel_block). Each passes the invariance tests the built-in attention passes (causal, padding,
+parallel attention + MLP blocks (parallel_block) and sliding-window attention (attn_window). Each passes the invariance tests the built-in attention passes (causal, padding,
 KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
 GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
 blind to the scale of W^Q and W^K, a parallel block adds both sublayers of one norm."""
@@ -13,7 +13,7 @@ from minilm.interop import gpt2
 from minilm.models import build_model
 
 V = 53
-VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True),
+VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3),
             "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
 ONE_STACK = {"parallel"}  # variants of an encoder or a decoder only (no cross-attention)
 IMPLS = ["math", "sdpa"]
@@ -77,8 +77,8 @@ def test_math_equals_sdpa_forward_and_backward(variant):
     math, sdpa = tiny_model("decoder", attn_impl="math", **VARIANTS[variant]), tiny_model("decoder", attn_impl="sdpa", **VARIANTS[variant])
     ids, mask = torch.randint(0, V, (2, 9)), torch.ones(2, 9, dtype=torch.long)
     mask[1, 6:] = 0
-    for m in (math, sdpa):
-        m(ids, mask).square().mean().backward()
+    for m in (math, sdpa):  # the loss of real positions only: a padded query's output is ignored by design
+        (m(ids, mask) * mask[..., None]).square().mean().backward()
     torch.testing.assert_close(math(ids, mask), sdpa(ids, mask), atol=1e-5, rtol=1e-5)
     for (name, p), q in zip(math.named_parameters(), sdpa.parameters()):
         torch.testing.assert_close(p.grad, q.grad, atol=1e-5, rtol=1e-4, msg=name)
@@ -128,6 +128,30 @@ def test_a_parallel_block_adds_attention_and_mlp_of_one_norm():
     torch.testing.assert_close(block(x, bias), x + block.attn(h, bias) + block.mlp(h))
 
 
+@pytest.mark.parametrize("impl", IMPLS)
+def test_a_sliding_window_sees_the_last_w_positions_only(impl):
+    """One layer, rotary positions (relative), window 4: position i's output is that of its last 4
+    tokens run alone, and a change 4 or more positions back changes nothing there; the encoder's
+    window reaches both ways."""
+    model = tiny_model("decoder", n_layer=1, pos="rope", attn_window=4, attn_impl=impl)
+    ids = torch.randint(0, V, (2, 12))
+    full = model(ids)
+    for i in (3, 7, 11):
+        torch.testing.assert_close(full[:, i], model(ids[:, i - 3 : i + 1])[:, -1], atol=1e-5, rtol=1e-5)
+    changed = ids.clone()
+    changed[:, 3] = (ids[:, 3] + 1) % V
+    after = model(changed)
+    torch.testing.assert_close(after[:, 7:], full[:, 7:], atol=1e-6, rtol=0)
+    assert not torch.allclose(after[:, 4:7], full[:, 4:7])
+    encoder = tiny_model("encoder", n_layer=1, pos="rope", attn_window=2, attn_impl=impl)
+    a = torch.randint(0, V, (1, 9))
+    b = a.clone()
+    b[0, 4] = (a[0, 4] + 1) % V
+    ya, yb = encoder(a), encoder(b)
+    moved = [not torch.allclose(ya[0, j], yb[0, j]) for j in range(9)]
+    assert moved == [j in (3, 4, 5) for j in range(9)], moved
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
         tiny_config("decoder", n_kv_head=3)
@@ -137,6 +161,8 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("encoder-decoder", parallel_block=True)
     with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre'"):
         tiny_config("encoder", parallel_block=True, norm_position="post")
+    with pytest.raises(ValueError, match="attn_window=0: must be a positive number"):
+        tiny_config("decoder", attn_window=0)
     assert tiny_config("decoder", n_kv_head=4).n_kv_head is None  # as many as n_head: plain multi-head, one spelling
     with pytest.raises(ValueError, match="a GPT-2 checkpoint needs n_kv_head=None"):
         gpt2.config_to_hf(tiny_config("decoder", n_kv_head=2))
