@@ -30,6 +30,7 @@ VARIANTS = {  # name: train.py flags on top of the baseline (multi-head attentio
     "parallel": ["--parallel-block"],
     "window 16": ["--attn-window", "16"],
     "rope": ["--pos", "rope"],
+    "alibi": ["--pos", "alibi"],
     "scalenorm (plugin)": ["--plugin", str(ROOT / "docs" / "examples" / "scalenorm.py"), "--norm", "scalenorm"],
 }
 SHAPE = ["--arch", "decoder", "--objective", "clm", "--preset", "mini", "--n-layer", "4", "--n-head", "4", "--n-embd", "128",

@@ -105,16 +105,19 @@ class Transformer(nn.Module):
         if P:
             mask = attention_mask if attention_mask is not None else torch.ones(B, S - P, dtype=torch.long, device=input_ids.device)
             attention_mask = torch.cat([torch.ones(B, P, dtype=mask.dtype, device=mask.device), mask], dim=1)  # (B, S)
-        if self.config.pos != "rope" and S - P > self.config.max_seq_len:
+        if self.config.position_limit is not None and S - P > self.config.max_seq_len:
             raise ValueError(
                 f"sequence of {S - P} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
             )
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
         # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/registry.py)
         handles_causal = getattr(lookup("attention", self.config.attn_impl), "handles_causal", False)
-        window = self.config.attn_window
-        implicit_causal = handles_causal and attention_mask is None and past == 0 and (window is None or S <= window)
+        window, scores = self.config.attn_window, getattr(self.embed.position, "score_bias", None)  # ALiBi: a bias on the scores
+        implicit_causal = handles_causal and attention_mask is None and past == 0 and (window is None or S <= window) and scores is None
         bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device, window)
+        if scores is not None:
+            penalty = scores(T, S, x.dtype)  # (1, nh, T, S)
+            bias = penalty if bias is None else bias + penalty  # masked entries stay near the dtype's minimum
         memory_bias = None
         if memory is not None and memory_mask is not None:
             memory_bias = attention_bias(memory_mask, T, memory.shape[1], False, x.dtype, x.device)

@@ -80,7 +80,7 @@ def init_checkpoint(init: str, args, shape_flags_apply_to: str):
     given = [k for k in SHAPE_FLAGS if getattr(args, k) is not None]
     if given:
         sys.exit(f"error: --{given[0].replace('_', '-')} changes the architecture; it applies to {shape_flags_apply_to} only")
-    if args.seq_len > config.max_seq_len and config.pos != "rope":
+    if config.position_limit is not None and args.seq_len > config.position_limit:
         print(f"notice: --seq-len {args.seq_len} lowered to {config.max_seq_len}, the positions --init {init} has ({config.pos})")
         args.seq_len = config.max_seq_len
     return path, tokenizer, config

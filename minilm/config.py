@@ -4,7 +4,7 @@ Every checkpoint stores its `ModelConfig` as `config.json`, so a checkpoint alon
 Research knobs are string choices, each resolved by name in the module that implements it; the
 four marked * are extension points, to which a file of your own adds names (minilm/registry.py):
 
-    pos *          "learned" | "sinusoidal" | "rope"           (minilm/embeddings.py)
+    pos *          "learned" | "sinusoidal" | "rope" | "alibi" (minilm/embeddings.py)
     norm *         "layernorm" | "rmsnorm"                     (minilm/norms.py)
     norm_position  "pre" | "post"                              (minilm/blocks.py)
     mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
@@ -124,6 +124,8 @@ class ModelConfig:
                              "a group of n_head / n_kv_head query heads)")
         if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
+        if self.pos == "alibi" and self.layer_heads is not None:
+            raise ValueError("ModelConfig: layer_heads (structured pruning of heads) does not apply to ALiBi positions (a slope per head)")
         if self.attn_window is not None and self.attn_window < 1:
             raise ValueError(f"ModelConfig.attn_window={self.attn_window}: must be a positive number of positions, or None")
         if self.parallel_block and (self.norm_position != "pre" or self.arch == "encoder-decoder"):
@@ -187,6 +189,12 @@ class ModelConfig:
     @property
     def ff_size(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    @property
+    def position_limit(self) -> int | None:
+        """The most positions the model can read: max_seq_len for a table of positions (learned,
+        sinusoidal), None for rotary and ALiBi positions (any length)."""
+        return self.max_seq_len if getattr(registry.lookup("position", self.pos), "bounded", True) else None
 
     @property
     def kv_heads(self) -> int:

@@ -8,8 +8,9 @@ Notation: B batch, T time, C channels (n_embd), nh heads, hs head size.
 `pos_offset` reads the learned E_pos from row p_t + pos_offset (BART's table starts at row 2).
 
 With `pos="rope"` no position vector is added here: rotary embeddings rotate the queries and
-keys inside attention instead (`Rotary` below, used by minilm/attention.py). The three are
-registered by name (minilm/registry.py), so a file of yours can add a fourth.
+keys inside attention instead (`Rotary` below, used by minilm/attention.py); with `pos="alibi"`
+each head adds a distance penalty to its attention scores instead (`ALiBi`). All four are
+registered by name (minilm/registry.py), so a file of yours can add another.
 """
 
 import math
@@ -65,6 +66,47 @@ def rotary_position(config):
     return None
 
 
+rotary_position.bounded = False  # no table: any length
+
+
+def alibi_slopes(n_head: int) -> torch.Tensor:
+    """m_h for heads h = 1..nh: the geometric sequence 2^(-8h/nh) when nh is a power of two; else
+    those of the power of two below it, then every other one of the next power's (Press et al. 2022,
+    as their code does)."""
+    def power_of_two(n):
+        return [2 ** (-8 * h / n) for h in range(1, n + 1)]
+
+    below = 2 ** math.floor(math.log2(n_head))
+    slopes = power_of_two(below) + power_of_two(2 * below)[0::2][: n_head - below]
+    return torch.tensor(slopes)  # (nh,)
+
+
+@register("position", "alibi")
+class ALiBi(nn.Module):
+    """Attention with linear biases (Press et al. 2022, "Train Short, Test Long"): nothing is added
+    to the embeddings; each head h adds -m_h * (i - j) to the score of query i for key j,
+
+        scores_h = q_i . k_j / sqrt(hs) - m_h (i - j)        (causal: j <= i)
+
+    and, without causal masking, -m_h |i - j| (a symmetric form, as encoders use it). The penalty
+    grows with distance, so the model extrapolates to sequences longer than it was trained on."""
+
+    bounded = False
+
+    def __init__(self, config):
+        super().__init__()
+        self.register_buffer("slopes", alibi_slopes(config.n_head), persistent=False)  # (nh,)
+
+    def forward(self, position_ids):
+        return None  # nothing added to the embeddings
+
+    def score_bias(self, T: int, S: int, dtype) -> torch.Tensor:
+        """(1, nh, T, S): -m_h |i - j| for the T last of S positions."""
+        query = torch.arange(S - T, S, device=self.slopes.device)[:, None]  # (T, 1)
+        distance = (query - torch.arange(S, device=self.slopes.device)[None, :]).abs()  # (T, S)
+        return (-self.slopes[:, None, None] * distance).to(dtype)[None]  # (1, nh, T, S)
+
+
 class Embeddings(nn.Module):
     """Token + position + segment embeddings, then an optional norm and dropout."""
 
@@ -83,8 +125,9 @@ class Embeddings(nn.Module):
         x = self.token(input_ids)
         if self.scale is not None:
             x = x * self.scale
-        if self.position is not None:
-            x = x + self.position(position_ids).to(x.dtype)
+        added = self.position(position_ids) if self.position is not None else None  # (.., T, C), or None (rope, alibi)
+        if added is not None:
+            x = x + added.to(x.dtype)
         if self.segment is not None:
             x = x + self.segment(segment_ids if segment_ids is not None else torch.zeros_like(input_ids))
         if self.norm is not None:

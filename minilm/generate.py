@@ -119,7 +119,7 @@ class Stepper:
         self.cache = KVCache(capacity=fed + (prefix.length if prefix is not None else 0))
         padded = attention_mask is not None and not bool(attention_mask.all())
         self.mask = attention_mask if padded else None  # None: no padding, so no mask to build at each step
-        limit = model.config.max_seq_len if model.config.pos != "rope" else None
+        limit = model.config.position_limit
         if self.encoder_decoder:
             if limit is not None and max_new_tokens > limit:  # the start token and all but the last new token are fed
                 raise ValueError(f"max_new_tokens ({max_new_tokens}) exceeds the model's max_seq_len={limit}")

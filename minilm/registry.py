@@ -5,7 +5,10 @@
                                -> (B, nh, T, hs); q (B, nh, T, hs), k and v (B, nh, S, hs),
                                bias (B or 1, 1, T, S) added to the scores, or None
     "position"   pos           class(config) -> module(position_ids (T,) or (B, T))      learned, sinusoidal,
-                               -> vectors (.., T, C) added to the token embeddings         rope
+                               -> vectors (.., T, C) added to the token embeddings, or     rope, alibi
+                               None; optionally module.score_bias(T, S, dtype) ->
+                               (1, nh, T, S) added to the attention scores (ALiBi), and
+                               `bounded = False` when it has no table of max_seq_len rows
     "norm"       norm          class(n_embd, eps, bias) -> module (.., C) -> (.., C)    layernorm, rmsnorm
     "mlp"        mlp           class(config, inner) -> module (B, T, C) -> (B, T, C)     gelu, gelu_tanh, relu,
                                (inner: the block's pruned inner size, or None)           swiglu
@@ -38,7 +41,7 @@ from pathlib import Path
 
 BUILTIN = {  # kind -> (the module that registers the built-ins, their names)
     "attention": ("minilm.attention", ("math", "sdpa")),
-    "position": ("minilm.embeddings", ("learned", "sinusoidal", "rope")),
+    "position": ("minilm.embeddings", ("learned", "sinusoidal", "rope", "alibi")),
     "norm": ("minilm.norms", ("layernorm", "rmsnorm")),
     "mlp": ("minilm.mlp", ("gelu", "gelu_tanh", "relu", "swiglu")),
 }

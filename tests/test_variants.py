@@ -1,5 +1,6 @@
 """Variants research uses: grouped-query and multi-query attention (n_kv_head), QK-norm (qk_norm)
-parallel attention + MLP blocks (parallel_block) and sliding-window attention (attn_window). Each passes the invariance tests the built-in attention passes (causal, padding,
+parallel attention + MLP blocks (parallel_block), sliding-window attention (attn_window) and ALiBi
+positions (pos="alibi"). Each passes the invariance tests the built-in attention passes (causal, padding,
 KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
 GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
 blind to the scale of W^Q and W^K, a parallel block adds both sublayers of one norm."""
@@ -9,11 +10,12 @@ import torch
 
 from conftest import run, tiny_config, tiny_model
 from minilm.attention import KVCache, attention_bias
+from minilm.embeddings import alibi_slopes
 from minilm.interop import gpt2
 from minilm.models import build_model
 
 V = 53
-VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3),
+VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3), "alibi": dict(pos="alibi"),
             "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
 ONE_STACK = {"parallel"}  # variants of an encoder or a decoder only (no cross-attention)
 IMPLS = ["math", "sdpa"]
@@ -152,6 +154,34 @@ def test_a_sliding_window_sees_the_last_w_positions_only(impl):
     assert moved == [j in (3, 4, 5) for j in range(9)], moved
 
 
+def test_alibi_slopes_are_the_papers():
+    assert alibi_slopes(8).tolist() == [2.0 ** -k for k in range(1, 9)]
+    assert alibi_slopes(4).tolist() == [2.0 ** -k for k in (2, 4, 6, 8)]
+    six = alibi_slopes(6).tolist()  # the 4 of nh=4, then every other one of nh=8's: 2^-1, 2^-3
+    assert six == [2.0 ** -k for k in (2, 4, 6, 8, 1, 3)]
+
+
+@pytest.mark.parametrize("causal", [True, False])
+def test_alibi_adds_minus_slope_times_distance_to_each_heads_scores(causal):
+    """The first block's attention, written out here with the ALiBi penalty -m_h |i - j|, equals what
+    the model computes; and ALiBi needs no table: it reads sequences beyond max_seq_len."""
+    arch = "decoder" if causal else "encoder"
+    model = tiny_model(arch, n_layer=1, pos="alibi", n_segment=0)
+    attn, T, hs = model.transformer.blocks[0].attn, 9, model.config.head_size
+    seen = {}
+    attn.register_forward_hook(lambda m, args, out: seen.update(x=args[0], y=out))
+    model(torch.randint(0, V, (2, T)))
+    x = seen["x"]
+    q, k, v = (proj(x).view(2, T, -1, hs).transpose(1, 2) for proj in (attn.q_proj, attn.k_proj, attn.v_proj))
+    i, j = torch.arange(T)[:, None], torch.arange(T)[None, :]
+    scores = q @ k.transpose(-2, -1) / hs**0.5 - alibi_slopes(model.config.n_head)[:, None, None] * (i - j).abs()
+    if causal:
+        scores = scores.masked_fill(j > i, float("-inf"))
+    y = attn.o_proj((scores.softmax(-1) @ v).transpose(1, 2).reshape(2, T, -1))
+    torch.testing.assert_close(seen["y"], y, atol=1e-5, rtol=1e-5)
+    assert model(torch.randint(0, V, (1, model.config.max_seq_len + 10))).shape[1] == model.config.max_seq_len + 10
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
         tiny_config("decoder", n_kv_head=3)
@@ -161,6 +191,8 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("encoder-decoder", parallel_block=True)
     with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre'"):
         tiny_config("encoder", parallel_block=True, norm_position="post")
+    with pytest.raises(ValueError, match="does not apply to ALiBi"):
+        tiny_config("decoder", pos="alibi", layer_heads=[2, 2])
     with pytest.raises(ValueError, match="attn_window=0: must be a positive number"):
         tiny_config("decoder", attn_window=0)
     assert tiny_config("decoder", n_kv_head=4).n_kv_head is None  # as many as n_head: plain multi-head, one spelling
