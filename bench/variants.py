@@ -28,6 +28,7 @@ VARIANTS = {  # name: train.py flags on top of the baseline (multi-head attentio
     "mqa": ["--n-kv-head", "1"],
     "qk_norm": ["--qk-norm"],
     "parallel": ["--parallel-block"],
+    "albert": ["--share-layers"],
     "window 16": ["--attn-window", "16"],
     "rope": ["--pos", "rope"],
     "alibi": ["--pos", "alibi"],

@@ -181,28 +181,30 @@ class MultiHeadAttention(nn.Module):
         k, v = self.split_heads(self.k_proj(x), self.n_kv_head), self.split_heads(self.v_proj(x), self.n_kv_head)
         return (self.k_norm(k) if self.k_norm is not None else k), v
 
-    def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None):
+    def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None, layer: int | None = None):
         """x (B, T, C); memory (B, S, C) for cross-attention; bias (B or 1, 1, T, S) -> (B, T, C).
 
-        rope: (cos, sin) from `Rotary.angles` for the T new positions, or None.
+        rope: (cos, sin) from `Rotary.angles` for the T new positions, or None. layer: the index of
+        the cache's entry, when one module serves several layers (weights shared across layers).
         """
+        layer = self.layer if layer is None else layer
         B, T, C = x.shape
         q = self.split_heads(self.q_proj(x))  # (B, nh, T, hs)
         if self.q_norm is not None:
             q = self.q_norm(q)
         if self.cross:
-            if cache is not None and self.layer in cache.cross_kv:
-                k, v = cache.cross_kv[self.layer]
+            if cache is not None and layer in cache.cross_kv:
+                k, v = cache.cross_kv[layer]
             else:
                 k, v = self.project_kv(memory)  # (B, n_kv, S, hs)
                 if cache is not None:
-                    cache.cross_kv[self.layer] = (k, v)
+                    cache.cross_kv[layer] = (k, v)
         else:
             k, v = self.project_kv(x)  # (B, n_kv, T, hs)
             if rope is not None:
                 q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
             if cache is not None:
-                k, v = cache.append(self.layer, k, v)  # (B, n_kv, S, hs), S = past + T: the cache holds n_kv heads only
+                k, v = cache.append(layer, k, v)  # (B, n_kv, S, hs), S = past + T: the cache holds n_kv heads only
         if self.n_kv_head != self.n_head:  # each key/value head serves nh / n_kv consecutive query heads
             group = self.n_head // self.n_kv_head
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, S, hs)

@@ -8,6 +8,9 @@ Pre-norm (GPT-2, and our default):          Post-norm (the original Transformer,
     x = x + FFN(LN(x))                           x = LN(x + FFN(x))
     ... and one LN after the last block
 
+Weight sharing across layers (`share_layers`; ALBERT, Lan et al. 2020): one block's parameters
+serve all n_layer layers, applied n_layer times (the KV cache still keeps one entry per layer).
+
 Parallel blocks (`parallel_block`; GPT-J, PaLM: Chowdhery et al. 2022, section 2) feed attention and
 the MLP the same normalised input and add both to the residual at once, x = x + Attn(LN(x)) +
 FFN(LN(x)): one norm fewer, and the two matmul groups no longer wait for each other (pre-norm,
@@ -41,19 +44,20 @@ class Block(nn.Module):
         self.mlp_norm = None if self.parallel else make_norm(config)  # parallel: the MLP reads attn_norm's output
         self.mlp = make_mlp(config, layer)
 
-    def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None):
-        """x (B, T, C), memory (B, S, C) -> (B, T, C)."""
+    def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None, layer=None):
+        """x (B, T, C), memory (B, S, C) -> (B, T, C). layer: this call's place in the stack (the KV
+        cache's entry), when the block serves every layer (share_layers)."""
         if self.parallel:
             h = self.attn_norm(x)
-            return x + self.attn(h, bias, rope=rope, cache=cache) + self.mlp(h)
+            return x + self.attn(h, bias, rope=rope, cache=cache, layer=layer) + self.mlp(h)
         if self.pre_norm:
-            x = x + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache)
+            x = x + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache, layer=layer)
             if self.cross_attn is not None:
-                x = x + self.cross_attn(self.cross_norm(x), memory_bias, memory=memory, cache=cache)
+                x = x + self.cross_attn(self.cross_norm(x), memory_bias, memory=memory, cache=cache, layer=layer)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attn_norm(x + self.attn(x, bias, rope=rope, cache=cache))
+        x = self.attn_norm(x + self.attn(x, bias, rope=rope, cache=cache, layer=layer))
         if self.cross_attn is not None:
-            x = self.cross_norm(x + self.cross_attn(x, memory_bias, memory=memory, cache=cache))
+            x = self.cross_norm(x + self.cross_attn(x, memory_bias, memory=memory, cache=cache, layer=layer))
         return self.mlp_norm(x + self.mlp(x))
 
 
@@ -70,7 +74,10 @@ class Transformer(nn.Module):
         self.config, self.causal = config, causal
         self.embed = Embeddings(config)
         self.rotary = Rotary(config.head_size, config.rope_theta) if config.pos == "rope" else None
-        self.blocks = nn.ModuleList(Block(config, causal, cross, layer=i) for i in range(n_layer))
+        if config.share_layers:  # ALBERT: one block's weights serve every layer
+            self.blocks = nn.ModuleList([Block(config, causal, cross, layer=0)] * n_layer)
+        else:
+            self.blocks = nn.ModuleList(Block(config, causal, cross, layer=i) for i in range(n_layer))
         self.norm = make_norm(config) if config.norm_position == "pre" else None
         self.grad_checkpointing = False
         self.prefix = None  # trainable virtual keys and values (minilm/peft/prefix.py), or None
@@ -123,9 +130,9 @@ class Transformer(nn.Module):
             memory_bias = attention_bias(memory_mask, T, memory.shape[1], False, x.dtype, x.device)
         rope = self.rotary.angles(position_ids) if self.rotary is not None else None
         recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled() and cache is None
-        for block in self.blocks:
+        for i, block in enumerate(self.blocks):
             if recompute:
                 x = checkpoint(block, x, bias, rope=rope, memory=memory, memory_bias=memory_bias, use_reentrant=False)
             else:
-                x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache)
+                x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache, layer=i)
         return self.norm(x) if self.norm is not None else x

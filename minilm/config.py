@@ -65,6 +65,7 @@ class ModelConfig:
     n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
     qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
     attn_window: int | None = None  # sliding-window attention: each query sees the keys fewer than this many positions away; None: all
+    share_layers: bool = False  # ALBERT: every layer of a stack applies one block's weights
     parallel_block: bool = False  # attention and MLP side by side on one norm's output (GPT-J, PaLM); pre-norm, no cross-attention
     n_embd: int = 256
     d_ff: int | None = None
@@ -124,6 +125,8 @@ class ModelConfig:
                              "a group of n_head / n_kv_head query heads)")
         if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
+        if self.share_layers and (self.layer_heads is not None or self.layer_ff is not None):
+            raise ValueError("ModelConfig: layer_heads / layer_ff (structured pruning per block) do not apply to share_layers (one block for all)")
         if self.pos == "alibi" and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) does not apply to ALiBi positions (a slope per head)")
         if self.attn_window is not None and self.attn_window < 1:

@@ -1,6 +1,6 @@
 """Variants research uses: grouped-query and multi-query attention (n_kv_head), QK-norm (qk_norm)
-parallel attention + MLP blocks (parallel_block), sliding-window attention (attn_window) and ALiBi
-positions (pos="alibi"). Each passes the invariance tests the built-in attention passes (causal, padding,
+parallel attention + MLP blocks (parallel_block), sliding-window attention (attn_window), ALiBi
+positions (pos="alibi") and weights shared across layers (share_layers, ALBERT). Each passes the invariance tests the built-in attention passes (causal, padding,
 KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
 GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
 blind to the scale of W^Q and W^K, a parallel block adds both sublayers of one norm."""
@@ -10,12 +10,13 @@ import torch
 
 from conftest import run, tiny_config, tiny_model
 from minilm.attention import KVCache, attention_bias
+from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.embeddings import alibi_slopes
 from minilm.interop import gpt2
 from minilm.models import build_model
 
 V = 53
-VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3), "alibi": dict(pos="alibi"),
+VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3), "alibi": dict(pos="alibi"), "albert": dict(share_layers=True),
             "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
 ONE_STACK = {"parallel"}  # variants of an encoder or a decoder only (no cross-attention)
 IMPLS = ["math", "sdpa"]
@@ -182,6 +183,26 @@ def test_alibi_adds_minus_slope_times_distance_to_each_heads_scores(causal):
     assert model(torch.randint(0, V, (1, model.config.max_seq_len + 10))).shape[1] == model.config.max_seq_len + 10
 
 
+def test_shared_layers_are_one_block_applied_n_layer_times(tmp_path):
+    """ALBERT's sharing equals a plain model whose blocks all hold one block's weights; it has one
+    block's parameters, keeps a cache entry per layer, and saves and loads (the shared block once)."""
+    shared = tiny_model("decoder", n_layer=3, share_layers=True)
+    plain = tiny_model("decoder", n_layer=3)
+    one = {k.split(".", 3)[3]: v for k, v in shared.state_dict().items() if k.startswith("transformer.blocks.0.")}
+    state = {k: v for k, v in shared.state_dict().items() if ".blocks." not in k}
+    state.update({f"transformer.blocks.{i}.{k}": v for i in range(3) for k, v in one.items()})
+    plain.load_state_dict(state)
+    ids = torch.randint(0, V, (2, 8))
+    torch.testing.assert_close(shared(ids), plain(ids))
+    n_block = sum(p.numel() for p in shared.transformer.blocks[0].parameters())
+    assert sum(p.numel() for p in plain.parameters()) - sum(p.numel() for p in shared.parameters()) == 2 * n_block
+    cache = KVCache()
+    shared(ids, cache=cache)
+    assert sorted(cache.self_kv) == [0, 1, 2]
+    save_pretrained(tmp_path, shared)
+    torch.testing.assert_close(from_pretrained(tmp_path)(ids), shared(ids))
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
         tiny_config("decoder", n_kv_head=3)
@@ -191,6 +212,8 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("encoder-decoder", parallel_block=True)
     with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre'"):
         tiny_config("encoder", parallel_block=True, norm_position="post")
+    with pytest.raises(ValueError, match="do not apply to share_layers"):
+        tiny_config("decoder", share_layers=True, layer_ff=[8, 8])
     with pytest.raises(ValueError, match="does not apply to ALiBi"):
         tiny_config("decoder", pos="alibi", layer_heads=[2, 2])
     with pytest.raises(ValueError, match="attn_window=0: must be a positive number"):

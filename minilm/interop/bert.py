@@ -126,7 +126,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
     """(config.json fields, architecture) of a minilm encoder; ValueError for what BERT cannot hold."""
-    require(config, "BERT", n_kv_head=None, qk_norm=False, parallel_block=False, attn_window=None, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
+    require(config, "BERT", n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
             pos_offset=0, scale_embedding=False)
     if config.mlp not in ("gelu", "gelu_tanh", "relu"):
         require(config, "BERT", mlp="gelu")
