@@ -29,6 +29,7 @@ VARIANTS = {  # name: train.py flags on top of the baseline (multi-head attentio
     "qk_norm": ["--qk-norm"],
     "parallel": ["--parallel-block"],
     "albert": ["--share-layers"],
+    "moe 4 x top-2": ["--mlp", "moe", "--moe-experts", "4", "--moe-top-k", "2"],
     "window 16": ["--attn-window", "16"],
     "rope": ["--pos", "rope"],
     "alibi": ["--pos", "alibi"],

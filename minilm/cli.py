@@ -50,6 +50,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
     g.add_argument("--n-kv-head", type=int, help="key/value heads: fewer than --n-head for grouped-query attention, 1 for multi-query (default: as many as --n-head)")
     g.add_argument("--qk-norm", action="store_true", default=None, help="normalise each head's queries and keys before the attention scores (QK-norm)")
     g.add_argument("--attn-window", type=int, help="sliding-window attention: each token attends to the previous N positions only (default: all)")
+    g.add_argument("--moe-experts", type=int, help="--mlp moe: experts per layer (default: 4)")
+    g.add_argument("--moe-top-k", type=int, help="--mlp moe: experts each token goes to (default: 2)")
+    g.add_argument("--moe-aux-weight", type=float, help="--mlp moe: weight of the load-balancing loss (default: 0.01)")
     g.add_argument("--share-layers", action="store_true", default=None, help="one block's weights for every layer, as ALBERT")
     g.add_argument("--parallel-block", action="store_true", default=None, help="attention and MLP side by side on one norm's output, as GPT-J and PaLM (pre-norm)")
     variant = " (or one a --plugin registers)"
@@ -64,7 +67,7 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
                         "drawing the masks costs a third of a fine-tuning step on a CPU)")
 
 
-SHAPE_FLAGS = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "share_layers", "n_embd", "pos", "norm", "norm_position", "mlp")  # flags that change the weights' shapes
+SHAPE_FLAGS = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "share_layers", "moe_experts", "n_embd", "pos", "norm", "norm_position", "mlp")  # flags that change the weights' shapes
 
 
 def init_checkpoint(init: str, args, shape_flags_apply_to: str):
@@ -88,7 +91,7 @@ def init_checkpoint(init: str, args, shape_flags_apply_to: str):
 
 
 def model_overrides(args) -> dict:
-    keys = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "share_layers", "attn_window", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl", "loss_impl")
+    keys = ("n_layer", "n_head", "n_kv_head", "qk_norm", "parallel_block", "share_layers", "attn_window", "moe_experts", "moe_top_k", "moe_aux_weight", "n_embd", "pos", "norm", "norm_position", "mlp", "attn_impl", "loss_impl")
     out = {k: getattr(args, k) for k in keys}
     if args.dropout is not None:
         out.update(dropout=args.dropout, attn_dropout=args.dropout)

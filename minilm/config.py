@@ -7,7 +7,7 @@ four marked * are extension points, to which a file of your own adds names (mini
     pos *          "learned" | "sinusoidal" | "rope" | "alibi" (minilm/embeddings.py)
     norm *         "layernorm" | "rmsnorm"                     (minilm/norms.py)
     norm_position  "pre" | "post"                              (minilm/blocks.py)
-    mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py)
+    mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py) | "moe" (minilm/moe.py)
     attn_impl *    "math" | "sdpa"                             (minilm/attention.py)
     loss_impl      "logits" | "chunked"                        (minilm/heads.py: LMHead.loss_sum)
     head           see HEADS below                             (minilm/heads.py)
@@ -27,7 +27,7 @@ from minilm.files import atomic_write_text
 
 ARCHS = ("encoder", "decoder", "encoder-decoder")
 # the built-in choices of the four extension points; a plugin adds names (minilm/registry.py)
-POSITIONS, NORMS, MLPS, ATTN_IMPLS = (registry.BUILTIN[kind][1] for kind in ("position", "norm", "mlp", "attention"))
+POSITIONS, NORMS, MLPS, ATTN_IMPLS = (tuple(registry.BUILTIN[kind]) for kind in ("position", "norm", "mlp", "attention"))
 NORM_POSITIONS = ("pre", "post")
 POOLINGS = ("cls", "mean")  # what a sentence head (cls, regression, nsp) reads: the [CLS] state, or the mean of the real tokens
 LOSS_IMPLS = ("logits", "chunked")  # the LM loss through the full logits, or in row chunks (kernels/cross_entropy.py)
@@ -65,6 +65,9 @@ class ModelConfig:
     n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
     qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
     attn_window: int | None = None  # sliding-window attention: each query sees the keys fewer than this many positions away; None: all
+    moe_experts: int = 4  # mlp="moe": experts per layer
+    moe_top_k: int = 2  # mlp="moe": experts each token is sent to
+    moe_aux_weight: float = 0.01  # mlp="moe": the weight of the load-balancing loss in the training loss
     share_layers: bool = False  # ALBERT: every layer of a stack applies one block's weights
     parallel_block: bool = False  # attention and MLP side by side on one norm's output (GPT-J, PaLM); pre-norm, no cross-attention
     n_embd: int = 256
@@ -125,6 +128,8 @@ class ModelConfig:
                              "a group of n_head / n_kv_head query heads)")
         if self.n_kv_head not in (None, self.n_head) and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) applies to multi-head attention, not to n_kv_head < n_head")
+        if self.mlp == "moe" and not (1 <= self.moe_top_k <= self.moe_experts):
+            raise ValueError(f"ModelConfig: moe_top_k={self.moe_top_k} must lie in [1, moe_experts={self.moe_experts}]")
         if self.share_layers and (self.layer_heads is not None or self.layer_ff is not None):
             raise ValueError("ModelConfig: layer_heads / layer_ff (structured pruning per block) do not apply to share_layers (one block for all)")
         if self.pos == "alibi" and self.layer_heads is not None:

@@ -11,7 +11,7 @@
                                `bounded = False` when it has no table of max_seq_len rows
     "norm"       norm          class(n_embd, eps, bias) -> module (.., C) -> (.., C)    layernorm, rmsnorm
     "mlp"        mlp           class(config, inner) -> module (B, T, C) -> (B, T, C)     gelu, gelu_tanh, relu,
-                               (inner: the block's pruned inner size, or None)           swiglu
+                               (inner: the block's pruned inner size, or None)           swiglu, moe
 
 minilm's own modules register their built-ins with the same decorator that a file of yours uses:
 
@@ -39,11 +39,11 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-BUILTIN = {  # kind -> (the module that registers the built-ins, their names)
-    "attention": ("minilm.attention", ("math", "sdpa")),
-    "position": ("minilm.embeddings", ("learned", "sinusoidal", "rope", "alibi")),
-    "norm": ("minilm.norms", ("layernorm", "rmsnorm")),
-    "mlp": ("minilm.mlp", ("gelu", "gelu_tanh", "relu", "swiglu")),
+BUILTIN = {  # kind -> {built-in name: the module that registers it}
+    "attention": dict.fromkeys(("math", "sdpa"), "minilm.attention"),
+    "position": dict.fromkeys(("learned", "sinusoidal", "rope", "alibi"), "minilm.embeddings"),
+    "norm": dict.fromkeys(("layernorm", "rmsnorm"), "minilm.norms"),
+    "mlp": {**dict.fromkeys(("gelu", "gelu_tanh", "relu", "swiglu"), "minilm.mlp"), "moe": "minilm.moe"},
 }
 FIELD = {"attention": "attn_impl", "position": "pos", "norm": "norm", "mlp": "mlp"}  # the ModelConfig field of each kind
 ENTRY_POINT_GROUP = "minilm.plugins"
@@ -77,16 +77,15 @@ def _qualname(obj) -> str:
 def names(kind: str) -> tuple:
     """Every name `kind` accepts: the built-ins, then the registered ones (installed plugins included)."""
     _load_entry_points()
-    builtin = BUILTIN[kind][1]
+    builtin = tuple(BUILTIN[kind])
     return builtin + tuple(n for n in _registered[kind] if n not in builtin)
 
 
 def lookup(kind: str, name: str):
     """The object registered as `name` of `kind` (importing the built-ins' module when needed)."""
     if name not in _registered[kind]:
-        module, builtin = BUILTIN[kind]
-        if name in builtin:
-            importlib.import_module(module)
+        if name in BUILTIN[kind]:
+            importlib.import_module(BUILTIN[kind][name])
         else:
             _load_entry_points()
     if name not in _registered[kind]:

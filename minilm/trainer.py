@@ -33,7 +33,7 @@ import torch
 from safetensors import SafetensorError
 from tqdm import tqdm
 
-from minilm import distributed
+from minilm import distributed, moe
 from minilm.blocks import Transformer
 from minilm.checkpoint import load_into, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
 from minilm.distributed import World
@@ -328,6 +328,9 @@ class Trainer:
                 with autocast(self.args.dtype, self.device):
                     parts = self.net(self.loss_fn, mb)
                 loss = sum(s / totals[part] for part, (s, _) in parts.items())
+                balance = moe.aux_loss(self.model)  # mixture-of-experts layers: their load-balancing loss
+                if balance is not None:
+                    loss = loss + balance / len(micro)
                 total_loss += loss.item()
                 loss = loss * self.world.size
                 (self.scaler.scaled(loss) if self.scaler else loss).backward()
@@ -385,7 +388,8 @@ class Trainer:
 
                 if self.step % args.eval_every == 0 or self.step == args.max_steps:
                     last_eval = self.evaluate()
-                    record = {"step": self.step, "train_loss": window_loss / max(window_n, 1), "lr": lr, **last_eval}
+                    record = {"step": self.step, "train_loss": window_loss / max(window_n, 1), "lr": lr, **last_eval,
+                              **moe.expert_load(self.model)}  # tokens per expert of the last forward (MoE models)
                     if main:
                         self._log(record)
                         tqdm.write(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}" for k, v in record.items()))

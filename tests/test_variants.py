@@ -1,9 +1,12 @@
 """Variants research uses: grouped-query and multi-query attention (n_kv_head), QK-norm (qk_norm)
 parallel attention + MLP blocks (parallel_block), sliding-window attention (attn_window), ALiBi
-positions (pos="alibi") and weights shared across layers (share_layers, ALBERT). Each passes the invariance tests the built-in attention passes (causal, padding,
+positions (pos="alibi"), weights shared across layers (share_layers, ALBERT) and a mixture-of-experts
+feed-forward (mlp="moe"). Each passes the invariance tests the built-in attention passes (causal, padding,
 KV cache equal to full recompute, math equal to SDPA), and each is checked against what it means:
 GQA equals multi-head attention with its key/value heads repeated, QK-norm makes the scores
 blind to the scale of W^Q and W^K, a parallel block adds both sublayers of one norm."""
+
+import json
 
 import pytest
 import torch
@@ -14,9 +17,30 @@ from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.embeddings import alibi_slopes
 from minilm.interop import gpt2
 from minilm.models import build_model
+from minilm.trainer import TrainArgs, Trainer
+
+
+class LMBatches:
+    """Random next-token batches for a decoder."""
+
+    def batch(self, step):
+        g = torch.Generator().manual_seed(step)
+        ids = torch.randint(0, V, (4, 10), generator=g)
+        return {"input_ids": ids, "labels": ids}
+
+
+def lm_loss(model, batch):
+    logits = model(batch["input_ids"][:, :-1])  # (B, T-1, V)
+    target = batch["labels"][:, 1:]
+    return {"lm": (torch.nn.functional.cross_entropy(logits.flatten(0, 1), target.flatten(), reduction="sum"), target.numel())}
+
+
+def lm_targets(batch):
+    return {"lm": batch["labels"][:, 1:].numel()}
 
 V = 53
 VARIANTS = {"gqa": dict(n_kv_head=2), "mqa": dict(n_kv_head=1), "qk_norm": dict(qk_norm=True), "parallel": dict(parallel_block=True), "window": dict(attn_window=3), "alibi": dict(pos="alibi"), "albert": dict(share_layers=True),
+            "moe": dict(mlp="moe", moe_experts=4, moe_top_k=2),
             "gqa+qk_norm+rope": dict(n_kv_head=2, qk_norm=True, pos="rope", norm="rmsnorm")}
 ONE_STACK = {"parallel"}  # variants of an encoder or a decoder only (no cross-attention)
 IMPLS = ["math", "sdpa"]
@@ -203,6 +227,43 @@ def test_shared_layers_are_one_block_applied_n_layer_times(tmp_path):
     torch.testing.assert_close(from_pretrained(tmp_path)(ids), shared(ids))
 
 
+def test_a_mixture_of_experts_is_each_tokens_gated_top_k_experts():
+    """Each token's output, written out: its k most probable experts, weighted by their router
+    probabilities renormalised over the k."""
+    model = tiny_model("decoder", n_layer=1, mlp="moe", moe_experts=4, moe_top_k=2)
+    layer = model.transformer.blocks[0].mlp
+    x = torch.randn(2, 5, model.config.n_embd)
+    out = layer(x)
+    for b in range(2):
+        for t in range(5):
+            p = layer.router(x[b, t]).softmax(-1)
+            top = p.topk(2)
+            want = sum(w / top.values.sum() * layer.experts[e](x[b, t][None, None])[0, 0] for w, e in zip(top.values, top.indices))
+            torch.testing.assert_close(out[b, t], want, atol=1e-5, rtol=1e-5)
+    assert layer.tokens_per_expert.sum() == 2 * 5 * 2
+
+
+def test_the_load_balancing_loss_is_one_when_uniform_and_the_trainer_adds_it(tmp_path):
+    """L_aux = E sum_e f_e P_e is 1 for a uniform router; a trainer's loss holds moe_aux_weight x
+    L_aux beside the task's, and its metrics the tokens per expert."""
+    model = tiny_model("decoder", n_layer=1, mlp="moe", moe_experts=4, moe_top_k=2)
+    layer = model.transformer.blocks[0].mlp
+    torch.nn.init.zeros_(layer.router.weight)
+    layer(torch.randn(2, 5, model.config.n_embd))
+    assert layer.aux_loss.item() == pytest.approx(1.0)
+    losses = {}
+    for weight in (0.0, 10.0):
+        m = tiny_model("decoder", mlp="moe", moe_aux_weight=weight)
+        data = LMBatches()
+        t = Trainer(m, None, data, lm_loss, lm_targets, lambda m: {}, TrainArgs(out=str(tmp_path / str(weight)), max_steps=2, eval_every=2,
+                                                                                save_every=1000, warmup=1))
+        losses[weight] = t.train_step(data.batch(0), 1e-3)
+        t.fit()
+        record = [json.loads(line) for line in (tmp_path / str(weight) / "metrics.jsonl").read_text().splitlines()][-1]
+        assert sum(record["tokens_per_expert"]) > 0 and 0.25 <= record["max_expert_share"] <= 1
+    assert losses[10.0] - losses[0.0] == pytest.approx(10.0, rel=0.5)  # 10 x L_aux, and L_aux is about 1
+
+
 def test_bad_settings_are_one_clear_error():
     with pytest.raises(ValueError, match="n_kv_head=3: must divide n_head=4"):
         tiny_config("decoder", n_kv_head=3)
@@ -212,6 +273,8 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("encoder-decoder", parallel_block=True)
     with pytest.raises(ValueError, match="parallel_block: needs norm_position='pre'"):
         tiny_config("encoder", parallel_block=True, norm_position="post")
+    with pytest.raises(ValueError, match="moe_top_k=5 must lie in"):
+        tiny_config("decoder", mlp="moe", moe_top_k=5)
     with pytest.raises(ValueError, match="do not apply to share_layers"):
         tiny_config("decoder", share_layers=True, layer_ff=[8, 8])
     with pytest.raises(ValueError, match="does not apply to ALiBi"):
