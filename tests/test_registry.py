@@ -24,7 +24,8 @@ EXAMPLE = ROOT / "docs" / "examples" / "scalenorm.py"
 
 
 def test_the_built_ins_are_registered_under_the_configs_names():
-    for kind, (_, builtin) in registry.BUILTIN.items():
+    for kind, modules in registry.BUILTIN.items():
+        builtin = tuple(modules)
         assert registry.names(kind)[: len(builtin)] == builtin
         for name in builtin:
             assert registry.lookup(kind, name) is not None or (kind, name) == ("position", "rope")
