@@ -12,6 +12,7 @@ map and its config map, both ways:
     bert.py   BertModel, BertForMaskedLM, BertForPreTraining, ...  <-> Encoder
     gpt2.py   GPT2Model, GPT2LMHeadModel                             <-> Decoder
     bart.py   BartModel, BartForConditionalGeneration                <-> EncoderDecoder
+    llama.py  LlamaModel, LlamaForCausalLM                            -> Decoder (GQA, RoPE, RMSNorm, SwiGLU; read only)
 
 minilm never imports `transformers`: configs are read as JSON, tensors as safetensors.
 """
@@ -27,12 +28,12 @@ from safetensors.torch import load_file, save_file
 
 from minilm.config import FOREIGN_CONFIGS, ModelConfig
 from minilm.files import atomic_write_json, write_directory
-from minilm.interop import bart, bert, gpt2
+from minilm.interop import bart, bert, gpt2, llama
 from minilm.models import build_model, unwrap
 from minilm.tokenizer import DIRECTORY_READERS, SPECIAL_ALIASES, Tokenizer
 
-FAMILIES = {bert.MODEL_TYPE: bert, gpt2.MODEL_TYPE: gpt2, bart.MODEL_TYPE: bart}
-FAMILY_OF_ARCH = {"encoder": bert, "decoder": gpt2, "encoder-decoder": bart}
+FAMILIES = {bert.MODEL_TYPE: bert, gpt2.MODEL_TYPE: gpt2, bart.MODEL_TYPE: bart, llama.MODEL_TYPE: llama}
+FAMILY_OF_ARCH = {"encoder": bert, "decoder": gpt2, "encoder-decoder": bart}  # what save_hf writes
 CONFIG_FILE, SAFETENSORS_FILE, TORCH_FILE = "config.json", "model.safetensors", "pytorch_model.bin"
 TOKENIZER_FILE, VOCAB_FILE, TOKENIZER_CONFIG_FILE = "tokenizer.json", "vocab.txt", "tokenizer_config.json"
 
@@ -195,7 +196,7 @@ def load_hf_model(path, **config_changes):
         config = config.replace(**config_changes)
     model = build_model(config)
     params = dict(model.named_parameters(remove_duplicate=False))
-    family = FAMILY_OF_ARCH[config.arch]
+    family, _ = _family_and_architecture(read_hf_config(path), str(path / CONFIG_FILE))
     own = model.state_dict()
     for name in list(state):  # weights a head does not use (BertModel's pooler under head "none")
         if name not in own and any(re.fullmatch(p, name) for p in family.DROPPED_UNLESS_USED):
