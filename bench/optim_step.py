@@ -1,20 +1,16 @@
-"""Time one optimizer step: minilm's readable, _foreach and flat paths beside torch.optim's, in one process.
+"""Time one optimizer step: minilm's readable and _foreach paths beside torch.optim's, in one process.
 
     python bench/optim_step.py                      # the mini preset encoder, 2 threads
     python bench/optim_step.py --preset small --repeats 50 --out /tmp/optim.json
 
 Every optimizer updates the parameters of the same model with the same fixed gradients; the
 number is the median wall time of `step()` over --repeats runs (after warm-up steps), and the
-ratio is against torch.optim with the same setting of `foreach`, the two taking turns step by step.
-The flat rows lay the parameters and gradients end to end first (minilm/optim/flat.py, what the
-Trainer does) and run Adam(W)'s foreach and compiled paths over the one buffer, against
-torch.optim's fused CPU kernel (fused=True). Adam's update reads theta, g, m and v and writes
-theta, m and v: 28 bytes per fp32 parameter; the GB/s column is that traffic per second, beside a
-copy's (read + write) measured in the same run on a tensor of the model's size, the bandwidth
-ceiling. Results go to a JSON file and a Markdown table on stdout.
+ratio is against torch.optim with the same setting of `foreach`, the two taking turns step by step. Results go to a JSON file and
+a Markdown table on stdout.
 """
 
 import argparse
+import json
 import statistics
 import sys
 import time
@@ -28,8 +24,6 @@ sys.path.insert(0, str(ROOT))
 from minilm.config import PRESETS, from_preset  # noqa: E402
 from minilm.models import build_model  # noqa: E402
 from minilm.optim import SGD, Adam, AdamW, param_groups  # noqa: E402
-from minilm.optim.flat import flatten_  # noqa: E402
-from report import machine, write_results  # noqa: E402
 
 SETTINGS = {
     "sgd": (SGD, torch.optim.SGD, dict(lr=0.01, momentum=0.9, weight_decay=1e-4)),
@@ -57,22 +51,6 @@ def median_step_ms(makers: dict, model, repeats: int, warmup: int = 3) -> dict:
     return {name: 1e3 * statistics.median(t) for name, t in times.items()}
 
 
-def flattened(opt):
-    flatten_(opt.param_groups)
-    return opt
-
-
-def copy_gb_s(n: int, repeats: int) -> float:
-    """Read + write bandwidth of copying n fp32 numbers, median over repeats."""
-    src, dst = torch.randn(n), torch.empty(n)
-    times = []
-    for _ in range(repeats + 3):
-        t0 = time.perf_counter()
-        dst.copy_(src)
-        times.append(time.perf_counter() - t0)
-    return 8 * n / statistics.median(times[3:]) / 1e9
-
-
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--preset", default="mini", choices=list(PRESETS), help="model size (default: %(default)s)")
@@ -93,31 +71,16 @@ def main(argv=None):
                                  "torch": lambda g: theirs(g, **hp, foreach=foreach)}, model, args.repeats)
             mine, ref = ms["minilm"], ms["torch"]
             rows.append({"optimizer": name, "foreach": foreach, "minilm_ms": mine, "torch_ms": ref, "ratio": mine / ref})
-        if name == "sgd":
-            continue
-        for foreach in (True, "compiled"):  # flat: one buffer; torch.optim's fastest CPU path beside it
-            ms = median_step_ms({"minilm": lambda g: flattened(ours(g, **hp, foreach=foreach)),
-                                 "torch": lambda g: theirs(g, **hp, fused=True)}, model, args.repeats)
-            mine, ref = ms["minilm"], ms["torch"]
-            rows.append({"optimizer": name, "foreach": foreach, "flat": True, "minilm_ms": mine, "torch_ms": ref, "ratio": mine / ref,
-                         "minilm_gb_s": 28 * n_params / mine / 1e6, "torch_gb_s": 28 * n_params / ref / 1e6})
-    copy_bandwidth = copy_gb_s(n_params, args.repeats)
     result = {"preset": args.preset, "parameters": n_params, "tensors": n_tensors, "threads": args.threads,
-              "repeats": args.repeats, "torch": torch.__version__, "machine": machine(), "copy_gb_s": copy_bandwidth, "rows": rows}
-    lines = [f"{args.preset}: {n_params:,} parameters in {n_tensors} tensors, median of {args.repeats} steps. Machine: {result['machine']}.",
-             f"A copy of {n_params:,} fp32 numbers moves {copy_bandwidth:.1f} GB/s (read + write), the ceiling of the GB/s columns.", "",
-             "| optimizer | path | minilm ms/step | torch.optim ms/step (its path) | ratio | minilm GB/s | torch GB/s |",
-             "|---|---|---|---|---|---|---|"]
+              "repeats": args.repeats, "torch": torch.__version__, "rows": rows}
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
+    print(f"{args.preset}: {n_params:,} parameters in {n_tensors} tensors, {args.threads} threads, median of {args.repeats} steps\n")
+    print("| optimizer | path | minilm ms/step | torch.optim ms/step | ratio |")
+    print("|---|---|---|---|---|")
     for r in rows:
-        if r.get("flat"):
-            path, theirs = f"flat, {'compiled' if r['foreach'] == 'compiled' else '_foreach'}", "fused"
-            rates = f"{r['minilm_gb_s']:.1f} | {r['torch_gb_s']:.1f}"
-        else:
-            path = theirs = "_foreach" if r["foreach"] else "per tensor"
-            rates = " | "
-        lines.append(f"| {r['optimizer']} | {path} | {r['minilm_ms']:.2f} | {r['torch_ms']:.2f} ({theirs}) | {r['ratio']:.2f} | {rates} |")
-    write_results(args.out, result, lines)
-    print("\n".join(lines))
+        path = "_foreach" if r["foreach"] else "per tensor"
+        print(f"| {r['optimizer']} | {path} | {r['minilm_ms']:.2f} | {r['torch_ms']:.2f} | {r['ratio']:.2f} |")
 
 
 if __name__ == "__main__":

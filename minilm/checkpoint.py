@@ -34,16 +34,6 @@ HELPERS_FILE = "helpers.safetensors"
 STATE_JSON, STATE_TENSORS = "training_state.json", "training_state.safetensors"
 
 
-def save_tensors(tensors: dict, path) -> None:
-    """safetensors' save_file, each tensor first given storage of its own where it shares one:
-    safetensors refuses tensors that share memory, and during training the weights and the
-    optimizer's moments are views into one buffer (minilm/optim/flat.py)."""
-    def own(t):
-        return t if t.storage_offset() == 0 and t.untyped_storage().nbytes() == t.numel() * t.element_size() else t.clone()
-
-    save_file({name: own(t) for name, t in tensors.items()}, path)
-
-
 # -- nested state with tensors -> JSON + safetensors ---------------------------------------------
 def _split_tensors(obj, tensors, prefix="t"):
     """Replace every tensor in a nested dict/list by {"__tensor__": key}; collect the tensors."""
@@ -72,7 +62,7 @@ def save_state(directory, state: dict) -> None:
     """Write a nested dict of JSON values and tensors as training_state.{json,safetensors}."""
     tensors = {}
     skeleton = _split_tensors(state, tensors)
-    atomic_write(Path(directory) / STATE_TENSORS, lambda tmp: save_tensors(tensors, tmp))
+    atomic_write(Path(directory) / STATE_TENSORS, lambda tmp: save_file(tensors, tmp))
     atomic_write_json(Path(directory) / STATE_JSON, skeleton)
 
 
@@ -129,7 +119,7 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     network, prefix = kept_model(model)
     if prefix:  # the helpers' tensors beside, the kept network as the model
         helpers = {n: t for n, t in owned_tensors(model, tensors).items() if not n.startswith(prefix)}
-        atomic_write(directory / HELPERS_FILE, lambda tmp: save_tensors(helpers, tmp))
+        atomic_write(directory / HELPERS_FILE, lambda tmp: save_file(helpers, tmp))
         tensors = None if tensors is None else {n[len(prefix):]: t for n, t in tensors.items() if n.startswith(prefix)}
         model = network
     elif (directory / HELPERS_FILE).exists():
@@ -138,12 +128,12 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     if spec is not None:
         from minilm import peft
 
-        atomic_write(directory / peft.WEIGHTS_FILE, lambda tmp: save_tensors(peft.trained_tensors(model, tensors), tmp))
+        atomic_write(directory / peft.WEIGHTS_FILE, lambda tmp: save_file(peft.trained_tensors(model, tensors), tmp))
         spec.save(directory / peft.SPEC_FILE)
         if (directory / MODEL_FILE).exists():
             (directory / MODEL_FILE).unlink()  # a full model from an earlier run would shadow the adapter
     else:
-        atomic_write(directory / MODEL_FILE, lambda tmp: save_tensors(owned_tensors(model, tensors), tmp))
+        atomic_write(directory / MODEL_FILE, lambda tmp: save_file(owned_tensors(model, tensors), tmp))
     model.config.save(directory / CONFIG_FILE)
     if tokenizer is not None:
         tokenizer.save(directory / TOKENIZER_FILE)

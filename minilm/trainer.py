@@ -38,7 +38,6 @@ from minilm.blocks import Transformer
 from minilm.checkpoint import load_into, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
 from minilm.distributed import World
 from minilm.optim import DynamicLossScaler, build_optimizer, clip_grad_norm, lr_at, set_lr
-from minilm.optim.flat import flatten_, zero_grad_
 from minilm.rng import get_rng_state, set_rng_state
 
 
@@ -170,9 +169,6 @@ class Trainer:
         foreach = "compiled" if args.compile and not world.fsdp else True  # compiled: Adam(W)'s update as one loop per tensor
         self.optimizer = build_optimizer(args.optimizer, model, args.lr, args.weight_decay, args.betas, args.eps, args.momentum, foreach,
                                          args.layer_lr_decay)
-        # the weights and their gradients end to end in one buffer each, so that the update and the
-        # clipping are a few passes over it (minilm/optim/flat.py); DDP and FSDP keep their own buckets
-        self.flat_grads = None if world.distributed else flatten_(self.optimizer.param_groups)
         self.scaler = DynamicLossScaler() if args.dtype == "fp16" else None
         set_grad_checkpointing(model, args.grad_checkpointing)
         self.step = 0
@@ -318,10 +314,7 @@ class Trainer:
         multiplied by the number of ranks, which DDP's mean of the gradients divides again."""
         totals = {part: max(int(n), 1) for part, n in self.targets(batch).items()}  # targets of the whole batch
         micro = split_batch(distributed.rows_of(batch, self.world), self.args.grad_accum)
-        if self.flat_grads is not None:
-            zero_grad_(self.flat_grads)  # in place: each .grad stays a view into its buffer
-        else:
-            self.optimizer.zero_grad(set_to_none=True)
+        self.optimizer.zero_grad(set_to_none=True)
         total_loss = 0.0
         for j, mb in enumerate(micro):
             with distributed.gradient_sync(self.net, self.world, sync=j == len(micro) - 1):
@@ -340,7 +333,7 @@ class Trainer:
                 f"step {self.step}: the loss is {total_loss}; stopping. The last good checkpoint is "
                 f"{self.out / 'checkpoint'} (lower --lr, or use --dtype fp32)"
             )
-        params = [p for group in self.optimizer.param_groups for p in group["params"]]  # in the order of the buffer
+        params = [p for p in self.model.parameters() if p.requires_grad]
         if self.scaler and not self.scaler.unscale(params):
             return total_loss  # fp16 overflow: skip this update, the scale was halved
         clip_grad_norm(params, self.args.grad_clip)

@@ -3,9 +3,7 @@ tensor to the readable `_update(theta, group)`, or, with foreach (the default), 
 tensors of one device and dtype to `_update_foreach(params, group)`, which does the same
 arithmetic with torch._foreach_* ops (they take lists of one device and dtype), or, with
 foreach="compiled", the list to `_step_compiled`: the same update as one loop per tensor generated
-by torch.compile (kernels/adam.py, for Adam and AdamW; the foreach path for SGD). Adam and AdamW
-first try `_update_flat`: parameters that lie end to end in one buffer (minilm/optim/flat.py)
-are updated as that one buffer."""
+by torch.compile (kernels/adam.py, for Adam and AdamW; the foreach path for SGD)."""
 
 import torch
 
@@ -29,20 +27,12 @@ class Optimizer(torch.optim.Optimizer):
             if group["foreach"] is False:
                 for theta in params:
                     self._update(theta, group)
+            elif group["foreach"] == "compiled":
+                self._step_compiled(params, group)
             else:
                 for same in by_device_and_dtype(params):
-                    if self._update_flat(same, group):
-                        continue
-                    if group["foreach"] == "compiled":
-                        self._step_compiled(same, group)
-                    else:
-                        self._update_foreach(same, group)
+                    self._update_foreach(same, group)
         return loss
-
-    def _update_flat(self, params, group) -> bool:
-        """The update of `params` laid end to end in one buffer (minilm/optim/flat.py), when the
-        optimizer has such a path and they are; False otherwise."""
-        return False
 
     def _update(self, theta, group):
         raise NotImplementedError

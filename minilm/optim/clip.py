@@ -3,13 +3,10 @@
     ||g|| = sqrt(sum over all parameters of sum g_i^2)
     g <- g * min(1, max_norm / (||g|| + 1e-6))
 
-the same as torch.nn.utils.clip_grad_norm_ (to float rounding: gradients laid end to end in one
-buffer are summed as one tensor, in another order).
+the same as torch.nn.utils.clip_grad_norm_.
 """
 
 import torch
-
-from minilm.optim.flat import span
 
 
 @torch.no_grad()
@@ -18,9 +15,6 @@ def clip_grad_norm(parameters, max_norm: float) -> float:
     grads = [p.grad for p in parameters if p.grad is not None]
     if not grads:
         return 0.0
-    whole = span(grads)  # gradients end to end in one buffer (minilm/optim/flat.py): one norm, one scaling
-    if whole is not None:
-        grads = [whole]
     total = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g.float()) for g in grads]))
     if max_norm > 0:
         scale = (max_norm / (total + 1e-6)).clamp(max=1.0)
