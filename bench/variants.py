@@ -1,7 +1,7 @@
 """The attention and norm variants at equal steps: a small decoder trained with each on the WordNet
 corpus, held-out loss after the same number of steps, the same data and the same seed.
 
-    python bench/variants.py                            # 400 steps each, about a minute per variant on 2 cores
+    python bench/variants.py                            # 300 steps each, about two minutes per variant on 2 cores
     python bench/variants.py --steps 1000 --variants baseline,gqa --out /tmp/variants.json
 
 Every run: `train.py --arch decoder --objective clm` on data/wordnet/corpus.txt.gz (shipped with
@@ -49,8 +49,9 @@ def train(flags: list, out: Path, log: Path) -> str:
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--steps", type=int, default=400, help="training steps per variant (default: %(default)s)")
+    p.add_argument("--steps", type=int, default=300, help="training steps per variant (default: %(default)s)")
     p.add_argument("--variants", default=",".join(VARIANTS), help=f"comma-separated, from {', '.join(VARIANTS)} (default: all)")
+    p.add_argument("--reuse", action="store_true", help="read variants already trained to --steps in --runs instead of training them again")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "variants", help="where the runs go (default: %(default)s)")
     p.add_argument("--out", type=Path, default=ROOT / "bench" / "results" / "variants.json", help="results JSON (default: %(default)s)")
     args = p.parse_args(argv)
@@ -67,8 +68,13 @@ def main(argv=None):
     rows = {}
     for name in chosen:
         out = args.runs / re.sub(r"\W+", "-", name).strip("-")
-        log = train(["--data", str(shards / "data"), "--max-steps", str(args.steps), "--eval-every", str(args.steps),
-                     "--eval-batches", "50", *VARIANTS[name]], out, out.with_suffix(".log"))
+        finished = out.with_suffix(".log").is_file() and "done in" in out.with_suffix(".log").read_text()
+        if args.reuse and finished and f"at step {args.steps}:" in out.with_suffix(".log").read_text():
+            print(f"reusing {out}", flush=True)
+            log = out.with_suffix(".log").read_text()
+        else:
+            log = train(["--data", str(shards / "data"), "--max-steps", str(args.steps), "--eval-every", str(args.steps),
+                         "--eval-batches", "50", *VARIANTS[name]], out, out.with_suffix(".log"))
         seconds = re.search(r"done in (\d+)s", log)
         last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
         params = json.loads((out / "config.json").read_text())
