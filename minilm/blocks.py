@@ -119,7 +119,7 @@ class Transformer(nn.Module):
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
         # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/registry.py)
         handles_causal = getattr(lookup("attention", self.config.attn_impl), "handles_causal", False)
-        window, scores = self.config.attn_window, getattr(self.embed.position, "score_bias", None)  # ALiBi: a bias on the scores
+        window, scores = self.config.attn_window, getattr(getattr(self.embed, "position", None), "score_bias", None)  # ALiBi: a bias on the scores
         implicit_causal = handles_causal and attention_mask is None and past == 0 and (window is None or S <= window) and scores is None
         bias = None if implicit_causal else attention_bias(attention_mask, T, S, self.causal, x.dtype, x.device, window)
         if scores is not None:

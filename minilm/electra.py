@@ -112,6 +112,8 @@ class ELECTRA(nn.Module):
         config = discriminator.config
         if config.arch != "encoder":
             raise ValueError(f"ELECTRA pretrains an encoder, not {config.arch!r}")
+        if config.pos == "alibi":  # the generator reads the discriminator's embeddings, but has heads of its own
+            raise ValueError("ELECTRA with ALiBi positions is not supported: the generator has its own heads, and no slopes of its own")
         if rtd_weight <= 0:
             raise ValueError(f"the weight lambda of the discriminator's loss must be positive, got {rtd_weight}")
         self.discriminator = discriminator  # registered first: the shared embeddings are stored under its names

@@ -15,7 +15,7 @@ from minilm.optim import AdamW
     "changes, message",
     [
         (dict(n_embd=30, n_head=4), "not divisible"),
-        (dict(pos="alibi"), "ModelConfig.pos='alibi'"),
+        (dict(pos="nope"), "ModelConfig.pos='nope'"),
         (dict(norm="batchnorm"), "ModelConfig.norm"),
         (dict(mlp="geglu"), "ModelConfig.mlp"),
         (dict(attn_impl="flash"), "ModelConfig.attn_impl"),

@@ -277,6 +277,9 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("decoder", mlp="moe", moe_top_k=5)
     with pytest.raises(ValueError, match="do not apply to share_layers"):
         tiny_config("decoder", share_layers=True, layer_ff=[8, 8])
+    from minilm.electra import ELECTRA
+    with pytest.raises(ValueError, match="ELECTRA with ALiBi positions is not supported"):
+        ELECTRA(build_model(tiny_config("encoder", head="mlm", pos="alibi")))
     with pytest.raises(ValueError, match="does not apply to ALiBi"):
         tiny_config("decoder", pos="alibi", layer_heads=[2, 2])
     with pytest.raises(ValueError, match="attn_window=0: must be a positive number"):
