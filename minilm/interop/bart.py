@@ -20,7 +20,7 @@ count or feed-forward size, which minilm shares between the two stacks.
 from __future__ import annotations
 
 from minilm.config import ModelConfig
-from minilm.interop.mapping import ROW, Table, ff_size, require, unsupported
+from minilm.interop.mapping import PLAIN_VARIANTS, ROW, Table, ff_size, require, unsupported
 
 MODEL_TYPE = "bart"
 BASE_PREFIX = "model."
@@ -139,7 +139,7 @@ def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
     The decoder starts from the tokenizer's BOS, as minilm's own encoder-decoders are trained
     (minilm/data/pretrain.py); BART's forced BOS/EOS are left out, so transformers' greedy search
     is minilm's."""
-    require(config, "BART", n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
+    require(config, "BART", **PLAIN_VARIANTS, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
             n_segment=0, norm_eps=1e-5, pos_offset=POS_OFFSET)
     if config.mlp not in ("gelu", "gelu_tanh", "relu"):
         require(config, "BART", mlp="gelu")

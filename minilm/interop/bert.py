@@ -20,7 +20,7 @@ are what match.
 from __future__ import annotations
 
 from minilm.config import ModelConfig
-from minilm.interop.mapping import Table, ff_size, require, unsupported
+from minilm.interop.mapping import PLAIN_VARIANTS, Table, ff_size, require, unsupported
 
 MODEL_TYPE = "bert"
 BASE_PREFIX = "bert."  # where the backbone sits inside the models with heads
@@ -126,7 +126,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
     """(config.json fields, architecture) of a minilm encoder; ValueError for what BERT cannot hold."""
-    require(config, "BERT", n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
+    require(config, "BERT", **PLAIN_VARIANTS, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
             pos_offset=0, scale_embedding=False)
     if config.mlp not in ("gelu", "gelu_tanh", "relu"):
         require(config, "BERT", mlp="gelu")

@@ -14,7 +14,7 @@ GELU ("gelu_new") and an LM head tied to the token embedding. Two storage differ
 from __future__ import annotations
 
 from minilm.config import ModelConfig
-from minilm.interop.mapping import CONV1D, Table, ff_size, fused, require, unsupported
+from minilm.interop.mapping import PLAIN_VARIANTS, CONV1D, Table, ff_size, fused, require, unsupported
 
 MODEL_TYPE = "gpt2"
 BASE_PREFIX = "transformer."
@@ -94,7 +94,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
 
 def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
     """(config.json fields, architecture) of a minilm decoder; ValueError for what GPT-2 cannot hold."""
-    require(config, "GPT-2", n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None, norm="layernorm", norm_position="pre", embed_norm=False, pos="learned", bias=True,
+    require(config, "GPT-2", **PLAIN_VARIANTS, norm="layernorm", norm_position="pre", embed_norm=False, pos="learned", bias=True,
             n_segment=0, pos_offset=0, scale_embedding=False, lm_head_bias=False)
     if config.mlp not in ("gelu", "gelu_tanh", "relu"):
         require(config, "GPT-2", mlp="gelu_tanh")

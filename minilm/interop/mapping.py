@@ -123,6 +123,10 @@ def unsupported(source: str, field: str, value, why: str):
     raise ValueError(f"{source}: {field}={value!r} is not supported ({why})")
 
 
+# The research switches of minilm's config (docs/variants.md) at the values BERT, GPT-2 and BART have.
+PLAIN_VARIANTS = dict(n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None)
+
+
 def require(config, family: str, **expected) -> None:
     """Refuse a minilm config that the Hugging Face family cannot represent, naming the field."""
     for name, value in expected.items():
