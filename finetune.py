@@ -22,19 +22,23 @@ import argparse
 import sys
 from pathlib import Path
 
-from minilm import distill, peft, prune
+from minilm import peft
+
+from minilm.training import distill
+
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
-from minilm import distributed
 from minilm.cli import add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import POOLINGS, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.data.text_to_text import Seq2SeqData, SFTData
-from minilm.pretrained import shipped
-from minilm.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.objectives import IGNORE_INDEX
+from minilm.pretrained import shipped
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import Trainer, TrainingStopped
+from minilm.training import prune
+from minilm.training import distributed
+from minilm.training.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
+from minilm.training.trainer import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_ENCODER = "minilm-mini"  # minilm/pretrained: the encoder tasks start from it unless --init says otherwise

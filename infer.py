@@ -26,10 +26,10 @@ from pathlib import Path
 
 import torch
 
-from minilm import inference
 from minilm.cli import a_or_an, add_plugin_arg, load_plugins
 from minilm.data.corpus import not_utf8, open_text
-from minilm.inference import GenerationSettings
+from minilm.inference import predict
+from minilm.inference.predict import GenerationSettings
 from minilm.tokenizer import MASK
 
 ROOT = Path(__file__).resolve().parent
@@ -142,10 +142,10 @@ def parse_args(argv=None):
 def load(args, needs: str):
     """The checkpoint's (model, tokenizer); exits with a clear message when it cannot do `needs`."""
     try:
-        model, tokenizer = inference.load(args.ckpt, args.device, args.quantize, args.compile)
+        model, tokenizer = predict.load(args.ckpt, args.device, args.quantize, args.compile)
     except (FileNotFoundError, ValueError, RuntimeError) as e:
         sys.exit(f"error: {e}")
-    if needs in NEEDS and inference.kind(model) != needs:  # any model embeds; serve answers what the model can
+    if needs in NEEDS and predict.kind(model) != needs:  # any model embeds; serve answers what the model can
         c = model.config
         sys.exit(f"error: {args.ckpt} holds {a_or_an(c.arch)} model with a {c.head!r} head; {needs} needs {NEEDS[needs]}")
     return model, tokenizer
@@ -191,7 +191,7 @@ def cmd_generate(args):
         sys.stdout.flush()
 
     try:
-        results = inference.generate_texts(model, tk, args.prompt, settings_of(args), on_text if stream else None)
+        results = predict.generate_texts(model, tk, args.prompt, settings_of(args), on_text if stream else None)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for r in results:
@@ -205,7 +205,7 @@ def cmd_generate(args):
 
 def cmd_predict(args):
     model, tk = load(args, "predict")
-    for r in inference.predict_texts(model, tk, read_inputs(args), args.pair, args.top, args.batch_size):
+    for r in predict.predict_texts(model, tk, read_inputs(args), args.pair, args.top, args.batch_size):
         if args.json:
             print(json.dumps(r))
         elif "value" in r:
@@ -221,7 +221,7 @@ def cmd_predict(args):
 def cmd_fill_mask(args):
     model, tk = load(args, "fill-mask")
     try:
-        results = inference.fill_mask(model, tk, read_inputs(args), args.top_k)
+        results = predict.fill_mask(model, tk, read_inputs(args), args.top_k)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for r in results:
@@ -236,13 +236,13 @@ def cmd_fill_mask(args):
 def cmd_embed(args):
     model, tk = load(args, "embed")
     texts = read_inputs(args)
-    vectors = inference.embed_texts(model, tk, texts, normalize=not args.no_normalize, batch_size=args.batch_size)
+    vectors = predict.embed_texts(model, tk, texts, normalize=not args.no_normalize, batch_size=args.batch_size)
     for text, v in zip(texts, vectors.tolist()):
         print(json.dumps({"text": text, "embedding": v}) if args.json else " ".join(f"{x:.5f}" for x in v))
 
 
 def cmd_serve(args):
-    from minilm.serve import Limits, serve
+    from minilm.inference.serve import Limits, serve
 
     model, tk = load(args, "serve")
     limits = Limits(args.max_body_bytes, args.max_prompt_tokens, args.max_new_tokens_limit, args.max_batch, args.max_beams)

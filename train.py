@@ -27,7 +27,7 @@ files are task files (CSV, TSV, JSONL) of which only those columns are read, eac
 (its text, then its pair text) and the labels never: task-adaptive pretraining (Gururangan et al.
 2020), MLM for an encoder, before `finetune.py --init <out>`.
 
---objective electra (Clark et al. 2020; minilm/electra.py, docs/electra.md) trains the encoder as
+--objective electra (Clark et al. 2020; minilm/training/electra.py, docs/electra.md) trains the encoder as
 a discriminator that tells which tokens a small MLM generator (--electra-generator-size of its
 width, the same depth, sharing its embeddings) replaced: loss = L_MLM + --electra-weight x L_Disc.
 The saved model is the discriminator alone, a plain encoder for `finetune.py --init <out>`; the
@@ -35,7 +35,7 @@ generator is kept beside it in helpers.safetensors, for --resume.
 
 Under torchrun, --batch-size is per rank: the global batch is batch-size x ranks x grad-accum, and
 N ranks with --batch-size B take the same steps as one process with --batch-size N*B (see
-minilm/distributed.py; --fsdp shards the model instead of replicating it). Checkpoints hold the
+minilm/training/distributed.py; --fsdp shards the model instead of replicating it). Checkpoints hold the
 plain model, so a run resumes in any number of processes.
 """
 
@@ -44,20 +44,20 @@ import sys
 from pathlib import Path
 
 
-from minilm import distributed
 from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
 from minilm.cli import a_or_an, add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
 from minilm.data.shards import TokenShards, is_shard_dir
-from minilm.electra import ELECTRA
-from minilm.finetuning import init_model
 from minilm.metrics import perplexity
-from minilm.models import build_model
-from minilm.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, init_output_bias, pretraining_loss, pretraining_targets, unigram_baseline
+from minilm.model.families import build_model
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import Trainer, TrainingStopped
+from minilm.training import distributed
+from minilm.training.electra import ELECTRA
+from minilm.training.finetuning import init_model
+from minilm.training.pretraining import OBJECTIVE_ARCH, OBJECTIVE_HEAD, evaluate_pretraining, init_output_bias, pretraining_loss, pretraining_targets, unigram_baseline
+from minilm.training.trainer import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent
 DEFAULT_DATA = ROOT / "data" / "wordnet" / "corpus.txt.gz"

@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 import minilm  # noqa: E402
-from minilm.inference import fill_mask  # noqa: E402
+from minilm.inference.predict import fill_mask  # noqa: E402
 
 PROBES = [
     ("a domestic [MASK] that barks", {"dog", "animal"}),

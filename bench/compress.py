@@ -8,7 +8,7 @@ and of what distillation, structured and unstructured pruning and int8 make of i
 Rows (each trained by the command it prints, into --runs/<task>/<row>):
 
     teacher            finetune.py --init TEACHER --lr 5e-5 --max-steps --teacher-steps
-    pruned             python -m minilm.prune --heads 0.5 --ffn 0.5, then finetune.py --init pruned
+    pruned             python -m minilm.training.prune --heads 0.5 --ffn 0.5, then finetune.py --init pruned
                        --teacher teacher (recovery, distilled) for --recovery-epochs
     student            finetune.py with its defaults (from minilm-mini)
     student-distilled  the same with --teacher teacher
@@ -37,9 +37,10 @@ sys.path.insert(0, str(ROOT))
 
 from minilm.checkpoint import atomic_write_json, atomic_write_text, from_pretrained  # noqa: E402
 from minilm.data.tasks import ClassificationData, label_ids, read_examples  # noqa: E402
-from minilm.finetuning import evaluate_task, forward_task  # noqa: E402
-from minilm.quantize import linear_weight_bytes, quantize  # noqa: E402
+from minilm.inference.quantize import linear_weight_bytes, quantize  # noqa: E402
+from minilm.inference.task_outputs import forward_task  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
+from minilm.training.finetuning import evaluate_task  # noqa: E402
 
 TASKS = {  # name: (train, dev, text column) relative to --data
     "sst2": ("train.tsv", "dev.tsv", "sentence"),
@@ -59,7 +60,7 @@ def train_rows(args, runs: Path, files: list):
     teacher = runs / "teacher"
     rows["teacher"] = [ft + ["--init", args.teacher_init, "--lr", "5e-5", "--warmup", "100", "--max-steps", args.teacher_steps,
                              "--batch-size", "32", "--eval-every", max(1, args.teacher_steps // 4), "--out", teacher]]
-    rows["pruned"] = [[sys.executable, "-m", "minilm.prune", "--ckpt", teacher, "--out", runs / "pruned-raw", "--heads", "0.5", "--ffn", "0.5",
+    rows["pruned"] = [[sys.executable, "-m", "minilm.training.prune", "--ckpt", teacher, "--out", runs / "pruned-raw", "--heads", "0.5", "--ffn", "0.5",
                        "--train", files[1], "--text-col", files[files.index("--text-col") + 1]],
                       ft + ["--init", runs / "pruned-raw", "--teacher", teacher, "--lr", "1e-4", "--epochs", args.recovery_epochs, "--out", runs / "pruned"]]
     rows["student"] = [ft + ["--out", runs / "student"]]

@@ -29,8 +29,8 @@ sys.path.insert(0, str(ROOT))
 
 import minilm  # noqa: E402
 from report import machine, write_results  # noqa: E402
-from minilm.generate import generate, left_pad  # noqa: E402
-from minilm.quantize import quantize  # noqa: E402
+from minilm.inference.generate import generate, left_pad  # noqa: E402
+from minilm.inference.quantize import quantize  # noqa: E402
 
 
 def parse_args(argv=None):

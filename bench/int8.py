@@ -6,7 +6,7 @@ float32 beside int8 (`infer.py predict --quantize int8`).
     python bench/int8.py --ckpt runs/my-classifier --dev dev.tsv --text-col sentence --name mine
 
 For each checkpoint the whole dev set is labelled by the float32 model and by its int8 copy (every
-nn.Linear quantised per output channel; see minilm/quantize.py), taking turns --repeats times; the
+nn.Linear quantised per output channel; see minilm/inference/quantize.py), taking turns --repeats times; the
 speed is the median wall time of a full pass, in examples per second.
 """
 
@@ -21,9 +21,9 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minilm import inference  # noqa: E402
 from minilm.data.tasks import read_examples  # noqa: E402
-from minilm.quantize import linear_weight_bytes, quantize  # noqa: E402
+from minilm.inference import predict  # noqa: E402
+from minilm.inference.quantize import linear_weight_bytes, quantize  # noqa: E402
 from report import machine, write_results  # noqa: E402
 
 DEFAULTS = {  # name: (checkpoint, dev file)
@@ -56,19 +56,19 @@ def main(argv=None):
     args = parse_args(argv)
     rows = []
     for name, ckpt, dev in args.runs:
-        model, tk = inference.load(ckpt)
+        model, tk = predict.load(ckpt)
         variants = {"float32": model, "int8": quantize(model)}
         examples = read_examples(dev, args.text_col, None, args.label_col)
         texts, gold = [e.text for e in examples], [e.label for e in examples]
         times, accuracy = {v: [] for v in variants}, {}
         with torch.no_grad():
             for v, m in variants.items():  # warm-up pass, and the labels
-                predicted = [r["label"] for r in inference.predict_texts(m, tk, texts, batch_size=args.batch_size)]
+                predicted = [r["label"] for r in predict.predict_texts(m, tk, texts, batch_size=args.batch_size)]
                 accuracy[v] = sum(p == g for p, g in zip(predicted, gold)) / len(gold)
             for _ in range(args.repeats):
                 for v, m in variants.items():
                     start = time.perf_counter()
-                    inference.predict_texts(m, tk, texts, batch_size=args.batch_size)
+                    predict.predict_texts(m, tk, texts, batch_size=args.batch_size)
                     times[v].append(time.perf_counter() - start)
         base = statistics.median(times["float32"])
         for v, m in variants.items():

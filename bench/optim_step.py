@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minilm.config import PRESETS, from_preset  # noqa: E402
-from minilm.models import build_model  # noqa: E402
+from minilm.model.families import build_model  # noqa: E402
 from minilm.optim import SGD, Adam, AdamW, param_groups  # noqa: E402
 
 SETTINGS = {

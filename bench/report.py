@@ -28,7 +28,7 @@ def cpu_name() -> str:
 def machine(*extra: str) -> str:
     """CPU (model, the vector instructions torch uses, bf16 matrix support), torch threads and
     versions, as each result states them."""
-    from minilm.trainer import cpu_has_bf16
+    from minilm.training.trainer import cpu_has_bf16
 
     isa = torch.backends.cpu.get_cpu_capability()
     parts = [f"{cpu_name()} ({platform.machine()}, {isa}{', bf16 matrix instructions' if cpu_has_bf16() else ', no bf16 matrix instructions'})",

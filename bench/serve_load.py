@@ -65,7 +65,7 @@ def parse_args(argv=None):
 def classifier_from_encoder(folder: Path) -> Path:
     import minilm
     from minilm.checkpoint import save_pretrained
-    from minilm.models import build_model
+    from minilm.model.families import build_model
 
     base = minilm.from_pretrained("minilm-mini")
     model = build_model(base.config.replace(head="cls", n_labels=3, labels=["a", "b", "c"], pooling="mean"))

@@ -28,9 +28,9 @@ sys.path.insert(0, str(ROOT))
 
 from minilm.checkpoint import atomic_write_json  # noqa: E402
 from minilm.config import from_preset  # noqa: E402
-from minilm.models import build_model  # noqa: E402
-from minilm.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
-from minilm.trainer import TrainArgs, Trainer  # noqa: E402
+from minilm.model.families import build_model  # noqa: E402
+from minilm.training.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
+from minilm.training.trainer import TrainArgs, Trainer  # noqa: E402
 
 
 class ReferenceBlock(nn.Module):

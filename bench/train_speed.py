@@ -45,10 +45,10 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
 from minilm.config import from_preset  # noqa: E402
-from minilm.models import build_model  # noqa: E402
+from minilm.model.families import build_model  # noqa: E402
 from minilm.objectives import IGNORE_INDEX  # noqa: E402
-from minilm.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
-from minilm.trainer import TrainArgs, Trainer, cpu_has_bf16  # noqa: E402
+from minilm.training.pretraining import pretraining_loss, pretraining_targets  # noqa: E402
+from minilm.training.trainer import TrainArgs, Trainer, cpu_has_bf16  # noqa: E402
 from report import machine, write_results  # noqa: E402
 
 SHAPES = {

@@ -49,7 +49,7 @@ def keep_cache_writes_eager():
     (KVCache.append). Inductor cannot compile a write into a view of a tensor handed to the graph
     (it fails on the first decoding step of an encoder-decoder, or with beams), so that method runs
     outside the compiled graph: one graph break per block and step."""
-    from minilm.attention import KVCache
+    from minilm.model.attention import KVCache
 
     if not getattr(KVCache.append, "_minilm_eager", False):
         KVCache.append = torch.compiler.disable(KVCache.append)

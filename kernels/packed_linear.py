@@ -21,8 +21,7 @@ import contextlib
 import torch
 from torch import nn
 
-from minilm.distributed import is_sharded
-from minilm.heads import LMHead
+from minilm.model.heads import LMHead
 
 MIN_PACKED = 1 << 17  # weight entries; smaller matrices are read faster than a oneDNN call starts
 
@@ -50,7 +49,8 @@ def packable(module) -> bool:
     if type(module) not in (nn.Linear, LMHead):
         return False
     w = module.weight
-    return not is_sharded(w) and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
+    sharded = type(w).__name__ == "DTensor"  # an FSDP shard (minilm.training.distributed.is_sharded)
+    return not sharded and w.dtype == torch.float32 and w.device.type == "cpu" and w.numel() >= MIN_PACKED
 
 
 def compiled(module) -> bool:

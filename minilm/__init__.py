@@ -11,7 +11,7 @@ GPT-2 and BART (minilm/interop); `python -m minilm.convert` converts either way.
 
 from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.config import PRESETS, ModelConfig, from_preset
-from minilm.models import Decoder, Encoder, EncoderDecoder, build_model
+from minilm.model.families import Decoder, Encoder, EncoderDecoder, build_model
 from minilm.tokenizer import Tokenizer
 
 __version__ = "0.1.0"

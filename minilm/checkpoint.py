@@ -26,7 +26,7 @@ from safetensors.torch import load_file, load_model, save_file
 
 from minilm.config import ModelConfig
 from minilm.files import atomic_write, atomic_write_json, atomic_write_text, write_directory  # noqa: F401  (also minilm.checkpoint's names)
-from minilm.models import build_model, unwrap
+from minilm.model.families import build_model, unwrap
 from minilm.tokenizer import Tokenizer
 
 MODEL_FILE, CONFIG_FILE, TOKENIZER_FILE = "model.safetensors", "config.json", "tokenizer.json"
@@ -79,7 +79,7 @@ def kept_model(model):
 
     Usually `model` itself and "". A pretraining wrapper that trains helper networks beside the
     model it pretrains, to be thrown away after (ELECTRA's generator and replaced-token head around
-    its discriminator: minilm/electra.py), names that model's attribute in `kept`: its checkpoints
+    its discriminator: minilm/training/electra.py), names that model's attribute in `kept`: its checkpoints
     hold the kept network as a plain model (model.safetensors + config.json, what `from_pretrained`
     and fine-tuning load) and every other tensor of the wrapper in helpers.safetensors, so that
     `load_into` restores the whole wrapper for --resume."""
@@ -113,7 +113,7 @@ def save_pretrained(directory, model, tokenizer: Tokenizer | None = None, tensor
     """Write model.safetensors, config.json (and tokenizer.json), each file atomically. A model
     with a parameter-efficient adapter (minilm.peft) writes only its trained tensors,
     adapter.safetensors, and adapter_config.json, which names the base checkpoint. `tensors`: the
-    model's full state dict, when its own parameters are shards (minilm/distributed.py)."""
+    model's full state dict, when its own parameters are shards (minilm/training/distributed.py)."""
     directory = Path(directory)
     model = unwrap(model)
     network, prefix = kept_model(model)

@@ -12,16 +12,18 @@ import sys
 import numpy as np
 import torch
 
-from minilm import distributed, registry
+from minilm.training import distributed
+
 from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
 from minilm.config import LOSS_IMPLS, NORM_POSITIONS, PRESETS, ModelConfig
+from minilm.model import registry
 from minilm.optim import OPTIMIZERS, SCHEDULES
 from minilm.tokenizer import Tokenizer
-from minilm.trainer import TrainArgs, cpu_has_bf16
+from minilm.training.trainer import TrainArgs, cpu_has_bf16
 
 
 PLUGIN_HELP = ("a Python file or module to import first: the attention, position, norm and MLP variants it registers "
-               "(minilm/registry.py) become choices of the flags and configs (repeatable)")
+               "(minilm/model/registry.py) become choices of the flags and configs (repeatable)")
 
 
 def add_plugin_arg(p: argparse.ArgumentParser) -> None:

@@ -2,15 +2,15 @@
 
 Every checkpoint stores its `ModelConfig` as `config.json`, so a checkpoint alone rebuilds its model.
 Research knobs are string choices, each resolved by name in the module that implements it; the
-four marked * are extension points, to which a file of your own adds names (minilm/registry.py):
+four marked * are extension points, to which a file of your own adds names (minilm/model/registry.py):
 
-    pos *          "learned" | "sinusoidal" | "rope" | "alibi" (minilm/embeddings.py)
-    norm *         "layernorm" | "rmsnorm"                     (minilm/norms.py)
-    norm_position  "pre" | "post"                              (minilm/blocks.py)
-    mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/mlp.py) | "moe" (minilm/moe.py)
-    attn_impl *    "math" | "sdpa"                             (minilm/attention.py)
-    loss_impl      "logits" | "chunked"                        (minilm/heads.py: LMHead.loss_sum)
-    head           see HEADS below                             (minilm/heads.py)
+    pos *          "learned" | "sinusoidal" | "rope" | "alibi" (minilm/model/embeddings.py)
+    norm *         "layernorm" | "rmsnorm"                     (minilm/model/norms.py)
+    norm_position  "pre" | "post"                              (minilm/model/blocks.py)
+    mlp *          "gelu" | "gelu_tanh" | "relu" | "swiglu"    (minilm/model/mlp.py) | "moe" (minilm/model/moe.py)
+    attn_impl *    "math" | "sdpa"                             (minilm/model/attention.py)
+    loss_impl      "logits" | "chunked"                        (minilm/model/heads.py: LMHead.loss_sum)
+    head           see HEADS below                             (minilm/model/heads.py)
 
 Presets give the sizes people use; `from_preset("mini", arch="decoder", vocab_size=8192)` applies
 the family's defaults (`ARCH_DEFAULTS`), then the preset, then the overrides.
@@ -22,11 +22,11 @@ import dataclasses
 import json
 from dataclasses import dataclass, field
 
-from minilm import registry
 from minilm.files import atomic_write_text
+from minilm.model import registry
 
 ARCHS = ("encoder", "decoder", "encoder-decoder")
-# the built-in choices of the four extension points; a plugin adds names (minilm/registry.py)
+# the built-in choices of the four extension points; a plugin adds names (minilm/model/registry.py)
 POSITIONS, NORMS, MLPS, ATTN_IMPLS = (tuple(registry.BUILTIN[kind]) for kind in ("position", "norm", "mlp", "attention"))
 NORM_POSITIONS = ("pre", "post")
 POOLINGS = ("cls", "mean")  # what a sentence head (cls, regression, nsp) reads: the [CLS] state, or the mean of the real tokens
@@ -94,7 +94,7 @@ class ModelConfig:
     pooling: str = "cls"  # the pooler's input: the first ([CLS]) state, as BERT, or the mean over real tokens
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
-    layer_heads: list[int] | None = None  # self-attention heads of each block after structured pruning (minilm/prune.py); None: n_head in all
+    layer_heads: list[int] | None = None  # self-attention heads of each block after structured pruning (minilm/training/prune.py); None: n_head in all
     layer_ff: list[int] | None = None  # feed-forward inner size of each block after structured pruning; None: the MLP's own in all
 
     def __post_init__(self):

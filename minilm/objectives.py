@@ -7,7 +7,7 @@ any loss; it is defined here and nowhere else.
           [MASK], 10% a random token, 10% stay; predict the originals.  L = -mean log p(x_i | x_masked)
     NSP   (BERT 3.1): is segment B the real continuation of A?  L = -mean log p(IsNext | A, B)
     CLM   (GPT): L = -mean_t log p(x_{t+1} | x_<=t)
-    RTD   (ELECTRA, Clark et al. 2020): was token t replaced?  L = mean_t BCE(D(x, t), y_t)  (minilm/electra.py)
+    RTD   (ELECTRA, Clark et al. 2020): was token t replaced?  L = mean_t BCE(D(x, t), y_t)  (minilm/training/electra.py)
     Span corruption (T5, Raffel et al. 2020, 3.1.4): replace 15% of tokens, in spans of mean
           length 3, by sentinels; the decoder writes each sentinel followed by the span it hid.
 """
@@ -36,7 +36,7 @@ def binary_cross_entropy_sum(logits, targets):
 
         sum_i -[y_i log sigmoid(z_i) + (1 - y_i) log(1 - sigmoid(z_i))]
 
-    (ELECTRA's replaced-token detection, minilm/electra.py)."""
+    (ELECTRA's replaced-token detection, minilm/training/electra.py)."""
     z = logits.to(torch.promote_types(logits.dtype, torch.float32))
     return F.binary_cross_entropy_with_logits(z, targets.to(z.dtype), reduction="sum"), targets.numel()
 

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from minilm.config import ModelConfig
-from minilm.models import build_model
+from minilm.model.families import build_model
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))  # the scripts train.py, finetune.py, infer.py are imported by tests

@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from minilm.attention import KVCache, attention_bias, math_attention, sdpa_attention
-from minilm.models import build_model
+from minilm.model.attention import KVCache, attention_bias, math_attention, sdpa_attention
+from minilm.model.families import build_model
 
 V = 53
 
@@ -110,8 +110,8 @@ def test_attention_bias_blocks_future_and_padding():
 
 
 def test_fused_norms_and_activations_equal_their_written_out_equations():
-    from minilm.mlp import gelu, gelu_reference, gelu_tanh, gelu_tanh_reference
-    from minilm.norms import LayerNorm, RMSNorm, layer_norm_reference, rms_norm_reference
+    from minilm.model.mlp import gelu, gelu_reference, gelu_tanh, gelu_tanh_reference
+    from minilm.model.norms import LayerNorm, RMSNorm, layer_norm_reference, rms_norm_reference
 
     torch.manual_seed(0)
     x = torch.randn(3, 5, 16, dtype=torch.float64, requires_grad=True)

@@ -5,8 +5,8 @@ import pytest
 import torch
 
 from conftest import tiny_model
-from minilm.beam import beam_search
-from minilm.generate import generate, left_pad
+from minilm.inference.beam import beam_search
+from minilm.inference.generate import generate, left_pad
 
 V = 53
 

@@ -306,7 +306,7 @@ def test_tied_weights_are_stored_under_the_embedding_and_every_alias_loads(tmp_p
     from safetensors.torch import save_file
 
     from minilm.checkpoint import load_weights
-    from minilm.finetuning import init_model
+    from minilm.training.finetuning import init_model
 
     model = tiny_model("encoder", "mlm+nsp")
     save_pretrained(tmp_path / "ckpt", model)

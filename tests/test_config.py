@@ -7,7 +7,7 @@ import torch
 
 from conftest import tiny_config
 from minilm.config import ARCH_DEFAULTS, HEADS, MLPS, NORM_POSITIONS, NORMS, POSITIONS, PRESETS, ModelConfig, from_preset
-from minilm.models import build_model
+from minilm.model.families import build_model
 from minilm.optim import AdamW
 
 

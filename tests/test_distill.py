@@ -1,4 +1,4 @@
-"""Knowledge distillation (minilm/distill.py, finetune.py --teacher): the loss is the equation of its
+"""Knowledge distillation (minilm/training/distill.py, finetune.py --teacher): the loss is the equation of its
 docstring, alpha = 0 is plain fine-tuning, the teacher is run once, and a student learns from a
 teacher for cls, regression and ner, with unlabeled text labelled by the teacher."""
 
@@ -10,9 +10,9 @@ import torch
 import torch.nn.functional as F
 
 import finetune
-from minilm import distill
-from minilm.finetuning import task_loss
 from minilm.objectives import IGNORE_INDEX
+from minilm.training import distill
+from minilm.training.finetuning import task_loss
 from test_scripts import TINY, TOPICS, write_task
 from test_tagging import write_tagged
 

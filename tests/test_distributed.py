@@ -26,7 +26,7 @@ pytestmark = pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_availa
 # train.py, leaving the process at the start of step `at` (after the checkpoint of step `at` is written)
 STOP_AT = '''
 import os, sys
-import minilm.trainer as trainer
+import minilm.training.trainer as trainer
 import train
 
 at, argv = int(sys.argv[1]), sys.argv[2:]
@@ -134,7 +134,7 @@ def finetune_metrics(out: Path) -> dict:
 
 
 def test_rows_of_cuts_the_global_batch_without_overlap():
-    from minilm.distributed import World, rows_of
+    from minilm.training.distributed import World, rows_of
 
     batch = {"input_ids": torch.arange(10).view(5, 2)}
     parts = [rows_of(batch, World(rank=r, size=2))["input_ids"] for r in range(2)]

@@ -1,4 +1,4 @@
-"""ELECTRA (minilm/electra.py): the generator's size and shared embeddings, the replaced-token labels
+"""ELECTRA (minilm/training/electra.py): the generator's size and shared embeddings, the replaced-token labels
 and loss parts on hand-made batches, and train.py --objective electra end to end: the loss falls,
 the saved directory is a plain encoder that fine-tuning starts from, and --resume restores the
 generator too."""
@@ -15,10 +15,10 @@ import train
 from conftest import tiny_config
 from minilm import from_pretrained
 from minilm.checkpoint import HELPERS_FILE, load_into, save_checkpoint, save_pretrained
-from minilm.electra import ELECTRA, generator_config, loss, predictions, replace_tokens, sample_categorical, targets
-from minilm.models import Encoder, build_model
+from minilm.model.families import Encoder, build_model
 from minilm.objectives import IGNORE_INDEX
-from minilm.pretraining import pretraining_targets
+from minilm.training.electra import ELECTRA, generator_config, loss, predictions, replace_tokens, sample_categorical, targets
+from minilm.training.pretraining import pretraining_targets
 from test_scripts import TINY, metrics, word_tokenizer, write_corpus, write_task
 
 PAD, CLS, SEP, MASK = 0, 2, 3, 4  # ids of the hand-made batches (any distinct ids do: nothing here reads a vocabulary)

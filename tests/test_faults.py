@@ -30,7 +30,7 @@ ROOT = Path(__file__).resolve().parent.parent
 DRIVER = '''
 import builtins, errno, os, resource, shutil, signal, sys
 from pathlib import Path
-import minilm.trainer as trainer
+import minilm.training.trainer as trainer
 import train
 
 fault, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -28,9 +28,9 @@ from minilm.config import ModelConfig, from_preset  # noqa: E402
 from minilm.data.corpus import read_documents  # noqa: E402
 from minilm.data.tagging import read_conll  # noqa: E402
 from minilm.data.tasks import read_examples  # noqa: E402
-from minilm.inference import GenerationSettings  # noqa: E402
-from minilm.models import build_model  # noqa: E402
-from minilm.serve import BadRequest, Limits, settings_of, texts_of  # noqa: E402
+from minilm.inference.predict import GenerationSettings  # noqa: E402
+from minilm.inference.serve import BadRequest, Limits, settings_of, texts_of  # noqa: E402
+from minilm.model.families import build_model  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
 
 EXAMPLES = int(os.environ.get("MINILM_FUZZ_EXAMPLES", "30"))
@@ -215,7 +215,7 @@ def test_generate_fields(tiny_decoder, body):
     except BadRequest as e:
         assert "\n" not in str(e) and 400 <= e.status < 500
         return
-    from minilm.inference import generate_texts
+    from minilm.inference.predict import generate_texts
 
     try:
         outs = generate_texts(model, tokenizer, prompts, s)

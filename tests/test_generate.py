@@ -3,8 +3,8 @@
 import torch
 
 from conftest import tiny_model
-from minilm.beam import beam_search
-from minilm.generate import apply_repetition_penalty, filter_logits, generate, left_pad, pad_prompts
+from minilm.inference.beam import beam_search
+from minilm.inference.generate import apply_repetition_penalty, filter_logits, generate, left_pad, pad_prompts
 
 V = 53
 

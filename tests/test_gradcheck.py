@@ -13,10 +13,10 @@ from torch.autograd import gradcheck
 from torch.func import functional_call
 
 from conftest import tiny_config
-from minilm.attention import MultiHeadAttention, attention_bias, math_attention
-from minilm.embeddings import Embeddings, Rotary, apply_rotary
-from minilm.heads import MLMHead
-from minilm.norms import LayerNorm, RMSNorm, layer_norm_reference, rms_norm_reference
+from minilm.model.attention import MultiHeadAttention, attention_bias, math_attention
+from minilm.model.embeddings import Embeddings, Rotary, apply_rotary
+from minilm.model.heads import MLMHead
+from minilm.model.norms import LayerNorm, RMSNorm, layer_norm_reference, rms_norm_reference
 from minilm.objectives import IGNORE_INDEX, cross_entropy_sum
 
 F64 = torch.float64
@@ -139,7 +139,7 @@ def test_cross_entropy_sum_with_ignored_targets():
 
 def test_mlm_loss_through_the_mlm_head():
     """The MLM loss as pretraining computes it: the head at the masked positions only, then the sum
-    of cross-entropies (minilm/pretraining.py); gradients reach the hidden states and every head weight."""
+    of cross-entropies (minilm/training/pretraining.py); gradients reach the hidden states and every head weight."""
     config = tiny_config("encoder", head="mlm", vocab_size=9, n_embd=4, n_head=2, norm_eps=1e-12)
     head = MLMHead(config).eval()
     torch.nn.init.normal_(head.decoder.weight, 0.0, 0.5)  # the model's init_weights would; here the head stands alone

@@ -1,5 +1,5 @@
-"""No import circles in minilm/ and kernels/: the modules form layers, each importing only those
-below it (files and config at the bottom; loading, training and inference above). The graph is read
+"""No import circles in minilm/ and kernels/, and imports that point down: the modules form layers
+(LAYERS, bottom first), each importing only its own layer and those below it. The graph is read
 from the source (an AST walk: imports inside functions count too, since a lazy import hides a
 circle, it does not remove it), and a test plants a circle to show the check finds one."""
 
@@ -8,6 +8,19 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("minilm", "kernels")
+
+# Bottom first. A module belongs to the longest name here that it is or sits under; the package
+# docstrings (minilm/model/__init__.py, ...) say the same in words.
+LAYERS = (
+    ("minilm.files", "minilm.rng", "minilm.objectives", "minilm.metrics", "minilm.model.registry"),  # leaves
+    ("minilm.config",),
+    ("minilm.model", "kernels"),  # the network; kernels are its fused paths
+    ("minilm.tokenizer", "minilm.data", "minilm.optim", "minilm.peft", "minilm.interop", "minilm.checkpoint",
+     "minilm.pretrained"),  # text in, batches out; directories in and out
+    ("minilm.inference",),
+    ("minilm.training",),  # evaluation during training generates and predicts
+    ("minilm", "minilm.cli", "minilm.convert", "minilm.pretrained.export"),  # the public API and the tools
+)
 
 
 def modules(root: Path, packages) -> dict:
@@ -87,8 +100,41 @@ def test_no_import_circles():
 def test_the_bottom_layers_import_nothing_of_minilm_above_them():
     graph = import_graph(ROOT)
     assert graph["minilm.files"] == set()
-    assert graph["minilm.registry"] == set()  # it imports the built-ins' modules by name, when first needed
-    assert graph["minilm.config"] <= {"minilm.files", "minilm.registry"}
+    assert graph["minilm.model.registry"] == set()  # it imports the built-ins' modules by name, when first needed
+    assert graph["minilm.config"] <= {"minilm.files", "minilm.model.registry"}
+
+
+def layer_of(module: str, layers=LAYERS) -> int:
+    """The index of the layer whose longest matching name the module is or sits under."""
+    matches = [(len(name), i) for i, names in enumerate(layers) for name in names
+               if module == name or module.startswith(name + ".")]
+    assert matches, f"{module} is in no layer of tests/test_imports.py's LAYERS"
+    return max(matches)[1]
+
+
+def upward_imports(graph: dict, layers=LAYERS) -> list[str]:
+    return [f"{m} -> {t}" for m, targets in sorted(graph.items()) for t in sorted(targets) if layer_of(t, layers) > layer_of(m, layers)]
+
+
+def test_imports_point_down():
+    graph = import_graph(ROOT)
+    assert {layer_of(m) for m in graph} == set(range(len(LAYERS)))  # every layer holds modules
+    named = {name for names in LAYERS for name in names} - {"minilm"}
+    unplaced = [m for m in graph if m != "minilm" and not any(m == n or m.startswith(n + ".") for n in named)]
+    assert unplaced == [], "a new module: give it a layer in LAYERS"
+    assert upward_imports(graph) == []
+
+
+def test_a_planted_upward_import_is_found(tmp_path):
+    pkg = tmp_path / "pkg"
+    (pkg / "low").mkdir(parents=True)
+    (pkg / "__init__.py").write_text("")
+    (pkg / "low" / "__init__.py").write_text("")
+    (pkg / "low" / "a.py").write_text("def f():\n    from pkg.high import g  # lazily, still upward\n")
+    (pkg / "high.py").write_text("from pkg.low.a import f\n")
+    layers = (("pkg.low",), ("pkg",))
+    graph = import_graph(tmp_path, ["pkg"])
+    assert upward_imports(graph, layers) == ["pkg.low.a -> pkg.high"]
 
 
 def test_a_planted_circle_is_found(tmp_path):

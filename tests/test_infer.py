@@ -8,8 +8,8 @@ import torch
 from torch import nn
 
 import infer
-from minilm import inference
-from minilm.quantize import linear_weight_bytes, quantize
+from minilm.inference import predict
+from minilm.inference.quantize import linear_weight_bytes, quantize
 from test_scripts import corpus, decoder_ckpt, encoder_ckpt  # noqa: F401  (module fixtures)
 
 
@@ -30,10 +30,10 @@ def test_streamed_text_equals_the_plain_result(decoder_ckpt, capsys, how):
 def test_streaming_holds_back_the_start_of_a_stop_string(decoder_ckpt):
     """A stop string that begins inside one token and ends in the next: the text streamed before
     it completes must not show its first character, and the tokens end where the stop completed."""
-    from minilm.inference import GenerationSettings, cut_at_stop
+    from minilm.inference.predict import GenerationSettings, cut_at_stop
 
-    model, tk = inference.load(decoder_ckpt)
-    free = inference.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True))[0]
+    model, tk = predict.load(decoder_ckpt)
+    free = predict.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True))[0]
     t, stop = free["tokens"], None
     for k in range(1, len(t) - 1):
         a, b = tk.decode(t[: k + 1]), tk.decode(t[: k + 2])
@@ -42,7 +42,7 @@ def test_streaming_holds_back_the_start_of_a_stop_string(decoder_ckpt):
             break
     assert stop is not None, free
     pieces = []
-    result = inference.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True, stop=[stop]),
+    result = predict.generate_texts(model, tk, ["a food like"], GenerationSettings(max_new_tokens=16, greedy=True, stop=[stop]),
                                       pieces.append)[0]
     assert "".join(pieces) == result["text"] == free["text"][: free["text"].index(stop)]
     assert cut_at_stop(tk.decode(result["tokens"]), [stop]) == (result["text"], True)
@@ -50,11 +50,11 @@ def test_streaming_holds_back_the_start_of_a_stop_string(decoder_ckpt):
 
 
 def test_empty_prompts_and_non_finite_settings_are_refused(decoder_ckpt):
-    from minilm.inference import GenerationSettings
+    from minilm.inference.predict import GenerationSettings
 
-    model, tk = inference.load(decoder_ckpt)
+    model, tk = predict.load(decoder_ckpt)
     with pytest.raises(ValueError, match="prompt 2 of 2 is empty"):
-        inference.generate_texts(model, tk, ["a", ""], GenerationSettings(max_new_tokens=2))
+        predict.generate_texts(model, tk, ["a", ""], GenerationSettings(max_new_tokens=2))
     for bad, message in [(dict(temperature=float("nan")), "temperature must be a finite number"),
                          (dict(repetition_penalty=float("inf")), "repetition_penalty must be a finite number"),
                          (dict(seed=2**70), "seed must lie in")]:
@@ -65,9 +65,9 @@ def test_empty_prompts_and_non_finite_settings_are_refused(decoder_ckpt):
 def test_a_tagger_tags_every_word_of_a_text_longer_than_its_positions(encoder_ckpt):
     """Words past the model's max_seq_len are tagged in further pieces, not given a default tag."""
     from minilm.config import ModelConfig
-    from minilm.models import build_model
+    from minilm.model.families import build_model
 
-    model, tk = inference.load(encoder_ckpt)
+    model, tk = predict.load(encoder_ckpt)
     config = ModelConfig(**{**model.config.__dict__, "head": "token", "n_labels": 3, "labels": ["O", "B-x", "I-x"]})
     torch.manual_seed(0)
     tagger = build_model(config).eval()
@@ -77,9 +77,9 @@ def test_a_tagger_tags_every_word_of_a_text_longer_than_its_positions(encoder_ck
     _, index = tk.encode_words([words], max_len=config.max_seq_len)
     reached = max(k for k in index[0] if k is not None) + 1
     assert reached < len(words)  # the text does not fit in one window
-    whole = inference.predict_texts(tagger, tk, [" ".join(words)])[0]
-    first = inference.predict_texts(tagger, tk, [" ".join(words[:reached])])[0]
-    rest = inference.predict_texts(tagger, tk, [" ".join(words[reached:])])[0]
+    whole = predict.predict_texts(tagger, tk, [" ".join(words)])[0]
+    first = predict.predict_texts(tagger, tk, [" ".join(words[:reached])])[0]
+    rest = predict.predict_texts(tagger, tk, [" ".join(words[reached:])])[0]
     assert whole["words"] == words and whole["tags"] == first["tags"] + rest["tags"]
 
 
@@ -96,10 +96,10 @@ def test_bad_infer_flags_are_refused_before_loading(capsys, argv, message):
 
 
 def test_fill_mask_past_the_models_positions_says_so(encoder_ckpt):
-    model, tk = inference.load(encoder_ckpt)
+    model, tk = predict.load(encoder_ckpt)
     text = "dog " * model.config.max_seq_len + "[MASK]"
     with pytest.raises(ValueError, match=r"lies past the model's \d+ positions"):
-        inference.fill_mask(model, tk, [text])
+        predict.fill_mask(model, tk, [text])
 
 def test_beam_search_from_the_command_line(decoder_ckpt, capsys):
     common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--max-new-tokens", "10", "--json"]
@@ -115,7 +115,7 @@ def test_embed_is_the_masked_mean_of_the_hidden_states(encoder_ckpt, capsys):
     texts = ["the dog cat horse", "bread cheese apple rice bean soup", "a"]
     out = [json.loads(x) for x in run(capsys, "embed", "--ckpt", str(encoder_ckpt), "--json", *texts).splitlines()]
     got = torch.tensor([o["embedding"] for o in out])  # (3, C)
-    model, tk = inference.load(encoder_ckpt)
+    model, tk = predict.load(encoder_ckpt)
     for text, e in zip(texts, got):
         ids = torch.tensor([tk.encode(text)])
         alone = model.hidden(ids)[0].mean(0)  # one text: no padding, a plain mean over its tokens
@@ -125,7 +125,7 @@ def test_embed_is_the_masked_mean_of_the_hidden_states(encoder_ckpt, capsys):
 
 
 def test_int8_quantisation_replaces_the_linear_layers_and_stays_close(encoder_ckpt):
-    model, tk = inference.load(encoder_ckpt)
+    model, tk = predict.load(encoder_ckpt)
     q = quantize(model)
     assert not any(isinstance(m, nn.Linear) for m in q.modules())
     assert isinstance(model.transformer.blocks[0].attn.q_proj, nn.Linear)  # the original is untouched

@@ -21,8 +21,8 @@ import minilm  # noqa: E402
 from conftest import tiny_config  # noqa: E402
 from minilm import convert, interop  # noqa: E402
 from minilm.config import ModelConfig  # noqa: E402
-from minilm.generate import generate, left_pad  # noqa: E402
-from minilm.models import build_model  # noqa: E402
+from minilm.inference.generate import generate, left_pad  # noqa: E402
+from minilm.model.families import build_model  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
 
 TOL = 1e-5

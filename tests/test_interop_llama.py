@@ -11,7 +11,7 @@ transformers = pytest.importorskip("transformers")
 
 import minilm  # noqa: E402
 from minilm import interop  # noqa: E402
-from minilm.generate import generate  # noqa: E402
+from minilm.inference.generate import generate  # noqa: E402
 from test_interop import TOL, batch, hf_model, max_diff, report, saved  # noqa: E402
 
 SIZES = dict(vocab_size=71, hidden_size=32, intermediate_size=48, num_hidden_layers=2, num_attention_heads=4, max_position_embeddings=64)

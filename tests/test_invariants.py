@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from conftest import run, tiny_model
-from minilm.attention import KVCache
+from minilm.model.attention import KVCache
 
 POSITIONS = ["learned", "sinusoidal", "rope"]
 IMPLS = ["math", "sdpa"]

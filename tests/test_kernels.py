@@ -11,10 +11,10 @@ from kernels.cross_entropy import chunked_cross_entropy, reference_cross_entropy
 from kernels.packed_linear import available as onednn_available
 from kernels.packed_linear import packed_linear, packed_linears
 import kernels.packed_linear as packed_linear_module
-from minilm.attention import KVCache
+from minilm.model.attention import KVCache
 from kernels.pointwise import bias_gelu, reference_bias_gelu, reference_residual_layer_norm, residual_layer_norm
-from minilm.attention import attention_bias
-from minilm.generate import generate
+from minilm.inference.generate import generate
+from minilm.model.attention import attention_bias
 from minilm.objectives import IGNORE_INDEX
 
 TOL = dict(atol=1e-5, rtol=1e-4)
@@ -225,7 +225,7 @@ def test_compiled_blocks_decode_as_the_eager_model(capsys):
     stay outside the compiled graphs (inductor failed on them), and the tokens equal eager ones."""
     from conftest import tiny_model
     from kernels.compile import compile_blocks
-    from minilm.beam import beam_search
+    from minilm.inference.beam import beam_search
 
     config = dict(dropout=0.1, attn_dropout=0.1, n_head=2, n_embd=64)  # as a trained checkpoint holds (eval mode)
     eager = tiny_model("encoder-decoder", **config).eval()

@@ -217,7 +217,7 @@ def test_output_bias_starts_at_the_unigram_model():
     """With the MLM bias at log unigram frequencies and no signal through the hidden states, the
     model's distribution is the unigram one: its cross-entropy is the unigram baseline."""
     from conftest import tiny_model
-    from minilm.pretraining import init_output_bias, unigram_baseline
+    from minilm.training.pretraining import init_output_bias, unigram_baseline
 
     model = tiny_model("encoder", "mlm")
     counts = torch.randint(0, 50, (53,))

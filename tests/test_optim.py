@@ -8,7 +8,7 @@ import torch
 import torch.nn.functional as F
 
 from conftest import tiny_config
-from minilm.models import build_model
+from minilm.model.families import build_model
 from minilm.optim import SGD, Adam, AdamW, DynamicLossScaler, SCHEDULES, clip_grad_norm, lr_at, param_groups, set_lr
 
 SETTINGS = {

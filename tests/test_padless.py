@@ -23,14 +23,15 @@ from tokenizers import models, pre_tokenizers  # noqa: E402
 import infer  # noqa: E402
 import train  # noqa: E402
 from conftest import tiny_model  # noqa: E402
-from minilm import convert, inference  # noqa: E402
+from minilm import convert  # noqa: E402
 from minilm.data.pretrain import PretrainBatches, TokenizedCorpus  # noqa: E402
 from minilm.data.tasks import Example  # noqa: E402
 from minilm.data.text_to_text import Seq2SeqData, SFTData  # noqa: E402
-from minilm.generate import left_pad, until_eos  # noqa: E402
-from minilm.inference import GenerationSettings  # noqa: E402
+from minilm.inference import predict  # noqa: E402
+from minilm.inference.generate import left_pad, until_eos  # noqa: E402
+from minilm.inference.predict import GenerationSettings  # noqa: E402
+from minilm.inference.serve import make_server  # noqa: E402
 from minilm.objectives import IGNORE_INDEX  # noqa: E402
-from minilm.serve import make_server  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
 from test_interop import BERT, NO_DROPOUT, bpe_tokenizer, hf_model, make_gpt2, randomize  # noqa: E402
 
@@ -63,7 +64,7 @@ def gpt2(tmp_path_factory):
     hf.save_pretrained(hf_dir)
     backend.save(str(hf_dir / "tokenizer.json"))
     convert.main(["--from-hf", str(hf_dir), str(out), "--overwrite"])
-    model, tk = inference.load(out)
+    model, tk = predict.load(out)
     assert tk.pad_id is None and tk.bos_id == tk.eos_id == eos == tk.fill_id
     return hf, model, tk, out
 
@@ -77,7 +78,7 @@ def hf_tokens(hf, tk, prompts, **kw):
 
 
 def ours(model, tk, prompts, **kw):
-    return [r["tokens"] for r in inference.generate_texts(model, tk, prompts, GenerationSettings(max_new_tokens=N_NEW, **kw))]
+    return [r["tokens"] for r in predict.generate_texts(model, tk, prompts, GenerationSettings(max_new_tokens=N_NEW, **kw))]
 
 
 @pytest.mark.parametrize("kw", [dict(), dict(repetition_penalty=1.3), dict(num_beams=3), dict(num_beams=4, length_penalty=0.5)],
@@ -96,7 +97,7 @@ def test_gpt2_without_a_pad_token_samples_streams_and_runs_from_infer(gpt2, caps
     sampled = ours(model, tk, PROMPTS, top_k=20, seed=5)
     assert sampled == ours(model, tk, PROMPTS, top_k=20, seed=5) and all(sampled)
     pieces = []
-    streamed = inference.generate_texts(model, tk, PROMPTS[1:2], GenerationSettings(N_NEW, greedy=True), pieces.append)[0]
+    streamed = predict.generate_texts(model, tk, PROMPTS[1:2], GenerationSettings(N_NEW, greedy=True), pieces.append)[0]
     assert "".join(pieces) == streamed["text"] and streamed["tokens"] == hf_tokens(hf, tk, PROMPTS[1:2])[0]
     infer.main(["generate", "--ckpt", str(ckpt), "--prompt", PROMPTS[0], "--greedy", "--json", "--max-new-tokens", str(N_NEW)])
     assert json.loads(capsys.readouterr().out)["tokens"] == hf_tokens(hf, tk, PROMPTS[:1])[0]
@@ -143,7 +144,7 @@ def bert_without_pad(tmp_path, name, specials):
     hf.save_pretrained(tmp_path / "hf")
     (tmp_path / "hf" / "vocab.txt").write_text("\n".join(vocab) + "\n")
     convert.main(["--from-hf", str(tmp_path / "hf"), str(tmp_path / "minilm")])
-    model, tk = inference.load(tmp_path / "minilm")
+    model, tk = predict.load(tmp_path / "minilm")
     assert tk.pad_id is None and tk.eos_id is None and tk.fill_id == 0  # id 0 ([UNK] here) fills, hidden by the mask
     return hf, model.eval(), tk
 
@@ -160,11 +161,11 @@ def test_bert_without_pad_predicts_fills_and_embeds_a_batch(tmp_path):
     ids, mask = hf_batch(tk, TEXTS)
     with torch.no_grad():
         expected = hf(input_ids=ids, attention_mask=mask).logits.softmax(-1)  # (B, 3)
-    got = inference.predict_texts(model, tk, TEXTS, top=3)
+    got = predict.predict_texts(model, tk, TEXTS, top=3)
     for row, result in zip(expected.tolist(), got):
         assert sorted(row, reverse=True) == pytest.approx([t["probability"] for t in result["top"]], abs=1e-5)
-    batched = inference.embed_texts(model, tk, TEXTS)
-    alone = torch.cat([inference.embed_texts(model, tk, [t]) for t in TEXTS])
+    batched = predict.embed_texts(model, tk, TEXTS)
+    alone = torch.cat([predict.embed_texts(model, tk, [t]) for t in TEXTS])
     assert torch.allclose(batched, alone, atol=1e-5)
     hf, model, tk = bert_without_pad(tmp_path / "mlm", "ForMaskedLM 3L 5H 20d, gelu_new, 3 token types, untied",
                                      ["[UNK]", "[CLS]", "[SEP]", "[MASK]"])
@@ -172,7 +173,7 @@ def test_bert_without_pad_predicts_fills_and_embeds_a_batch(tmp_path):
     ids, mask = hf_batch(tk, texts)
     with torch.no_grad():
         logits = hf(input_ids=ids, attention_mask=mask).logits  # (B, T, V)
-    for row, text, result in zip(range(2), texts, inference.fill_mask(model, tk, texts, top_k=3)):
+    for row, text, result in zip(range(2), texts, predict.fill_mask(model, tk, texts, top_k=3)):
         position = tk.encode(text).index(tk.mask_id)
         best = logits[row, position].softmax(-1).topk(3)
         assert [m["token"] for m in result["masks"][0]] == [tk.id_to_token(i) for i in best.indices.tolist()]
@@ -191,7 +192,7 @@ def word_level(specials, words=("the", "cat", "sat", "dog", "a")) -> Tokenizer:
 def test_a_missing_mask_token_is_a_clear_error(tmp_path):
     hf, model, tk = bert_without_pad(tmp_path, "ForMaskedLM 3L 5H 20d, gelu_new, 3 token types, untied", ["[UNK]", "[CLS]", "[SEP]"])
     with pytest.raises(ValueError, match=r"fill-mask needs the tokenizer's MASK \(\[MASK\] or <mask>\) token, which it does not"):
-        inference.fill_mask(model, tk, ["the [MASK] sat"])
+        predict.fill_mask(model, tk, ["the [MASK] sat"])
 
 
 def test_a_vocab_txt_without_cls_or_sep_is_a_clear_error(tmp_path):
@@ -205,15 +206,15 @@ def test_generation_without_bos_eos_or_pad(tmp_path):
     settings = GenerationSettings(max_new_tokens=5, greedy=True)
     tk = word_level(["[UNK]"])  # nothing but [UNK]: a decoder runs every row to max_new_tokens
     model = tiny_model("decoder", vocab_size=tk.vocab_size)
-    assert [len(r["tokens"]) for r in inference.generate_texts(model, tk, ["the cat sat", "a"], settings)] == [5, 5]
-    assert [len(r["tokens"]) for r in inference.generate_texts(model, tk, ["the cat sat", "a"],
+    assert [len(r["tokens"]) for r in predict.generate_texts(model, tk, ["the cat sat", "a"], settings)] == [5, 5]
+    assert [len(r["tokens"]) for r in predict.generate_texts(model, tk, ["the cat sat", "a"],
                                                               GenerationSettings(5, num_beams=2))] == [5, 5]
     tk = word_level(["[UNK]", "[BOS]"])  # an encoder-decoder's source without EOS is the text alone
     model = tiny_model("encoder-decoder", vocab_size=tk.vocab_size)
-    assert [len(r["tokens"]) for r in inference.generate_texts(model, tk, ["the cat sat", "a"], settings)] == [5, 5]
+    assert [len(r["tokens"]) for r in predict.generate_texts(model, tk, ["the cat sat", "a"], settings)] == [5, 5]
     with pytest.raises(ValueError, match=r"an encoder-decoder's output \(it starts from BOS\) needs the tokenizer's BOS "
                                          r"\(\[BOS\] or <s> or <\|endoftext\|>\) token, which it does not have"):
-        inference.generate_texts(model, word_level(["[UNK]", "[EOS]"]), ["the cat"], settings)
+        predict.generate_texts(model, word_level(["[UNK]", "[EOS]"]), ["the cat"], settings)
 
 
 def test_continued_pretraining_of_a_bert_without_pad_or_eos(tmp_path):

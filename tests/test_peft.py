@@ -11,9 +11,9 @@ from torch import nn
 import finetune
 from minilm import peft
 from minilm.checkpoint import from_pretrained, load_adapter, save_pretrained
-from minilm.finetuning import init_model
 from minilm.peft.adapters import AdapterLinear
 from minilm.peft.lora import LoRALinear
+from minilm.training.finetuning import init_model
 
 from conftest import tiny_config, tiny_model
 from test_scripts import TINY, corpus, encoder_ckpt, word_tokenizer, write_task  # noqa: F401 (fixtures)
@@ -75,7 +75,7 @@ def base_ckpt(tmp_path):
 
     tokenizer = Tokenizer.load(tmp_path / "tokenizer.json")
     torch.manual_seed(0)
-    from minilm.models import build_model
+    from minilm.model.families import build_model
 
     model = build_model(tiny_config("encoder", head="mlm", vocab_size=tokenizer.vocab_size, n_embd=64, max_seq_len=32))
     save_pretrained(out, model, tokenizer)
@@ -171,7 +171,7 @@ def test_prefix_changes_the_output_and_respects_padding():
 
 
 def test_prefix_decoder_cached_generation_equals_full_forward():
-    from minilm.generate import generate
+    from minilm.inference.generate import generate
 
     model = with_prefix("decoder")
     prompt = torch.randint(5, 53, (2, 4))

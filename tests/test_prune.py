@@ -1,4 +1,4 @@
-"""Pruning (minilm/prune.py): blocks with fewer heads and neurons build, load and decode; shrinking
+"""Pruning (minilm/training/prune.py): blocks with fewer heads and neurons build, load and decode; shrinking
 equals gating the removed heads and neurons to zero; importance, selection, magnitude masks and the
 cubic schedule follow their equations; the command and finetune.py --sparsity work end to end."""
 
@@ -9,11 +9,11 @@ import torch
 
 import finetune
 import minilm
-from minilm import prune
 from minilm.checkpoint import save_pretrained
 from minilm.config import ModelConfig, from_preset
-from minilm.generate import generate
-from minilm.models import build_model
+from minilm.inference.generate import generate
+from minilm.model.families import build_model
+from minilm.training import prune
 from test_distill import teacher  # noqa: F401  (a module fixture: a fine-tuned tiny classifier)
 
 
@@ -180,7 +180,7 @@ def test_structured_pruning_needs_a_fine_tuned_head(tmp_path, classifier):
 
 
 def test_a_pruned_checkpoint_round_trips_and_quantizes(tmp_path):
-    from minilm.quantize import quantize
+    from minilm.inference.quantize import quantize
 
     model = prune.shrink(tiny(head="cls", n_labels=3), heads=[[0], [0, 1]], neurons=[list(range(60)), list(range(90))])
     save_pretrained(tmp_path, model)

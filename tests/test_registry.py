@@ -1,4 +1,4 @@
-"""Extension points (minilm/registry.py): the built-ins are found by name, a file outside minilm
+"""Extension points (minilm/model/registry.py): the built-ins are found by name, a file outside minilm
 adds a variant that configs, models and every script accept, and an installed plugin (an entry
 point) makes a checkpoint that names its variant load with no flag."""
 
@@ -13,10 +13,10 @@ import torch
 
 import train
 from conftest import tiny_config
-from minilm import registry
-from minilm.attention import math_attention
 from minilm.config import ModelConfig
-from minilm.models import build_model
+from minilm.model import registry
+from minilm.model.attention import math_attention
+from minilm.model.families import build_model
 from test_scripts import TINY, write_corpus
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -102,9 +102,9 @@ def test_an_installed_plugin_loads_a_checkpoint_that_names_its_variant(tmp_path)
     script = textwrap.dedent(f"""
         import sys, torch
         sys.path[:0] = [{str(site)!r}, {str(ROOT)!r}]
-        from minilm.config import ModelConfig
-        from minilm.models import build_model
         from minilm.checkpoint import from_pretrained, save_pretrained
+        from minilm.config import ModelConfig
+        from minilm.model.families import build_model
         model = build_model(ModelConfig(arch="decoder", head="lm", vocab_size=50, n_layer=1, n_head=2, n_embd=16, norm="scalenorm"))
         save_pretrained({str(tmp_path / 'ckpt')!r}, model)
         again = from_pretrained({str(tmp_path / 'ckpt')!r})

@@ -27,7 +27,7 @@ DRIVER = '''
 import os, signal, sys
 from pathlib import Path
 import minilm.checkpoint as checkpoint
-import minilm.trainer as trainer
+import minilm.training.trainer as trainer
 import train
 
 point, at, argv = sys.argv[1], int(sys.argv[2]), sys.argv[3:]

@@ -340,9 +340,9 @@ def test_help_explains_every_flag(script):
 
 
 def test_finetune_refuses_a_checkpoint_that_cannot_take_the_head(tmp_path, task_files):
-    from minilm.config import from_preset
-    from minilm.models import build_model
     from minilm.checkpoint import save_pretrained
+    from minilm.config import from_preset
+    from minilm.model.families import build_model
 
     tr, _, _ = task_files
     tokenizer = Tokenizer.train(["a b c"] * 5, "bpe", 300)

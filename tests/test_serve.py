@@ -1,5 +1,5 @@
 """`infer.py serve`: valid, oversized and malformed requests, several at once, streaming, and a clean
-exit on SIGTERM. Every answer is checked against what minilm.inference returns directly."""
+exit on SIGTERM. Every answer is checked against what minilm.inference.predict returns directly."""
 
 import http.client
 import json
@@ -17,12 +17,12 @@ from pathlib import Path
 
 import pytest
 
-from minilm import inference, serve
 from minilm.checkpoint import save_pretrained
 from minilm.config import ModelConfig
-from minilm.inference import GenerationSettings
-from minilm.models import build_model
-from minilm.serve import Limits, make_server
+from minilm.inference import predict, serve
+from minilm.inference.predict import GenerationSettings
+from minilm.inference.serve import Limits, make_server
+from minilm.model.families import build_model
 from test_scripts import corpus, decoder_ckpt, encoder_ckpt  # noqa: F401  (module fixtures)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -32,8 +32,8 @@ LIMITS = Limits(max_body_bytes=4096, max_prompt_tokens=20, max_new_tokens=16, ma
 @pytest.fixture(scope="module")
 def classifier_ckpt(tmp_path_factory, encoder_ckpt):
     """An untrained three-label classifier with the encoder's tokenizer: the answers' content is
-    checked against minilm.inference, not against the truth."""
-    model, tk = inference.load(encoder_ckpt)
+    checked against minilm.inference.predict, not against the truth."""
+    model, tk = predict.load(encoder_ckpt)
     config = ModelConfig(**{**model.config.__dict__, "head": "cls", "n_labels": 3, "labels": ["a", "b", "c"]})
     out = tmp_path_factory.mktemp("cls")
     save_pretrained(out, build_model(config).eval(), tokenizer=tk)
@@ -42,7 +42,7 @@ def classifier_ckpt(tmp_path_factory, encoder_ckpt):
 
 def serving(ckpt):
     """(server, model, tokenizer) while the test runs, on a free port; shut down after."""
-    model, tk = inference.load(ckpt)
+    model, tk = predict.load(ckpt)
     server = make_server(model, tk, "127.0.0.1", 0, LIMITS, quiet=True)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     yield server, model, tk
@@ -76,7 +76,7 @@ def test_health_and_predict(cls_server):
     assert status == 200 and kind == "application/json"
     assert json.loads(body) == {"status": "ok", "arch": "encoder", "head": "cls", "can": "predict"}
     texts = ["the dog cat horse", "bread cheese apple", "a"]
-    expected = inference.predict_texts(model, tk, texts, top=2)
+    expected = predict.predict_texts(model, tk, texts, top=2)
     status, _, body = request(server, "POST", "/predict", {"texts": texts, "top": 2})
     assert status == 200 and json.loads(body) == {"results": expected}
     status, _, body = request(server, "POST", "/predict", {"text": texts[0]})
@@ -144,7 +144,7 @@ def test_a_failure_inside_the_server_is_a_json_500_and_the_server_goes_on(cls_se
     def broken(*args, **kwargs):
         raise RuntimeError("something broke")
 
-    monkeypatch.setattr(inference, "predict_texts", broken)
+    monkeypatch.setattr(predict, "predict_texts", broken)
     status, kind, body = request(cls_server[0], "POST", "/predict", {"text": "a"})
     assert status == 500 and kind == "application/json" and "RuntimeError: something broke" in json.loads(body)["error"]
     monkeypatch.undo()
@@ -154,7 +154,7 @@ def test_a_failure_inside_the_server_is_a_json_500_and_the_server_goes_on(cls_se
 def test_requests_at_once_get_their_own_answers(cls_server):
     server, model, tk = cls_server
     texts = [f"the dog {'cat ' * i}here" for i in range(12)]
-    expected = inference.predict_texts(model, tk, texts)
+    expected = predict.predict_texts(model, tk, texts)
     with ThreadPoolExecutor(max_workers=12) as pool:
         answers = list(pool.map(lambda t: request(server, "POST", "/predict", {"text": t}), texts))
     assert [a[0] for a in answers] == [200] * 12
@@ -167,7 +167,7 @@ def test_requests_at_once_get_their_own_answers(cls_server):
 def test_generate_plain_streamed_and_bounded(lm_server):
     server, model, tk = lm_server
     settings = GenerationSettings(max_new_tokens=12, greedy=True)
-    expected = inference.generate_texts(model, tk, ["a food like"], settings)[0]
+    expected = predict.generate_texts(model, tk, ["a food like"], settings)[0]
     status, _, body = request(server, "POST", "/generate", {"prompt": "a food like", "max_new_tokens": 12, "greedy": True})
     assert status == 200 and json.loads(body) == expected
     status, kind, body = request(server, "POST", "/generate", {"prompt": "a food like", "max_new_tokens": 12, "greedy": True,
@@ -238,7 +238,7 @@ def test_the_server_packs_its_weights_once_not_per_request(tmp_path, monkeypatch
             status, _, payload = request(server, "POST", "/generate", {"prompt": "a dog", "max_new_tokens": 3, "greedy": True})
             assert status == 200, payload
         assert len(calls) == packed  # no packing per request
-        expected = inference.generate_texts(model, tk, ["a dog"], GenerationSettings(max_new_tokens=3, greedy=True))[0]["tokens"]
+        expected = predict.generate_texts(model, tk, ["a dog"], GenerationSettings(max_new_tokens=3, greedy=True))[0]["tokens"]
         assert json.loads(payload)["tokens"] == expected
     finally:
         server.shutdown()

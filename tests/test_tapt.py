@@ -13,9 +13,9 @@ import train
 from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.data.pipeline import corpus_splits
 from minilm.data.shards import TokenShards
-from minilm.finetuning import init_model
-from minilm.models import build_model
+from minilm.model.families import build_model
 from minilm.tokenizer import Tokenizer
+from minilm.training.finetuning import init_model
 from test_scripts import TOPICS, corpus, encoder_ckpt, metrics, write_task  # noqa: F401 (corpus, encoder_ckpt: fixtures)
 
 FLAGS = ["--seq-len", "32", "--batch-size", "16", "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "4", "--device", "cpu"]

@@ -8,11 +8,11 @@ import pytest
 import torch
 
 from conftest import tiny_config
-from minilm.models import build_model
+from minilm.model.families import build_model
 from minilm.objectives import IGNORE_INDEX
 from minilm.optim import lr_at
-from minilm.pretraining import pretraining_loss, pretraining_targets
-from minilm.trainer import TrainArgs, Trainer, TrainingDiverged, split_batch
+from minilm.training.pretraining import pretraining_loss, pretraining_targets
+from minilm.training.trainer import TrainArgs, Trainer, TrainingDiverged, split_batch
 
 
 class RaggedMLM:
@@ -222,7 +222,7 @@ def test_a_resumed_run_takes_its_own_optimizer_path_not_the_checkpoints(tmp_path
 
 
 def test_ranks_after_the_first_draw_their_own_dropout_masks():
-    from minilm.distributed import World, decorrelate_rng
+    from minilm.training.distributed import World, decorrelate_rng
 
     draws = []
     for rank in (0, 1):

@@ -12,12 +12,12 @@ import pytest
 import torch
 
 from conftest import run, tiny_config, tiny_model
-from minilm.attention import KVCache, attention_bias
 from minilm.checkpoint import from_pretrained, save_pretrained
-from minilm.embeddings import alibi_slopes
 from minilm.interop import gpt2
-from minilm.models import build_model
-from minilm.trainer import TrainArgs, Trainer
+from minilm.model.attention import KVCache, attention_bias
+from minilm.model.embeddings import alibi_slopes
+from minilm.model.families import build_model
+from minilm.training.trainer import TrainArgs, Trainer
 
 
 class LMBatches:
@@ -277,7 +277,7 @@ def test_bad_settings_are_one_clear_error():
         tiny_config("decoder", mlp="moe", moe_top_k=5)
     with pytest.raises(ValueError, match="do not apply to share_layers"):
         tiny_config("decoder", share_layers=True, layer_ff=[8, 8])
-    from minilm.electra import ELECTRA
+    from minilm.training.electra import ELECTRA
     with pytest.raises(ValueError, match="ELECTRA with ALiBi positions is not supported"):
         ELECTRA(build_model(tiny_config("encoder", head="mlm", pos="alibi")))
     with pytest.raises(ValueError, match="does not apply to ALiBi"):

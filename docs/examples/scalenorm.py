@@ -9,7 +9,7 @@ Use it from any script:
     python infer.py generate --plugin docs/examples/scalenorm.py --ckpt runs/... --prompt "..."
 
 or from Python, after importing this file: `ModelConfig(norm="scalenorm")`. The constructor takes
-what every norm takes (n_embd, eps, bias); see minilm/registry.py for the other extension points.
+what every norm takes (n_embd, eps, bias); see minilm/model/registry.py for the other extension points.
 """
 
 import math
@@ -17,7 +17,7 @@ import math
 import torch
 from torch import nn
 
-from minilm.registry import register
+from minilm.model.registry import register
 
 
 @register("norm", "scalenorm")

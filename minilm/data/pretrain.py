@@ -13,7 +13,7 @@ another process) rebuilds exactly the batch it would have seen: the data positio
              a corpus without blank lines is read as pseudo-documents of consecutive lines
     denoise  T5 span corruption of a window of the stream (encoder input, decoder target)
     electra  the MLM batches: the generator reads them, the discriminator their originals with the
-             generator's samples at the masked positions (minilm/electra.py)
+             generator's samples at the masked positions (minilm/training/electra.py)
 
 Notation: B batch, T time.
 """

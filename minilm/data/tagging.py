@@ -113,7 +113,7 @@ class TaggingData(TaskBatches):
         self.sentences, self.labels = sentences, labels
         self.ids, self.word_index = tokenizer.encode_words([s.words for s in sentences], max_len=max_len)
         self.token_labels = [first_subword_labels(wi, y) for wi, y in zip(self.word_index, labels)]
-        self.teacher = None  # per sentence: a teacher's logits on its first subwords (T, L), NaN elsewhere (minilm/distill.py)
+        self.teacher = None  # per sentence: a teacher's logits on its first subwords (T, L), NaN elsewhere (minilm/training/distill.py)
         self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
         self._epoch_cache = {}
 

@@ -204,7 +204,7 @@ class ClassificationData(TaskBatches):
         pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
         self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
         self.labels = labels
-        self.teacher = None  # per example: a teacher's logits (L,) or value, for distillation (minilm/distill.py)
+        self.teacher = None  # per example: a teacher's logits (L,) or value, for distillation (minilm/training/distill.py)
         self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
         self._epoch_cache = {}
 

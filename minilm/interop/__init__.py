@@ -29,7 +29,7 @@ from safetensors.torch import load_file, save_file
 from minilm.config import FOREIGN_CONFIGS, ModelConfig
 from minilm.files import atomic_write_json, write_directory
 from minilm.interop import bart, bert, gpt2, llama
-from minilm.models import build_model, unwrap
+from minilm.model.families import build_model, unwrap
 from minilm.tokenizer import DIRECTORY_READERS, SPECIAL_ALIASES, Tokenizer
 
 FAMILIES = {bert.MODEL_TYPE: bert, gpt2.MODEL_TYPE: gpt2, bart.MODEL_TYPE: bart, llama.MODEL_TYPE: llama}
@@ -257,7 +257,7 @@ def hf_files(model, tokenizer: Tokenizer | None = None) -> tuple[dict, dict]:
     """(config.json fields, Hugging Face tensors) of a minilm model."""
     config = model.config
     if config.layer_heads is not None or config.layer_ff is not None:
-        raise ValueError("a structurally pruned model (heads or feed-forward neurons per block, minilm/prune.py) has no Hugging Face "
+        raise ValueError("a structurally pruned model (heads or feed-forward neurons per block, minilm/training/prune.py) has no Hugging Face "
                          "BERT / GPT-2 / BART config to hold it: those give every layer the same sizes")
     family = FAMILY_OF_ARCH[config.arch]
     hf, architecture = family.config_to_hf(config, tokenizer)

@@ -12,7 +12,7 @@ LayerNorm eps 1e-12 and exact GELU. Hugging Face architectures and the minilm he
 The pooler: BertModel always carries one, but minilm's plain encoder (head "none") returns the
 hidden states and has none. Its weights are kept only where a head uses them: loading a BertModel
 as head "none" drops them, while fine-tuning from a BertModel (a "cls" or "regression" head,
-minilm.finetuning.init_model) starts from them. A head-"none" encoder written as a BertModel has
+minilm.training.finetuning.init_model) starts from them. A head-"none" encoder written as a BertModel has
 no pooler weights, so transformers initialises its pooler afresh (and says so); the hidden states
 are what match.
 """

@@ -19,10 +19,9 @@ from pathlib import Path
 
 from torch import nn
 
-from minilm.blocks import Transformer
 from minilm.files import atomic_write_json
-
-from minilm.norms import LayerNorm, RMSNorm
+from minilm.model.blocks import Transformer
+from minilm.model.norms import LayerNorm, RMSNorm
 from minilm.peft.adapters import AdapterLinear
 from minilm.peft.lora import LoRALinear
 from minilm.peft.prefix import Prefix

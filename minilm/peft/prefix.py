@@ -7,7 +7,7 @@ keys and values of the real tokens, as if P virtual tokens came first:
 
 Each query attends to the prefix and to what its mask allows of the sequence. The virtual tokens
 take no positions (the real tokens still count from 0), so the prefix enters through the KV cache
-(minilm/attention.py) as P cached positions. The prefix is trained directly, without the paper's
+(minilm/model/attention.py) as P cached positions. The prefix is trained directly, without the paper's
 MLP reparametrisation (as in P-tuning v2, Liu et al. 2022). 2 L P C numbers in all.
 """
 
@@ -16,7 +16,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilm.attention import KVCache
+from minilm.model.attention import KVCache
 
 
 class Prefix(nn.Module):

@@ -27,7 +27,7 @@ from safetensors.torch import save_file
 
 from minilm.checkpoint import from_pretrained, owned_tensors, resolve_checkpoint
 from minilm.files import atomic_write, atomic_write_json
-from minilm.inference import prompt_ids
+from minilm.inference.predict import prompt_ids
 from minilm.pretrained import HERE
 from minilm.tokenizer import Tokenizer
 

@@ -29,7 +29,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from minilm.generate import Stepper, apply_repetition_penalty, decoding
+from minilm.inference.generate import Stepper, apply_repetition_penalty, decoding
 
 NEG = -1.0e9  # the score of an impossible hypothesis
 

@@ -1,6 +1,6 @@
 """What a trained checkpoint answers: generated text, labels, entity spans, values, masked words,
 sentence embeddings. Each function takes texts and returns JSON-ready dicts; `infer.py` prints
-them and `minilm/serve.py` sends them over HTTP.
+them and `minilm/inference/serve.py` sends them over HTTP.
 
 Notation: B batch, T time, C channels, V vocabulary, L labels.
 """
@@ -14,13 +14,13 @@ from dataclasses import dataclass, field
 
 import torch
 
-from minilm.beam import beam_search
 from minilm.checkpoint import from_pretrained, resolve_checkpoint
 from minilm.data.pretrain import pad
 from minilm.data.tagging import Sentence, TaggingData
 from minilm.data.tasks import ClassificationData, Example
-from minilm.finetuning import predict, predict_tags
-from minilm.generate import generate, pad_prompts, until_eos
+from minilm.inference.beam import beam_search
+from minilm.inference.generate import generate, pad_prompts, until_eos
+from minilm.inference.task_outputs import predict, predict_tags
 from minilm.metrics import entity_spans, is_bio
 from minilm.tokenizer import Tokenizer
 
@@ -38,7 +38,7 @@ def load(ckpt, device: str = "cpu", quantize: str | None = None, compile: bool =
         print(f"warning: {resolve_checkpoint(ckpt)}: tokenizer.json has {tokenizer.vocab_size} tokens, more than the "
               f"{model.config.vocab_size} rows of the model's embedding; is the tokenizer this model's?", file=sys.stderr)
     if quantize:
-        from minilm.quantize import quantize as to_int8
+        from minilm.inference.quantize import quantize as to_int8
 
         model = to_int8(model, quantize)
     if compile:

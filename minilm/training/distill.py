@@ -27,8 +27,9 @@ import torch.nn.functional as F
 
 from minilm.data.tagging import TaggingData
 from minilm.data.tasks import ClassificationData
-from minilm.finetuning import TASK_HEADS, forward_task, predict
+from minilm.inference.task_outputs import forward_task, predict
 from minilm.objectives import IGNORE_INDEX
+from minilm.training.finetuning import TASK_HEADS
 
 DISTILLED_TASKS = ("cls", "regression", "ner")
 

@@ -15,7 +15,7 @@
 
 minilm's own modules register their built-ins with the same decorator that a file of yours uses:
 
-    from minilm.registry import register
+    from minilm.model.registry import register
 
     @register("norm", "scalenorm")
     class ScaleNorm(nn.Module):
@@ -40,10 +40,10 @@ from importlib import metadata
 from pathlib import Path
 
 BUILTIN = {  # kind -> {built-in name: the module that registers it}
-    "attention": dict.fromkeys(("math", "sdpa"), "minilm.attention"),
-    "position": dict.fromkeys(("learned", "sinusoidal", "rope", "alibi"), "minilm.embeddings"),
-    "norm": dict.fromkeys(("layernorm", "rmsnorm"), "minilm.norms"),
-    "mlp": {**dict.fromkeys(("gelu", "gelu_tanh", "relu", "swiglu"), "minilm.mlp"), "moe": "minilm.moe"},
+    "attention": dict.fromkeys(("math", "sdpa"), "minilm.model.attention"),
+    "position": dict.fromkeys(("learned", "sinusoidal", "rope", "alibi"), "minilm.model.embeddings"),
+    "norm": dict.fromkeys(("layernorm", "rmsnorm"), "minilm.model.norms"),
+    "mlp": {**dict.fromkeys(("gelu", "gelu_tanh", "relu", "swiglu"), "minilm.model.mlp"), "moe": "minilm.model.moe"},
 }
 FIELD = {"attention": "attn_impl", "position": "pos", "norm": "norm", "mlp": "mlp"}  # the ModelConfig field of each kind
 ENTRY_POINT_GROUP = "minilm.plugins"
@@ -90,7 +90,7 @@ def lookup(kind: str, name: str):
             _load_entry_points()
     if name not in _registered[kind]:
         raise ValueError(f"{FIELD[kind]}={name!r}: no {kind} of that name; registered: {', '.join(names(kind))} "
-                         f"(a variant of your own: --plugin FILE, see minilm/registry.py)")
+                         f"(a variant of your own: --plugin FILE, see minilm/model/registry.py)")
     return _registered[kind][name]
 
 

@@ -23,8 +23,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.mlp import FeedForward
-from minilm.registry import register
+from minilm.model.mlp import FeedForward
+from minilm.model.registry import register
 
 
 @register("mlp", "moe")

@@ -24,9 +24,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.dropout import make_dropout
-from minilm.embeddings import apply_rotary
-from minilm.registry import lookup, register
+from minilm.model.dropout import make_dropout
+from minilm.model.embeddings import apply_rotary
+from minilm.model.registry import lookup, register
 
 
 class KVCache:
@@ -159,7 +159,7 @@ class MultiHeadAttention(nn.Module):
         self.n_kv_head = config.kv_heads if self.n_head == config.n_head else self.n_head  # n_kv: as many as nh when pruned
         self.head_size = config.head_size
         self.causal, self.cross, self.layer = causal, cross, layer
-        self.attend = lookup("attention", config.attn_impl)  # math, sdpa or a registered one (minilm/registry.py)
+        self.attend = lookup("attention", config.attn_impl)  # math, sdpa or a registered one (minilm/model/registry.py)
         self.attn_dropout = config.attn_dropout
         C, inner, kv = config.n_embd, self.n_head * self.head_size, self.n_kv_head * self.head_size  # inner = C unless heads were pruned
         self.q_proj = nn.Linear(C, inner, bias=config.bias)  # W^Q
@@ -169,7 +169,7 @@ class MultiHeadAttention(nn.Module):
         norm = lookup("norm", config.norm)
         self.q_norm = norm(self.head_size, eps=config.norm_eps, bias=config.bias) if config.qk_norm else None
         self.k_norm = norm(self.head_size, eps=config.norm_eps, bias=config.bias) if config.qk_norm else None
-        self.head_gate = None  # (nh,) a multiplier on each head's output: head importance (minilm/prune.py) reads its gradient
+        self.head_gate = None  # (nh,) a multiplier on each head's output: head importance (minilm/training/prune.py) reads its gradient
         self.dropout = make_dropout(config.dropout)
 
     def split_heads(self, x, heads: int | None = None):

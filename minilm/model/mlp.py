@@ -8,8 +8,8 @@ import math
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.dropout import make_dropout
-from minilm.registry import lookup, register
+from minilm.model.dropout import make_dropout
+from minilm.model.registry import lookup, register
 
 
 def gelu_reference(x):
@@ -76,4 +76,4 @@ class SwiGLU(nn.Module):
 def make_mlp(config, layer: int = 0) -> nn.Module:
     """The feed-forward network of block `layer` (its inner size from config.layer_ff after pruning)."""
     inner = config.layer_ff[layer] if config.layer_ff is not None else None
-    return lookup("mlp", config.mlp)(config, inner)  # a built-in or a registered one (minilm/registry.py)
+    return lookup("mlp", config.mlp)(config, inner)  # a built-in or a registered one (minilm/model/registry.py)

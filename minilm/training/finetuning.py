@@ -5,7 +5,7 @@
     ner          one tag per word (token classification): logits (B, T, L) on each word's first
                  subword, cross-entropy there; entity P/R/F1 for BIO tags, else tag accuracy and F1
     sft          a decoder trained on responses to prompts; seq2seq: an encoder-decoder trained on
-                 source -> target (minilm/text_tasks.py): perplexity, exact match and chrF
+                 source -> target (minilm/training/text_tasks.py): perplexity, exact match and chrF
 
 `init_model` builds the task model from a checkpoint (its backbone weights loaded, the head new)
 or from scratch.
@@ -14,14 +14,13 @@ or from scratch.
 from __future__ import annotations
 
 import numpy as np
-import torch
 import torch.nn.functional as F
 
 from minilm.checkpoint import init_model  # noqa: F401  (a name of this module too: how a task model starts)
-from minilm.data.tagging import word_predictions
+from minilm.inference.task_outputs import forward_task, predict, predict_tags
 from minilm.metrics import classification_report, entity_report, is_bio, pearson, spearman
 from minilm.objectives import IGNORE_INDEX
-from minilm.text_tasks import evaluate_text_task, text_loss
+from minilm.training.text_tasks import evaluate_text_task, text_loss
 
 TASK_HEADS = {"cls": "cls", "regression": "regression", "ner": "token", "sft": "lm", "seq2seq": "lm"}
 TASK_ARCH = {"sft": "decoder", "seq2seq": "encoder-decoder"}  # the others sit on an encoder
@@ -39,12 +38,6 @@ def freeze(model, embeddings: bool = False, layers: int = 0) -> tuple[int, int]:
         p.requires_grad_(False)
     params = list(model.parameters())
     return sum(p.numel() for p in params if p.requires_grad), sum(p.numel() for p in params)
-
-
-def forward_task(model, batch):
-    if model.config.arch == "encoder":
-        return model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
-    return model(batch["input_ids"], batch["attention_mask"])
 
 
 def task_loss(task: str):
@@ -73,33 +66,6 @@ def task_targets(task: str):
         return lambda batch: {"ce": (batch["labels"] != IGNORE_INDEX).sum()}
     part = "mse" if task == "regression" else "ce"
     return lambda batch: {part: len(batch["labels"])}
-
-
-@torch.no_grad()
-def predict(model, data, device="cpu") -> np.ndarray:
-    """Logits (N, L) for classification, values (N,) for regression, in the data's order."""
-    model.eval()
-    outs, order = [], []
-    for index, batch in data.by_length():
-        batch = {k: v.to(device) for k, v in batch.items()}
-        outs.append(forward_task(model, batch).float().cpu())
-        order.extend(index)
-    out = torch.cat(outs)
-    restored = torch.empty_like(out)
-    restored[torch.as_tensor(order)] = out  # back to the data's order
-    return restored.numpy()
-
-
-@torch.no_grad()
-def predict_tags(model, data, device="cpu") -> list[list[int]]:
-    """Tag ids per word of every sentence of a TaggingData, in its order."""
-    model.eval()
-    tags = [None] * len(data)
-    for index, batch in data.by_length():
-        logits = forward_task(model, {k: v.to(device) for k, v in batch.items()}).float().cpu()  # (B, T, L)
-        for row, i in enumerate(index):
-            tags[i] = word_predictions(logits[row], data.word_index[i], len(data.sentences[i].words))
-    return tags
 
 
 def tagging_report(gold: list[list[str]], pred: list[list[str]], labels: list[str]) -> dict:

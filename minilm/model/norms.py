@@ -1,5 +1,5 @@
 """Normalisation layers: LayerNorm and RMSNorm, chosen by `ModelConfig.norm` (registered by name:
-minilm/registry.py).
+minilm/model/registry.py).
 
 Notation: x is (..., C); statistics are taken over the last dimension C. Each layer computes its
 equation with PyTorch's fused function; `layer_norm_reference` and `rms_norm_reference` spell the
@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from minilm.registry import lookup, register
+from minilm.model.registry import lookup, register
 
 
 def layer_norm_reference(x, weight, bias, eps):
@@ -60,5 +60,5 @@ class RMSNorm(nn.Module):
 
 
 def make_norm(config) -> nn.Module:
-    """The norm `config.norm` names: a built-in or a registered one (minilm/registry.py)."""
+    """The norm `config.norm` names: a built-in or a registered one (minilm/model/registry.py)."""
     return lookup("norm", config.norm)(config.n_embd, eps=config.norm_eps, bias=config.bias)

@@ -17,7 +17,7 @@ FFN(LN(x)): one norm fewer, and the two matmul groups no longer wait for each ot
 decoder or encoder, no cross-attention).
 
 An encoder block is a non-causal block; a decoder block is causal, with cross-attention when it
-sits in an encoder-decoder model. The three model families (minilm/models.py) are this one stack
+sits in an encoder-decoder model. The three model families (minilm/model/families.py) are this one stack
 with those two switches.
 """
 
@@ -25,11 +25,11 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from minilm.attention import KVCache, MultiHeadAttention, attention_bias
-from minilm.embeddings import Embeddings, Rotary
-from minilm.mlp import make_mlp
-from minilm.norms import make_norm
-from minilm.registry import lookup
+from minilm.model.attention import KVCache, MultiHeadAttention, attention_bias
+from minilm.model.embeddings import Embeddings, Rotary
+from minilm.model.mlp import make_mlp
+from minilm.model.norms import make_norm
+from minilm.model.registry import lookup
 
 
 class Block(nn.Module):
@@ -117,7 +117,7 @@ class Transformer(nn.Module):
                 f"sequence of {S - P} positions is longer than max_seq_len={self.config.max_seq_len} of this model"
             )
         x = self.embed(input_ids, position_ids, segment_ids)  # (B, T, C)
-        # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/registry.py)
+        # SDPA applies a plain causal mask itself (is_causal), so it needs no bias tensor then (minilm/model/registry.py)
         handles_causal = getattr(lookup("attention", self.config.attn_impl), "handles_causal", False)
         window, scores = self.config.attn_window, getattr(getattr(self.embed, "position", None), "score_bias", None)  # ALiBi: a bias on the scores
         implicit_causal = handles_causal and attention_mask is None and past == 0 and (window is None or S <= window) and scores is None

@@ -123,7 +123,7 @@ def wrap(model, world: World):
     if world.fsdp:
         from torch.distributed.fsdp import fully_shard
 
-        from minilm.blocks import Block
+        from minilm.model.blocks import Block
 
         for module in list(model.modules()):
             if isinstance(module, Block):

@@ -1,8 +1,8 @@
 """Pruning a fine-tuned model: structured (whole attention heads and feed-forward neurons, which
 makes it smaller and faster) and unstructured (single weights, which makes it sparse, not faster).
 
-    python -m minilm.prune --ckpt runs/teacher --out runs/pruned --heads 0.5 --ffn 0.5 --train train.tsv
-    python -m minilm.prune --ckpt runs/teacher --out runs/sparse --sparsity 0.5 [--scope layer]
+    python -m minilm.training.prune --ckpt runs/teacher --out runs/pruned --heads 0.5 --ffn 0.5 --train train.tsv
+    python -m minilm.training.prune --ckpt runs/teacher --out runs/sparse --sparsity 0.5 [--scope layer]
     python finetune.py --init runs/pruned --train train.tsv --dev dev.tsv --teacher runs/teacher   # recovery, distilled
 
 Head importance (Michel et al. 2019, "Are Sixteen Heads Really Better than One?"): head h's output
@@ -45,9 +45,10 @@ from torch import nn
 from tqdm import tqdm
 
 from minilm.checkpoint import from_pretrained, resolve_checkpoint, save_pretrained
-from minilm.finetuning import forward_task, task_loss
-from minilm.models import build_model
+from minilm.inference.task_outputs import forward_task
+from minilm.model.families import build_model
 from minilm.tokenizer import Tokenizer
+from minilm.training.finetuning import task_loss
 
 HEAD_TASK = {"cls": "cls", "regression": "regression", "token": "ner"}
 
@@ -258,7 +259,7 @@ def importance_batches(model, tokenizer, args):
 
 
 def parse_args(argv=None):
-    p = argparse.ArgumentParser(prog="python -m minilm.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(prog="python -m minilm.training.prune", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--ckpt", required=True, help="the fine-tuned checkpoint to prune (a directory or a shipped name)")
     p.add_argument("--out", required=True, help="where the pruned checkpoint goes")
     p.add_argument("--heads", type=float, default=0.0, metavar="FRACTION", help="structured: the fraction of all attention heads to remove (default: 0)")

@@ -1,7 +1,7 @@
 """Pretraining tasks: what each objective computes from a model and a batch, and how it is evaluated.
 
 `predictions(model, batch, objective)` returns {part: (logits, labels)} for the parts of the
-objective ("mlm" and "nsp" for BERT's, "mlm" and "rtd" for ELECTRA's (minilm/electra.py), one part
+objective ("mlm" and "nsp" for BERT's, "mlm" and "rtd" for ELECTRA's (minilm/training/electra.py), one part
 for the others). `pretraining_loss` turns them into {part: (summed loss, number of targets)}, which
 the trainer divides; `evaluate_pretraining` reports held-out loss, perplexity and accuracies from
 the same predictions.
@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from minilm import electra
 from minilm.metrics import perplexity
 from minilm.objectives import IGNORE_INDEX, count_targets, cross_entropy_sum
+from minilm.training import electra
 
 OBJECTIVE_ARCH = {"mlm": "encoder", "mlm+nsp": "encoder", "clm": "decoder", "denoise": "encoder-decoder", "electra": "encoder"}
 # ELECTRA's discriminator is a headless encoder: its generator and replaced-token head live beside
@@ -70,7 +70,7 @@ def pretraining_targets(objective: str):
 def evaluate_pretraining(model, objective: str, val_batches) -> dict:
     """val_loss (summed over parts, as trained), val_ppl (of the token part: MLM, CLM or denoising),
     and <part>_accuracy for each part. ELECTRA reports its generator's and discriminator's own
-    (minilm/electra.py: evaluate)."""
+    (minilm/training/electra.py: evaluate)."""
     if objective == "electra":
         return electra.evaluate(model, val_batches)
     sums, counts, hits = {}, {}, {}

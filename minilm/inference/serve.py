@@ -34,8 +34,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import torch
 
 from kernels.packed_linear import packed_linears
-from minilm import inference
-from minilm.inference import GenerationSettings
+from minilm.inference import predict
+from minilm.inference.predict import GenerationSettings
 
 
 @dataclass
@@ -155,7 +155,7 @@ class Handler(BaseHTTPRequestHandler):
         if self.path != "/health":
             return self.send_json(HTTPStatus.NOT_FOUND, {"error": f"no such endpoint: GET {self.path}"})
         c = self.server.model.config
-        self.send_json(HTTPStatus.OK, {"status": "ok", "arch": c.arch, "head": c.head, "can": inference.kind(self.server.model)})
+        self.send_json(HTTPStatus.OK, {"status": "ok", "arch": c.arch, "head": c.head, "can": predict.kind(self.server.model)})
 
     def do_POST(self):
         self.streaming = False  # set once a stream's headers are sent: no other answer may follow
@@ -225,7 +225,7 @@ class Handler(BaseHTTPRequestHandler):
         return body
 
     def require(self, can: str):
-        have = inference.kind(self.server.model)
+        have = predict.kind(self.server.model)
         if have != can and can != "embed":
             raise BadRequest(f"this server's model can {have}, not {can}", HTTPStatus.NOT_FOUND)
 
@@ -234,7 +234,7 @@ class Handler(BaseHTTPRequestHandler):
         s = self.server
         prompts, many = texts_of(body, "prompt", "prompts", s.limits)
         settings = settings_of(body, s.limits)
-        for ids in inference.prompt_ids(s.model, s.tokenizer, prompts):  # an empty prompt refused before a stream's headers go out
+        for ids in predict.prompt_ids(s.model, s.tokenizer, prompts):  # an empty prompt refused before a stream's headers go out
             n = len(ids) - (s.model.config.arch == "encoder-decoder" and s.tokenizer.eos_id is not None)  # the source's EOS is not the client's
             if n > s.limits.max_prompt_tokens:
                 raise BadRequest(f"prompt of {n} tokens is above this server's limit of {s.limits.max_prompt_tokens}")
@@ -245,7 +245,7 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest('"stream" takes one "prompt" and no beam search')
         if not stream:
             with s.lock:
-                results = inference.generate_texts(s.model, s.tokenizer, prompts, settings)
+                results = predict.generate_texts(s.model, s.tokenizer, prompts, settings)
             return self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
         self.streaming = True
         self.send_response(HTTPStatus.OK)
@@ -260,7 +260,7 @@ class Handler(BaseHTTPRequestHandler):
 
         with s.lock:
             try:
-                result = inference.generate_texts(s.model, s.tokenizer, prompts, settings, lambda piece: event({"text": piece}))[0]
+                result = predict.generate_texts(s.model, s.tokenizer, prompts, settings, lambda piece: event({"text": piece}))[0]
             except ConnectionError:  # the client went away mid-stream
                 raise
             except Exception as e:  # a ValueError: the model refused the input; anything else is a bug, answered all the same
@@ -280,7 +280,7 @@ class Handler(BaseHTTPRequestHandler):
         if not isinstance(top, int) or isinstance(top, bool) or top < 1:
             raise BadRequest('"top" must be a positive integer')
         with s.lock:
-            results = inference.predict_texts(s.model, s.tokenizer, texts, pair, top)
+            results = predict.predict_texts(s.model, s.tokenizer, texts, pair, top)
         self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
 
     def embed(self, body: dict):
@@ -288,7 +288,7 @@ class Handler(BaseHTTPRequestHandler):
         only(body, "/embed", "text", "texts")
         texts, many = texts_of(body, "text", "texts", s.limits)
         with s.lock:
-            vectors = inference.embed_texts(s.model, s.tokenizer, texts).tolist()
+            vectors = predict.embed_texts(s.model, s.tokenizer, texts).tolist()
         self.send_json(HTTPStatus.OK, {"embeddings": vectors} if many else {"embedding": vectors[0]})
 
 
@@ -351,7 +351,7 @@ def serve(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: L
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     h, p = server.server_address[:2]
-    print(f"serving {inference.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
+    print(f"serving {predict.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
     server.serve_forever()
     server.server_close()
     server.in_flight.close()

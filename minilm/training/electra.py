@@ -41,10 +41,10 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from minilm.blocks import Transformer
-from minilm.heads import MLMHead
 from minilm.metrics import perplexity
-from minilm.models import Encoder, Model
+from minilm.model.blocks import Transformer
+from minilm.model.families import Encoder, Model
+from minilm.model.heads import MLMHead
 from minilm.objectives import IGNORE_INDEX, binary_cross_entropy_sum, count_targets, cross_entropy_sum
 
 

@@ -8,7 +8,7 @@ import math
 
 import torch
 
-from minilm.generate import generate, pad_prompts, until_eos
+from minilm.inference.generate import generate, pad_prompts, until_eos
 from minilm.metrics import chrf
 from minilm.objectives import IGNORE_INDEX, cross_entropy_sum
 

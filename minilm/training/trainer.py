@@ -33,12 +33,14 @@ import torch
 from safetensors import SafetensorError
 from tqdm import tqdm
 
-from minilm import distributed, moe
-from minilm.blocks import Transformer
+from minilm.training import distributed
+
 from minilm.checkpoint import load_into, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
-from minilm.distributed import World
+from minilm.model import moe
+from minilm.model.blocks import Transformer
 from minilm.optim import DynamicLossScaler, build_optimizer, clip_grad_norm, lr_at, set_lr
 from minilm.rng import get_rng_state, set_rng_state
+from minilm.training.distributed import World
 
 
 @dataclass
@@ -152,7 +154,7 @@ def set_grad_checkpointing(model, on: bool) -> None:
 
 
 class Trainer:
-    """The loop. Under torchrun (`world`: minilm/distributed.py) every rank runs it on its own rows
+    """The loop. Under torchrun (`world`: minilm/training/distributed.py) every rank runs it on its own rows
     of each global batch; rank 0 alone logs and writes files."""
 
     def __init__(self, model, tokenizer, data, loss_fn, targets, evaluate, args: TrainArgs, device="cpu", world: World = World(),

@@ -8,9 +8,9 @@ Notation: B batch, T time, C channels (n_embd), nh heads, hs head size.
 `pos_offset` reads the learned E_pos from row p_t + pos_offset (BART's table starts at row 2).
 
 With `pos="rope"` no position vector is added here: rotary embeddings rotate the queries and
-keys inside attention instead (`Rotary` below, used by minilm/attention.py); with `pos="alibi"`
+keys inside attention instead (`Rotary` below, used by minilm/model/attention.py); with `pos="alibi"`
 each head adds a distance penalty to its attention scores instead (`ALiBi`). All four are
-registered by name (minilm/registry.py), so a file of yours can add another.
+registered by name (minilm/model/registry.py), so a file of yours can add another.
 """
 
 import math
@@ -18,9 +18,9 @@ import math
 import torch
 from torch import nn
 
-from minilm.dropout import make_dropout
-from minilm.norms import make_norm
-from minilm.registry import lookup, register
+from minilm.model.dropout import make_dropout
+from minilm.model.norms import make_norm
+from minilm.model.registry import lookup, register
 
 
 def sinusoidal_table(n_positions: int, n_embd: int) -> torch.Tensor:
@@ -114,7 +114,7 @@ class Embeddings(nn.Module):
         super().__init__()
         self.config = config
         self.token = nn.Embedding(config.vocab_size, config.n_embd)  # E_tok
-        self.position = lookup("position", config.pos)(config)  # E_pos: a module, or None (rope; minilm/registry.py)
+        self.position = lookup("position", config.pos)(config)  # E_pos: a module, or None (rope; minilm/model/registry.py)
         self.segment = nn.Embedding(config.n_segment, config.n_embd) if config.n_segment > 0 else None  # E_seg
         self.norm = make_norm(config) if config.embed_norm else None
         self.scale = math.sqrt(config.n_embd) if config.scale_embedding else None

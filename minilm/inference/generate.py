@@ -3,7 +3,7 @@
 Notation: B batch, T prompt time, V vocabulary.
 
 Each step feeds only the newest token; the keys and values of earlier positions come from the
-cache (minilm/attention.py), so a step costs O(T) attention instead of recomputing O(T^2).
+cache (minilm/model/attention.py), so a step costs O(T) attention instead of recomputing O(T^2).
 Prompts of different lengths are left-padded: the attention mask hides the pads and the position
 of each real token counts from that row's first real token.
 """
@@ -16,8 +16,8 @@ import torch
 import torch.nn.functional as F
 
 from kernels.packed_linear import packed_linears
-from minilm.attention import KVCache
 from minilm.data.pretrain import pad
+from minilm.model.attention import KVCache
 
 
 def apply_repetition_penalty(logits, generated, penalty: float, counted=None):

@@ -1,4 +1,4 @@
-"""The three model families, composed from the same blocks (minilm/blocks.py) and heads.
+"""The three model families, composed from the same blocks (minilm/model/blocks.py) and heads.
 
     Encoder         BERT-like:   bidirectional stack; pooler, MLM, NSP, classification heads
     Decoder         GPT-like:    causal stack; LM head tied to the token embedding
@@ -16,9 +16,9 @@ import math
 
 from torch import nn
 
-from minilm.attention import KVCache
-from minilm.blocks import Transformer
-from minilm.heads import Classifier, LMHead, MLMHead, Pooler, last_token
+from minilm.model.attention import KVCache
+from minilm.model.blocks import Transformer
+from minilm.model.heads import Classifier, LMHead, MLMHead, Pooler, last_token
 
 
 class Model(nn.Module):

@@ -7,9 +7,9 @@ Notation: B batch, T time, C channels, V vocabulary, L labels.
 import torch
 from torch import nn
 
-from minilm.dropout import make_dropout
-from minilm.mlp import ACTIVATIONS
-from minilm.norms import make_norm
+from minilm.model.dropout import make_dropout
+from minilm.model.mlp import ACTIVATIONS
+from minilm.model.norms import make_norm
 from minilm.objectives import count_targets, cross_entropy_sum
 
 
