@@ -6,11 +6,13 @@ the WordNet corpus alone; each encoder then fine-tuned on WordNet supersense and
 
 Every arm trains the `mini` shape from scratch with minilm-mini's tokenizer (one vocabulary for all,
 so that only the objective or the text differs) on token shards built once per corpus set. Equal
-time: a 40-step calibration run measures each arm's seconds per step (ELECTRA's generator and
-NSP's pairs cost more per step than MLM), and the arm then trains for budget / (seconds per step)
-steps, the schedule of minilm-mini's first run scaled to that many (peak lr 1e-3, 6% warmup,
-cosine to 1e-4, batch 64 x 128, bf16 where the CPU has it). Fine-tuning takes the same flags for
-every arm (2 epochs, lr 5e-4, batch 64; finetune.py's defaults otherwise). Results: a JSON file and a Markdown table.
+time: a 40-step calibration run of each arm, all arms back to back before any of them trains (the
+machine's speed drifts over an hour), measures its seconds per step (ELECTRA's generator and NSP's
+pairs cost more per step than MLM), and the arm then trains for budget / (seconds per step) steps,
+the schedule of minilm-mini's first run scaled to that many (peak lr 1e-3, 6% warmup, cosine to
+1e-4, batch 64 x 128, bf16 where the CPU has it). Fine-tuning takes the same flags for every arm
+(2 epochs, lr 5e-4, batch 64; finetune.py's defaults otherwise). Results: a JSON file and a
+Markdown table.
 """
 
 import argparse
@@ -99,19 +101,23 @@ def main(argv=None):
     results = json.loads(args.out.read_text()) if args.reuse and args.out.is_file() else {}
     results.update({"budget_min": args.budget_min, "shape": SHAPE, "tokenizer": str(args.tokenizer)})
     rows = results.setdefault("arms", {})
-    for arm in arms:
-        if args.reuse and arm in rows:
-            print(f"reusing {arm}", flush=True)
-            continue
+    todo = [arm for arm in arms if not (args.reuse and arm in rows)]
+    for arm in set(arms) - set(todo):
+        print(f"reusing {arm}", flush=True)
+    base, pace = {}, {}
+    for arm in todo:  # every arm's calibration first, back to back: the machine's speed drifts over an hour
         objective, corpus_set, extra = ARMS[arm]
         data = shards(corpus_set, args.runs, args.tokenizer)
-        base = [sys.executable, ROOT / "train.py", "--objective", objective, "--data", data, *extra, *SHAPE]
-        calib = run([*base, "--max-steps", "40", "--eval-every", "40", "--eval-batches", "1", "--out", args.runs / f"{arm}-calibration"],
+        base[arm] = [sys.executable, ROOT / "train.py", "--objective", objective, "--data", data, *extra, *SHAPE]
+        calib = run([*base[arm], "--max-steps", "40", "--eval-every", "40", "--eval-batches", "1", "--out", args.runs / f"{arm}-calibration"],
                     args.runs / f"{arm}-calibration.log")
-        seconds, steps = train_seconds(calib)
+        pace[arm] = train_seconds(calib)
+    for arm in todo:
+        objective, corpus_set, _ = ARMS[arm]
+        seconds, steps = pace[arm]
         max_steps = max(50, int(args.budget_min * 60 / (seconds / steps)))
         out = args.runs / arm
-        log = run([*base, "--max-steps", max_steps, "--lr", "1e-3", "--eval-every", max(1, max_steps // 4), "--save-every", 250,
+        log = run([*base[arm], "--max-steps", max_steps, "--lr", "1e-3", "--eval-every", max(1, max_steps // 4), "--save-every", 250,
                    "--out", out], args.runs / f"{arm}.log")
         trained_s, _ = train_seconds(log)
         last = [json.loads(line) for line in (out / "metrics.jsonl").read_text().splitlines()][-1]
