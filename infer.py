@@ -10,9 +10,12 @@ sentences, or serve a model over HTTP.
     python infer.py predict --ckpt runs/finetune-cls --quantize int8 --file texts.txt     # int8 on the CPU
     python infer.py fill-mask "a domestic [MASK] that barks"                     # the shipped minilm-mini
     python infer.py embed --ckpt runs/pretrain-encoder "a dog" "a cat" --json
+    python infer.py classify --template "{text} It was [MASK]." --labels 1=great,0=terrible --file dev.tsv --text-col sentence --label-col label
+    python infer.py classify --ckpt minilm-mini-decoder --template "{text} It was [MASK]." --labels 1=great,0=terrible \
+        --file dev.tsv --text-col sentence --label-col label --shots train.tsv --k 4    # in-context demonstrations
     python infer.py serve --ckpt runs/finetune-cls --port 8000      # http://127.0.0.1:8000/predict
 
-Without --ckpt, generate uses the shipped decoder minilm-mini-decoder, fill-mask and embed the
+Without --ckpt, generate uses the shipped decoder minilm-mini-decoder, fill-mask, embed and classify the
 shipped encoder minilm-mini (minilm/pretrained), and predict and serve runs/finetune-cls, where
 `python finetune.py --task cls` writes its model. Inputs of predict, fill-mask and embed come from the arguments, else --file, else standard input
 (one per line). --json prints one JSON object per input.
@@ -38,6 +41,7 @@ DEFAULT_CKPT = {  # a shipped checkpoint's name (minilm/pretrained), or a run fo
     "predict": ROOT / "runs" / "finetune-cls",
     "fill-mask": "minilm-mini",
     "embed": "minilm-mini",
+    "classify": "minilm-mini",
     "serve": ROOT / "runs" / "finetune-cls",
 }
 
@@ -75,7 +79,7 @@ def add_generation_flags(g):
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,predict,fill-mask,embed,serve}")
+    sub = p.add_subparsers(dest="command", required=True, metavar="{generate,predict,fill-mask,embed,classify,serve}")
 
     g = sub.add_parser("generate", help="continue a prompt with a decoder (or encoder-decoder) checkpoint")
     g.add_argument("--prompt", action="append", required=True, help="text to continue (repeat for a batch)")
@@ -96,6 +100,23 @@ def build_parser() -> argparse.ArgumentParser:
     em.add_argument("texts", nargs="*", help="texts to embed (default: --file, else standard input)")
     em.add_argument("--no-normalize", action="store_true", help="keep the raw mean (default: scaled to unit length)")
 
+    cl = sub.add_parser("classify", help="label texts by prompting an MLM encoder or a decoder, with no training",
+                        description="Zero- and few-shot classification: each label is a word in the template's [MASK] slot, and "
+                                    "the model's likelihood of that word decides (minilm/inference/prompting.py).")
+    cl.add_argument("texts", nargs="*", help="texts to label (default: the --text-col of --file)")
+    cl.add_argument("--template", required=True, help='the prompt, with {text} for the input and [MASK] for the label\'s word, '
+                    'for example "{text} It was [MASK]."')
+    cl.add_argument("--labels", required=True, help="each label and its word (verbaliser), for example 1=great,0=terrible")
+    cl.add_argument("--file", help="a CSV, TSV or JSONL file of texts (optionally with labels: then the metrics are printed)")
+    cl.add_argument("--text-col", default="text", help="column of the text in --file and --shots (default: %(default)s)")
+    cl.add_argument("--label-col", help="column of the gold label in --file: print accuracy and F1 instead of each prediction")
+    cl.add_argument("--shots", help="a labelled file (same columns) to draw in-context demonstrations from")
+    cl.add_argument("--k", type=int, default=4, help="demonstrations drawn from --shots (default: %(default)s)")
+    cl.add_argument("--seed", type=int, default=0, help="seed of the demonstrations' draw (default: %(default)s)")
+    cl.add_argument("--shots-label-col", default="label", help="column of the label in --shots (default: %(default)s)")
+    cl.add_argument("--normalize", action="store_true", help="divide each label's log-likelihood by its word's length in tokens")
+    cl.add_argument("--calibrate", action="store_true",
+                    help='subtract the scores of the content-free input "N/A" under the same prompt (contextual calibration)')
     sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /embed, /health",
                         description=SERVE_API, formatter_class=argparse.RawDescriptionHelpFormatter)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
@@ -106,7 +127,7 @@ def build_parser() -> argparse.ArgumentParser:
     sv.add_argument("--max-batch", type=int, default=64, help="most texts or prompts in one request (default: %(default)s)")
     sv.add_argument("--max-beams", type=int, default=8, help="largest num_beams accepted (default: %(default)s)")
 
-    for name, s in (("generate", g), ("predict", pr), ("fill-mask", fm), ("embed", em), ("serve", sv)):
+    for name, s in (("generate", g), ("predict", pr), ("fill-mask", fm), ("embed", em), ("classify", cl), ("serve", sv)):
         default = DEFAULT_CKPT[name]
         shown = default if isinstance(default, str) else default.relative_to(ROOT)
         s.add_argument("--ckpt", help=f"checkpoint directory or shipped name (default: {shown})")
@@ -114,7 +135,7 @@ def build_parser() -> argparse.ArgumentParser:
         s.add_argument("--quantize", choices=["int8"], help="dynamic int8 quantisation of the Linear layers (CPU)")
         s.add_argument("--compile", action="store_true", help="compile each block with torch.compile (pays off on long runs)")
         add_plugin_arg(s)
-    for s in (g, pr, fm, em):
+    for s in (g, pr, fm, em, cl):
         s.add_argument("--json", action="store_true", help="print JSON instead of text")
     for s in (pr, fm, em):
         s.add_argument("--file", help="read inputs from this file, one per line")
@@ -128,7 +149,7 @@ def parse_args(argv=None):
     p = build_parser()
     args = p.parse_args(argv)
     args.ckpt = args.ckpt or str(DEFAULT_CKPT[args.command])
-    for name in ("batch_size", "top", "top_k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch", "max_beams"):
+    for name in ("batch_size", "top", "top_k", "k", "max_body_bytes", "max_prompt_tokens", "max_new_tokens_limit", "max_batch", "max_beams"):
         value = getattr(args, name, None)
         if value is not None and value < 1:
             p.error(f"--{name.replace('_', '-')} must be positive, got {value}")
@@ -241,6 +262,47 @@ def cmd_embed(args):
         print(json.dumps({"text": text, "embedding": v}) if args.json else " ".join(f"{x:.5f}" for x in v))
 
 
+def cmd_classify(args):
+    from minilm.data.tasks import read_examples
+    from minilm.inference.prompting import Prompter, parse_verbalizers, sample_demonstrations
+    from minilm.metrics import classification_report
+
+    model, tk = load(args, "classify")
+    try:
+        verbalizers = parse_verbalizers(args.labels)
+        if args.texts:
+            texts, gold = args.texts, None
+        elif args.file:
+            rows = read_examples(args.file, args.text_col, label_col=args.label_col, require_label=bool(args.label_col))
+            texts, gold = [r.text for r in rows], ([r.label for r in rows] if args.label_col else None)
+        else:
+            sys.exit("error: give texts as arguments or a file with --file")
+        demos = []
+        if args.shots:
+            demos = sample_demonstrations(read_examples(args.shots, args.text_col, label_col=args.shots_label_col), args.k, args.seed)
+        prompter = Prompter(model, tk, args.template, verbalizers, demos, args.normalize, args.calibrate)
+        if gold is not None:
+            unknown = sorted(set(gold) - set(verbalizers))
+            if unknown:
+                sys.exit(f"error: {args.file}: gold labels {unknown} have no word in --labels {args.labels!r}")
+        results = prompter.classify(texts)
+    except (FileNotFoundError, ValueError) as e:
+        sys.exit(f"error: {e}")
+    if gold is None:
+        for r in results:
+            print(json.dumps(r) if args.json else f"{r['label']}\t{r['text']}")
+        return
+    labels = list(verbalizers)
+    report = classification_report([labels.index(y) for y in gold], [labels.index(r["label"]) for r in results], labels)
+    majority = max(labels, key=gold.count)
+    report.update(n=len(gold), majority_label=majority, majority_accuracy=gold.count(majority) / len(gold))
+    if args.json:
+        print(json.dumps(report))
+    else:
+        print(f"accuracy {report['accuracy']:.4f}  macro-F1 {report['macro_f1']:.4f}  on {len(gold)} texts "
+              f"(majority class {majority!r}: {report['majority_accuracy']:.4f})")
+
+
 def cmd_serve(args):
     from minilm.inference.serve import Limits, serve
 
@@ -254,7 +316,8 @@ def cmd_serve(args):
 
 def main(argv=None):
     args = parse_args(argv)
-    commands = {"generate": cmd_generate, "predict": cmd_predict, "fill-mask": cmd_fill_mask, "embed": cmd_embed, "serve": cmd_serve}
+    commands = {"generate": cmd_generate, "predict": cmd_predict, "fill-mask": cmd_fill_mask, "embed": cmd_embed, "classify": cmd_classify,
+                "serve": cmd_serve}
     with torch.no_grad():
         commands[args.command](args)
 

@@ -1,0 +1,133 @@
+"""Prompting without updates (minilm/inference/prompting.py, `infer.py classify`): each label's score
+is the log-likelihood its verbaliser would get written out by hand, for an MLM encoder and for a
+decoder; demonstrations and over-long texts are cut to fit; calibration subtracts the content-free
+scores; the command prints metrics beside the majority class."""
+
+import json
+import string
+
+import pytest
+import torch
+
+import infer
+from conftest import tiny_model
+from minilm.checkpoint import save_pretrained
+from minilm.inference.prompting import CONTENT_FREE, Prompter, parse_verbalizers, sample_demonstrations
+from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+WORDS = ["it", "was", "great", "terrible", "film", "a", "good", "bad", "n", "/", "movie", "very", "."]
+LETTERS = list(string.ascii_lowercase)
+TEMPLATE = "{text} it was [MASK] ."
+LABELS = {"1": "great", "0": "terrible"}
+
+
+def tokenizer() -> Tokenizer:
+    return Tokenizer.from_vocab([*SPECIAL_TOKENS, *WORDS, *[c for c in LETTERS if c not in WORDS], *("##" + c for c in LETTERS)])
+
+
+def models(tk, **changes):
+    v = tk.vocab_size
+    return {"mlm": tiny_model("encoder", "mlm", vocab_size=v, **changes), "lm": tiny_model("decoder", "lm", vocab_size=v, **changes)}
+
+
+def test_verbalisers_and_templates_are_checked():
+    assert parse_verbalizers("1=great, 0=terrible") == {"1": "great", "0": "terrible"}
+    for bad in ("1=great", "1:great,0=bad", "1=great,1=good", "1=,0=bad"):
+        with pytest.raises(ValueError, match="--labels"):
+            parse_verbalizers(bad)
+    tk = tokenizer()
+    for template in ("{text} it was .", "it was [MASK] .", "{text} [MASK] [MASK]"):
+        with pytest.raises(ValueError, match="--template"):
+            Prompter(models(tk)["mlm"], tk, template, LABELS)
+    with pytest.raises(ValueError, match="an MLM encoder"):
+        Prompter(tiny_model("encoder", "cls", vocab_size=tk.vocab_size, n_labels=2), tk, TEMPLATE, LABELS)
+
+
+def test_mlm_scores_are_the_log_likelihood_at_the_masks():
+    tk = tokenizer()
+    model = models(tk)["mlm"]
+    labels = {"1": "great", "0": "terrible", "2": "very good"}  # a two-token verbaliser takes two masks
+    got = Prompter(model, tk, TEMPLATE, labels).scores("a good film")
+    for y, word in labels.items():
+        pieces = tk.encode(word, add_special=False)
+        ids = tk.encode("a good film it was " + " ".join(["[MASK]"] * len(pieces)) + " .")
+        at = [i for i, t in enumerate(ids) if t == tk.mask_id]
+        with torch.no_grad():
+            logp = model(torch.tensor([ids]))[0].log_softmax(-1)  # (T, V)
+        assert got[y] == pytest.approx(sum(float(logp[i, p]) for i, p in zip(at, pieces)), abs=1e-5)
+    normalized = Prompter(model, tk, TEMPLATE, labels, normalize=True).scores("a good film")
+    assert normalized["2"] == pytest.approx(got["2"] / 2, abs=1e-5) and normalized["1"] == pytest.approx(got["1"], abs=1e-5)
+
+
+def test_decoder_scores_are_the_log_likelihood_of_the_words_after_the_prefix():
+    tk = tokenizer()
+    model = models(tk)["lm"]
+    labels = {"1": "great", "0": "very bad"}
+    got = Prompter(model, tk, TEMPLATE, labels).scores("a good film")
+    prefix = tk.encode("a good film it was", add_special=False)
+    for y, word in labels.items():
+        ids = prefix + tk.encode(word, add_special=False)
+        with torch.no_grad():
+            logp = model(torch.tensor([ids]))[0].log_softmax(-1)  # (T, V), alone: no padding
+        assert got[y] == pytest.approx(sum(float(logp[t - 1, ids[t]]) for t in range(len(prefix), len(ids))), abs=1e-5)
+
+
+@pytest.mark.parametrize("kind", ["mlm", "lm"])
+def test_demonstrations_come_first_and_are_dropped_before_the_text_is_cut(kind):
+    tk = tokenizer()
+    model = models(tk, max_seq_len=24)[kind]
+    demos = [("a bad movie", "0"), ("a good film", "1")]
+    p = Prompter(model, tk, TEMPLATE, LABELS, demos)
+    sep = " " if kind == "mlm" else "\n"
+    assert p.prompt("very good", 1) == f"a bad movie it was terrible .{sep}a good film it was great .{sep}very good it was [MASK] ."
+    longer = "a very very very very very good film"
+    assert p.prompt(longer, 1) == f"a good film it was great .{sep}{longer} it was [MASK] ."  # the oldest went
+    long = " ".join(["very"] * 30) + " good"
+    cut = p.prompt(long, 1)
+    assert cut.startswith("very very") and cut.endswith(" it was [MASK] .") and "great" not in cut
+    assert set(p.scores(long)) == set(LABELS)  # and it scores
+    with pytest.raises(ValueError, match="no word for"):
+        Prompter(model, tk, TEMPLATE, {"1": "great", "2": "good"}, demos)
+
+
+def test_calibration_subtracts_the_content_free_scores():
+    tk = tokenizer()
+    for model in models(tk).values():
+        raw = Prompter(model, tk, TEMPLATE, LABELS).classify(["a good film", CONTENT_FREE])
+        cal = Prompter(model, tk, TEMPLATE, LABELS, calibrate=True).classify(["a good film", CONTENT_FREE])
+        assert cal[1]["scores"] == {"1": 0.0, "0": 0.0}
+        prior = raw[1]["scores"]
+        assert cal[0]["scores"] == pytest.approx({y: raw[0]["scores"][y] - prior[y] for y in LABELS})
+
+
+def test_sample_demonstrations_is_seeded():
+    class E:
+        def __init__(self, i):
+            self.text, self.label = f"t{i}", str(i % 2)
+
+    examples = [E(i) for i in range(10)]
+    assert sample_demonstrations(examples, 4, seed=3) == sample_demonstrations(examples, 4, seed=3)
+    assert sample_demonstrations(examples, 4, seed=3) != sample_demonstrations(examples, 4, seed=4)
+    with pytest.raises(ValueError, match="only 10"):
+        sample_demonstrations(examples, 11)
+
+
+def test_infer_classify_prints_predictions_or_metrics(tmp_path, capsys):
+    tk = tokenizer()
+    ckpt = tmp_path / "enc"
+    save_pretrained(ckpt, models(tk)["mlm"], tk)
+    data = tmp_path / "dev.tsv"
+    data.write_text("sentence\tlabel\na good film\t1\na bad movie\t0\nvery bad\t0\n")
+    base = ["classify", "--ckpt", str(ckpt), "--template", TEMPLATE, "--labels", "1=great,0=terrible"]
+    infer.main([*base, "a good film", "--json"])
+    row = json.loads(capsys.readouterr().out)
+    assert row["text"] == "a good film" and row["label"] in LABELS and set(row["scores"]) == set(LABELS)
+    infer.main([*base, "--file", str(data), "--text-col", "sentence", "--label-col", "label", "--json",
+                "--shots", str(data), "--shots-label-col", "label", "--k", "2", "--calibrate"])
+    report = json.loads(capsys.readouterr().out)
+    assert report["n"] == 3 and report["majority_label"] == "0" and report["majority_accuracy"] == pytest.approx(2 / 3)
+    assert 0 <= report["accuracy"] <= 1 and len(report["confusion_matrix"]) == 2
+    with pytest.raises(SystemExit, match="gold labels"):
+        infer.main([*base, "--file", str(data), "--text-col", "sentence", "--label-col", "label", "--labels", "1=great,2=terrible"])
+    with pytest.raises(SystemExit, match="no field 'text'"):
+        infer.main([*base, "--file", str(data)])
