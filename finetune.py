@@ -106,6 +106,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--sparsity-scope", choices=["global", "layer"], default="global",
                    help="--sparsity: rank weights over all layers or within each (default: %(default)s)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
+    p.add_argument("--tokenizer", help="with --init scratch: an existing tokenizer.json (or checkpoint directory) instead of one "
+                                       "trained on the training file (whose training is not reproducible bit for bit)")
     add_model_args(p)
     add_plugin_arg(p)
     add_train_args(p, lr=5e-4, batch_size=64, seq_len=64)
@@ -122,6 +124,8 @@ def parse_args(argv=None):
         p.error("--peft already freezes the whole backbone; drop --freeze-embeddings / --freeze-layers")
     if args.peft and args.init == "scratch":
         p.error("--peft adapts a pretrained model: give --init CHECKPOINT")
+    if args.tokenizer and args.init != "scratch":
+        p.error("--tokenizer applies with --init scratch only: a checkpoint brings its own tokenizer")
     distilling = [f for f in ("unlabeled",) if getattr(args, f)] + [f for f in ("distill_temperature", "distill_alpha") if getattr(args, f) != p.get_default(f)]
     if distilling and not args.teacher:
         p.error(f"--{distilling[0].replace('_', '-')} applies with --teacher only")
@@ -283,7 +287,13 @@ def main(argv=None):
     if init == "scratch":
         kind = "wordpiece" if arch == "encoder" else "bpe"
         # one tokenizer for all ranks: rank 0 trains it and sends its JSON
-        trained = Tokenizer.train(texts_of(train_examples, args.task in TASK_ARCH), kind=kind, vocab_size=args.vocab_size) if world.main else None
+        if args.tokenizer:
+            try:
+                trained = Tokenizer.load(args.tokenizer) if world.main else None
+            except (FileNotFoundError, ValueError) as e:
+                sys.exit(f"error: --tokenizer {args.tokenizer}: {e}")
+        else:
+            trained = Tokenizer.train(texts_of(train_examples, args.task in TASK_ARCH), kind=kind, vocab_size=args.vocab_size) if world.main else None
         tokenizer = Tokenizer.from_json(distributed.broadcast_json(trained.to_json() if world.main else None, world))
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,

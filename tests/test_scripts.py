@@ -266,6 +266,19 @@ def test_finetune_missing_column_names_file_line_and_field(tmp_path, task_files)
         finetune.main(["--init", "scratch", "--train", str(tr), "--text-col", "sentence", "--out", str(tmp_path), *TINY])
 
 
+def test_finetune_from_scratch_takes_a_given_tokenizer(tmp_path, task_files, capsys):
+    tr, dv, _ = task_files
+    tok = word_tokenizer(tmp_path / "tokenizer.json")
+    finetune.main(["--init", "scratch", "--tokenizer", str(tok), "--train", str(tr), "--dev", str(dv), "--out", str(tmp_path / "o"),
+                   "--max-steps", "2", *TINY])
+    assert Tokenizer.load(tmp_path / "o").to_json() == Tokenizer.load(tok).to_json()
+    with pytest.raises(SystemExit, match="nope.json"):
+        finetune.main(["--init", "scratch", "--tokenizer", str(tmp_path / "nope.json"), "--train", str(tr), "--out", str(tmp_path / "p"), *TINY])
+    with pytest.raises(SystemExit):
+        finetune.main(["--init", str(tmp_path / "o"), "--tokenizer", str(tok), "--train", str(tr), "--out", str(tmp_path / "q"), *TINY])
+    assert "--tokenizer applies with --init scratch only" in capsys.readouterr().err
+
+
 def test_finetune_regression(tmp_path):
     rng = random.Random(0)
     rows = ["a,b,score"]
