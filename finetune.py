@@ -23,9 +23,6 @@ import sys
 from pathlib import Path
 
 from minilm import peft
-
-from minilm.training import distill
-
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm.cli import add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import POOLINGS, from_preset
@@ -35,8 +32,7 @@ from minilm.data.text_to_text import Seq2SeqData, SFTData
 from minilm.objectives import IGNORE_INDEX
 from minilm.pretrained import shipped
 from minilm.tokenizer import Tokenizer
-from minilm.training import prune
-from minilm.training import distributed
+from minilm.training import distill, distributed, prune
 from minilm.training.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.training.trainer import Trainer, TrainingStopped
 
