@@ -262,6 +262,14 @@ def cmd_embed(args):
         print(json.dumps({"text": text, "embedding": v}) if args.json else " ".join(f"{x:.5f}" for x in v))
 
 
+def _every_label_worded(rows, label_col, verbalizers, spec):
+    """Exit naming the first row (file:line) whose label --labels gives no word for."""
+    unworded = [r for r in rows if r.label not in verbalizers]
+    if unworded:
+        sys.exit(f"error: {unworded[0].where}: {label_col} {unworded[0].label!r} has no word in --labels {spec!r} "
+                 f"({len(unworded)} rows; labels {sorted({r.label for r in unworded})})")
+
+
 def cmd_classify(args):
     from minilm.data.tasks import read_examples
     from minilm.inference.prompting import Prompter, parse_verbalizers, sample_demonstrations
@@ -275,16 +283,16 @@ def cmd_classify(args):
         elif args.file:
             rows = read_examples(args.file, args.text_col, label_col=args.label_col, require_label=bool(args.label_col))
             texts, gold = [r.text for r in rows], ([r.label for r in rows] if args.label_col else None)
+            if args.label_col:
+                _every_label_worded(rows, args.label_col, verbalizers, args.labels)
         else:
             sys.exit("error: give texts as arguments or a file with --file")
         demos = []
         if args.shots:
-            demos = sample_demonstrations(read_examples(args.shots, args.text_col, label_col=args.shots_label_col), args.k, args.seed)
+            shots = read_examples(args.shots, args.text_col, label_col=args.shots_label_col)
+            _every_label_worded(shots, args.shots_label_col, verbalizers, args.labels)
+            demos = sample_demonstrations(shots, args.k, args.seed)
         prompter = Prompter(model, tk, args.template, verbalizers, demos, args.normalize, args.calibrate)
-        if gold is not None:
-            unknown = sorted(set(gold) - set(verbalizers))
-            if unknown:
-                sys.exit(f"error: {args.file}: gold labels {unknown} have no word in --labels {args.labels!r}")
         results = prompter.classify(texts)
     except (FileNotFoundError, ValueError) as e:
         sys.exit(f"error: {e}")

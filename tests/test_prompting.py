@@ -127,7 +127,11 @@ def test_infer_classify_prints_predictions_or_metrics(tmp_path, capsys):
     report = json.loads(capsys.readouterr().out)
     assert report["n"] == 3 and report["majority_label"] == "0" and report["majority_accuracy"] == pytest.approx(2 / 3)
     assert 0 <= report["accuracy"] <= 1 and len(report["confusion_matrix"]) == 2
-    with pytest.raises(SystemExit, match="gold labels"):
+    with pytest.raises(SystemExit, match=r"dev.tsv:3: label '0' has no word in --labels .*2 rows"):
         infer.main([*base, "--file", str(data), "--text-col", "sentence", "--label-col", "label", "--labels", "1=great,2=terrible"])
+    shots = tmp_path / "shots.tsv"
+    shots.write_text("sentence\tlabel\ngreat\t1\nawful\t0\nfine\tmaybe\n")
+    with pytest.raises(SystemExit, match=r"shots.tsv:4: label 'maybe' has no word"):
+        infer.main([*base, "--file", str(data), "--text-col", "sentence", "--shots", str(shots), "--shots-label-col", "label"])
     with pytest.raises(SystemExit, match="no field 'text'"):
         infer.main([*base, "--file", str(data)])
