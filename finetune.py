@@ -25,7 +25,7 @@ from pathlib import Path
 from minilm import peft
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm.cli import add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
-from minilm.config import POOLINGS, from_preset
+from minilm.config import PAIR_ENCODINGS, POOLINGS, from_preset
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.data.text_to_text import Seq2SeqData, SFTData
@@ -74,6 +74,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--pooling", choices=POOLINGS,
                    help="cls and regression: what the sentence head reads, the [CLS] state (BERT's) or the mean over the real tokens "
                         "(default: mean; a checkpoint that already has a sentence head keeps its own)")
+    p.add_argument("--pair-encoding", choices=PAIR_ENCODINGS,
+                   help="cls and regression on text pairs (--text-pair-col): one sequence \"[CLS] a [SEP] b [SEP]\" (cross, BERT's) or each "
+                        "text encoded alone and the two vectors compared (bi, Sentence-BERT's: regression y = w cos(u, v) + b, cls from "
+                        "[u; v; |u - v|]; each text keeps a vector of its own). Default: cross; a checkpoint with a sentence head keeps its own")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
     p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
     p.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="DECAY",
@@ -151,6 +155,8 @@ def parse_args(argv=None):
         args.train, args.dev, args.test = (str(folder / name.format(s)) if (folder / name.format(s)).exists() else None for s in ("train", "dev", "test"))
         if args.task == "regression" and args.text_pair_col is None:
             args.text_pair_col = "text_pair"  # the recipe's pair column
+    if args.pair_encoding == "bi" and (args.task not in ("cls", "regression") or args.text_pair_col is None):
+        p.error("--pair-encoding bi compares the two texts of a pair: it needs --task cls or regression and --text-pair-col")
     if args.task in COLUMNS:
         args.source_col = args.source_col or COLUMNS[args.task][0]
         args.target_col = args.target_col or COLUMNS[args.task][1]
@@ -216,12 +222,13 @@ def texts_of(examples, with_outputs: bool = False):
             yield from (t for t in (e.text, e.pair, e.label if with_outputs else None) if t is not None)
 
 
-def task_data(args, tokenizer, examples, y, batch_size, seed=0):
+def task_data(args, config, tokenizer, examples, y, batch_size, seed=0):
     if args.task in TASK_ARCH:
         Data = SFTData if args.task == "sft" else Seq2SeqData
         return Data(examples, tokenizer, args.seq_len, batch_size, seed)
-    Data = TaggingData if args.task == "ner" else ClassificationData
-    return Data(examples, tokenizer, y, args.seq_len, batch_size, seed)
+    if args.task == "ner":
+        return TaggingData(examples, tokenizer, y, args.seq_len, batch_size, seed)
+    return ClassificationData(examples, tokenizer, y, args.seq_len, batch_size, seed, config.pair_encoding)
 
 
 def teach(args, examples, train_data, labels, device) -> None:
@@ -293,7 +300,8 @@ def main(argv=None):
         tokenizer = Tokenizer.from_json(distributed.broadcast_json(trained.to_json() if world.main else None, world))
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
-            max_seq_len=args.seq_len, pooling=args.pooling or "mean", **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args)}
+            max_seq_len=args.seq_len, pooling=args.pooling or "mean", pair_encoding=args.pair_encoding or "cross",
+            **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args)}
         )
         init_path = None
     else:
@@ -303,7 +311,10 @@ def main(argv=None):
             sys.exit(f"error: --task {args.task} fine-tunes a {arch} model; --init {init} is {'an' if base.arch[0] in 'aeiou' else 'a'} {base.arch} checkpoint "
                      f"(make one with `python train.py --arch {arch}`)")
         try:
-            config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout, pooling=args.pooling or (base.pooling if base.head in ("cls", "regression") else "mean"),
+            sentence_head = base.head in ("cls", "regression")  # a fine-tuned checkpoint keeps how it pools and reads pairs
+            config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
+                                  pooling=args.pooling or (base.pooling if sentence_head else "mean"),
+                                  pair_encoding=args.pair_encoding or (base.pair_encoding if sentence_head else "cross"),
                                   attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl)
         except ValueError as e:
             sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
@@ -313,6 +324,8 @@ def main(argv=None):
         sys.exit(f"error: --init {init}: {e}")
     if init_path is not None:
         print(f"initialised from {init_path}; new: {', '.join(new) if new else 'nothing'}")
+    if config.pair_encoding == "bi" and args.task == "regression" and (init_path is None or "classifier.scale" in new):
+        model.classifier.fit_range(min(train_y), max(train_y))  # cos 0 -> the lowest label, cos 1 -> the highest
     try:
         if args.peft:
             if init_path is None:
@@ -328,9 +341,9 @@ def main(argv=None):
     compile_if_asked(model, args)
 
     try:  # a tokenizer without a token the task's batches need (SFT and seq2seq end targets with EOS) is named here
-        train_data = task_data(args, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
-        dev_data = task_data(args, tokenizer, *dev, 128) if dev else None
-        test_data = task_data(args, tokenizer, *test, 128) if test else None
+        train_data = task_data(args, config, tokenizer, train_examples, train_y, args.batch_size * args.grad_accum * world.size, args.seed)
+        dev_data = task_data(args, config, tokenizer, *dev, 128) if dev else None
+        test_data = task_data(args, config, tokenizer, *test, 128) if test else None
     except ValueError as e:
         sys.exit(f"error: {args.init}: {e}")
 

@@ -226,6 +226,8 @@ def cmd_generate(args):
 
 def cmd_predict(args):
     model, tk = load(args, "predict")
+    if args.pair is None and predict.needs_pair(model):
+        sys.exit(f"error: {args.ckpt} compares text pairs (a bi-encoder, pair_encoding 'bi'): give the second text with --pair")
     for r in predict.predict_texts(model, tk, read_inputs(args), args.pair, args.top, args.batch_size):
         if args.json:
             print(json.dumps(r))

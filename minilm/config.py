@@ -30,6 +30,9 @@ ARCHS = ("encoder", "decoder", "encoder-decoder")
 POSITIONS, NORMS, MLPS, ATTN_IMPLS = (tuple(registry.BUILTIN[kind]) for kind in ("position", "norm", "mlp", "attention"))
 NORM_POSITIONS = ("pre", "post")
 POOLINGS = ("cls", "mean")  # what a sentence head (cls, regression, nsp) reads: the [CLS] state, or the mean of the real tokens
+# how an encoder's cls / regression head reads a text pair: one sequence "[CLS] a [SEP] b [SEP]" (BERT's
+# cross-encoder), or each text encoded alone and their pooled vectors compared (Sentence-BERT's bi-encoder)
+PAIR_ENCODINGS = ("cross", "bi")
 LOSS_IMPLS = ("logits", "chunked")  # the LM loss through the full logits, or in row chunks (kernels/cross_entropy.py)
 
 # Which heads sit on which backbone. "none" returns the hidden states (B, T, C).
@@ -92,6 +95,7 @@ class ModelConfig:
     lm_head_bias: bool = False  # a bias on the "lm" head's vocabulary scores (BART's final_logits_bias)
     init_std: float = 0.02
     pooling: str = "cls"  # the pooler's input: the first ([CLS]) state, as BERT, or the mean over real tokens
+    pair_encoding: str = "cross"  # text pairs for a cls / regression head: one sequence, or each text alone ("bi"; PAIR_ENCODINGS)
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
     layer_heads: list[int] | None = None  # self-attention heads of each block after structured pruning (minilm/training/prune.py); None: n_head in all
@@ -111,6 +115,7 @@ class ModelConfig:
         choice("norm_position", NORM_POSITIONS)
         choice("loss_impl", LOSS_IMPLS)
         choice("pooling", POOLINGS)
+        choice("pair_encoding", PAIR_ENCODINGS)
         choice("head", HEADS[self.arch])
         for name in ("vocab_size", "n_layer", "n_head", "n_embd", "max_seq_len"):
             if int(getattr(self, name)) < 1:
@@ -134,6 +139,8 @@ class ModelConfig:
             raise ValueError("ModelConfig: layer_heads / layer_ff (structured pruning per block) do not apply to share_layers (one block for all)")
         if self.pos == "alibi" and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) does not apply to ALiBi positions (a slope per head)")
+        if self.pair_encoding == "bi" and self.arch != "encoder":
+            raise ValueError(f"ModelConfig.pair_encoding='bi' (each text of a pair encoded alone) needs an encoder, not {self.arch!r}")
         if self.attn_window is not None and self.attn_window < 1:
             raise ValueError(f"ModelConfig.attn_window={self.attn_window}: must be a positive number of positions, or None")
         if self.parallel_block and (self.norm_position != "pre" or self.arch == "encoder-decoder"):

@@ -148,6 +148,10 @@ class TaskBatches:
     def _collate(self, index) -> dict:
         raise NotImplementedError
 
+    def length(self, i: int) -> int:
+        """Tokens of example i: what batches of similar length are grouped by."""
+        return len(self.ids[i])
+
     POOL = 50  # batches per length-sorted pool
     MIN_POOLS = 10  # group by length only when an epoch holds at least this many pools
 
@@ -167,7 +171,7 @@ class TaskBatches:
             pool = self.batch_size  # no sorting: plain shuffled batches
         batches = []
         for start in range(0, len(order), pool):
-            chunk = sorted(order[start : start + pool], key=lambda i: len(self.ids[i]))
+            chunk = sorted(order[start : start + pool], key=self.length)
             batches += [chunk[j : j + self.batch_size] for j in range(0, len(chunk), self.batch_size)]
         batches = [b for b in batches if len(b) == self.batch_size] or [list(order)]  # drop partial batches
         batches = batches[: self.steps_per_epoch]
@@ -184,7 +188,7 @@ class TaskBatches:
         """Every example once as (indices, batch), shortest first: the fastest order to predict in,
         since each batch is padded only to its own longest row."""
         size = batch_size or self.batch_size
-        order = sorted(range(len(self.ids)), key=lambda i: len(self.ids[i]))
+        order = sorted(range(len(self.ids)), key=self.length)
         for start in range(0, len(order), size):
             index = order[start : start + size]
             yield index, self._collate(index)
@@ -199,10 +203,19 @@ class TaskBatches:
 class ClassificationData(TaskBatches):
     """Tokenized text (pairs) with integer labels; `batch(step)` for training, `batches()` for eval."""
 
-    def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0):
+    def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0,
+                 pair_encoding: str = "cross"):
         texts = [e.text for e in examples]
         pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
-        self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
+        self.pair_ids = None  # a bi-encoder's second texts, each encoded alone
+        if pair_encoding == "bi":
+            if pairs is None:
+                where = examples[0].where if examples else "the input"
+                raise ValueError(f"{where}: a bi-encoder (pair_encoding 'bi') compares two texts, and this example has no second text")
+            self.ids, self.segments = tokenizer.encode_batch(texts, max_len=max_len)
+            self.pair_ids, _ = tokenizer.encode_batch(pairs, max_len=max_len)
+        else:
+            self.ids, self.segments = tokenizer.encode_batch(texts, pairs, max_len=max_len)
         self.labels = labels
         self.teacher = None  # per example: a teacher's logits (L,) or value, for distillation (minilm/training/distill.py)
         self.pad_id, self.batch_size, self.seed = tokenizer.fill_id, batch_size, seed
@@ -215,8 +228,15 @@ class ClassificationData(TaskBatches):
             "attention_mask": pad([[1] * len(self.ids[i]) for i in index], 0, input_ids.shape[1]),  # by length: the fill id may be real
             "segment_ids": pad([self.segments[i] for i in index], 0, input_ids.shape[1]),
         }
+        if self.pair_ids is not None:  # (B, T'): the second texts, on their own
+            del out["segment_ids"]
+            out["pair_input_ids"] = pad([self.pair_ids[i] for i in index], self.pad_id)
+            out["pair_attention_mask"] = pad([[1] * len(self.pair_ids[i]) for i in index], 0, out["pair_input_ids"].shape[1])
         if self.labels is not None:
             out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
         if self.teacher is not None:
             out["teacher"] = torch.as_tensor(np.stack([self.teacher[i] for i in index]), dtype=torch.float32)  # (B, L) or (B,)
         return out
+
+    def length(self, i: int) -> int:
+        return len(self.ids[i]) if self.pair_ids is None else max(len(self.ids[i]), len(self.pair_ids[i]))

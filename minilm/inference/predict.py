@@ -224,6 +224,11 @@ def tag_words(model, tokenizer, word_lists: list[list[str]], batch_size: int, de
     return out
 
 
+def needs_pair(model) -> bool:
+    """Whether the model's head reads text pairs only: a bi-encoder's cls / regression head compares two texts."""
+    return bool(getattr(model, "bi", False))
+
+
 def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, top: int = 1, batch_size: int = 64) -> list[dict]:
     """cls: {"label", "probability", "top"}; regression: {"value"}; token: {"words", "tags", "entities"}."""
     head, device = model.config.head, next(model.parameters()).device
@@ -240,7 +245,7 @@ def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, t
             results.append(out)
         return results
     examples = [Example(text, pair, None, f"input {i + 1}") for i, text in enumerate(texts)]
-    data = ClassificationData(examples, tokenizer, None, model.config.max_seq_len, batch_size)
+    data = ClassificationData(examples, tokenizer, None, model.config.max_seq_len, batch_size, pair_encoding=model.config.pair_encoding)
     outputs = torch.as_tensor(predict(model, data, device))  # (N, L) logits, or (N,) values
     if head == "regression":
         return [{"text": text, "value": float(v)} for text, v in zip(texts, outputs)]

@@ -279,6 +279,8 @@ class Handler(BaseHTTPRequestHandler):
             raise BadRequest('"pair" must be a string')
         if not isinstance(top, int) or isinstance(top, bool) or top < 1:
             raise BadRequest('"top" must be a positive integer')
+        if pair is None and predict.needs_pair(s.model):
+            raise BadRequest('this model compares text pairs (a bi-encoder): give "pair", the second text')
         with s.lock:
             results = predict.predict_texts(s.model, s.tokenizer, texts, pair, top)
         self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])

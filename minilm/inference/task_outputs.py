@@ -11,10 +11,30 @@ from minilm.data.tagging import word_predictions
 
 def forward_task(model, batch):
     """The task model's output for a batch: (B, L) logits, (B,) values or (B, T, L) tag logits. An encoder
-    also reads the segment ids of text pairs."""
+    also reads the segment ids of text pairs; a bi-encoder (pair_encoding "bi") reads the pair's two
+    texts as separate rows of one forward (`stack_pairs`)."""
+    if getattr(model, "bi", False):  # an Encoder whose cls / regression head compares two texts
+        return model(*stack_pairs(batch))
     if model.config.arch == "encoder":
         return model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
     return model(batch["input_ids"], batch["attention_mask"])
+
+
+def stack_pairs(batch):
+    """A batch of B text pairs, the first texts (B, Ta) and the second (B, Tb) each padded on its own, as
+    one (2B, T) batch, T = max(Ta, Tb): rows 0..B-1 the first texts, rows B..2B-1 the second."""
+    if "pair_input_ids" not in batch:
+        raise ValueError("this model compares text pairs (pair_encoding 'bi'): every input needs a second text "
+                         "(--text-pair-col when fine-tuning, --pair or \"pair\" when predicting)")
+    a, b = batch["input_ids"], batch["pair_input_ids"]
+    T = max(a.shape[1], b.shape[1])
+
+    def widen(x):  # (B, t) -> (B, T); the new columns are padding (mask 0)
+        return torch.nn.functional.pad(x, (0, T - x.shape[1]))
+
+    ids = torch.cat([widen(a), widen(b)])  # (2B, T)
+    mask = torch.cat([widen(batch["attention_mask"]), widen(batch["pair_attention_mask"])])  # (2B, T)
+    return ids, mask
 
 
 @torch.no_grad()

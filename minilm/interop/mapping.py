@@ -124,7 +124,7 @@ def unsupported(source: str, field: str, value, why: str):
 
 
 # The research switches of minilm's config (docs/variants.md) at the values BERT, GPT-2 and BART have.
-PLAIN_VARIANTS = dict(n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None)
+PLAIN_VARIANTS = dict(n_kv_head=None, qk_norm=False, parallel_block=False, share_layers=False, attn_window=None, pair_encoding="cross")
 
 
 def require(config, family: str, **expected) -> None:

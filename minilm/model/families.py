@@ -18,7 +18,7 @@ from torch import nn
 
 from minilm.model.attention import KVCache
 from minilm.model.blocks import Transformer
-from minilm.model.heads import Classifier, LMHead, MLMHead, Pooler, last_token
+from minilm.model.heads import Classifier, LMHead, MLMHead, PairHead, Pooler, last_token, pool
 
 
 class Model(nn.Module):
@@ -51,7 +51,9 @@ class Model(nn.Module):
 
 
 class Encoder(Model):
-    """BERT-like encoder (Devlin et al. 2019). Heads: none, mlm, mlm+nsp, cls, regression, token."""
+    """BERT-like encoder (Devlin et al. 2019). Heads: none, mlm, mlm+nsp, cls, regression, token.
+    With config.pair_encoding "bi" the cls / regression head compares two texts encoded apart
+    (Sentence-BERT): the forward then reads 2B rows, the pairs' first texts and then their second."""
 
     def __init__(self, config):
         super().__init__()
@@ -62,13 +64,16 @@ class Encoder(Model):
             self.mlm = MLMHead(config)
             if config.tie_embeddings:
                 self.mlm.decoder.weight = self.transformer.embed.token.weight
-        if head in ("mlm+nsp", "cls", "regression"):
+        self.bi = config.pair_encoding == "bi" and head in ("cls", "regression")  # a pair's texts encoded apart
+        if head in ("mlm+nsp", "cls", "regression") and not self.bi:
             self.pooler = Pooler(config)
         if head == "mlm+nsp":
             self.nsp = nn.Linear(config.n_embd, 2)  # IsNext / NotNext
-        if head in ("cls", "token"):
+        if self.bi:
+            self.classifier = PairHead(config, 1 if head == "regression" else config.n_labels)
+        elif head in ("cls", "token"):
             self.classifier = Classifier(config, config.n_labels)
-        if head == "regression":
+        elif head == "regression":
             self.classifier = Classifier(config, 1)
         self.init_weights()
 
@@ -83,6 +88,11 @@ class Encoder(Model):
         head = self.config.head
         if head in ("mlm", "mlm+nsp"):
             return self.mlm(h)  # (B, T, V)
+        if self.bi:  # rows: the pairs' first texts, then their second texts (minilm/inference/task_outputs.py)
+            if h.shape[0] % 2:
+                raise ValueError(f"a bi-encoder reads 2B rows (B first texts, then B second texts), got {h.shape[0]}")
+            u, v = pool(h, attention_mask, self.config.pooling).chunk(2)  # (B, C) each
+            return self.classifier(u, v)  # (B,) or (B, L)
         if head in ("cls", "regression"):
             logits = self.classifier(self.pooler(h, attention_mask))  # (B, L)
             return logits.squeeze(-1) if head == "regression" else logits  # regression: (B,)

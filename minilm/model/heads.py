@@ -55,24 +55,63 @@ class MLMHead(nn.Module):
         return self.decoder(self.norm(self.act(self.dense(h))))
 
 
+def pool(h, attention_mask=None, pooling: str = "mean"):
+    """One vector per text, (B, T, C) -> (B, C): the [CLS] (first) state (pooling "cls", BERT's) or
+    the mean of the real tokens' states (pooling "mean", x = sum_t m_t h_t / sum_t m_t, m_t = 1 for a
+    real token, 0 for padding; Reimers and Gurevych 2019)."""
+    if pooling == "cls":
+        return h[:, 0]
+    m = torch.ones(h.shape[:2], device=h.device) if attention_mask is None else attention_mask.to(h.dtype)  # (B, T)
+    return (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (B, C)
+
+
 class Pooler(nn.Module):
-    """BERT's pooler, pooled = tanh(W x + b) -> (B, C), where x is the [CLS] (first) state
-    (pooling "cls", BERT's) or the mean of the real tokens' states (pooling "mean",
-    x = sum_t m_t h_t / sum_t m_t, m_t = 1 for a real token, 0 for padding; Reimers and Gurevych
-    2019). A checkpoint pretrained without a sentence objective (MLM alone) has taught its [CLS]
-    state nothing of its own; the mean reads every token it has learned."""
+    """BERT's pooler, pooled = tanh(W x + b) -> (B, C), where x = pool(h) is the [CLS] state or the
+    mean of the real tokens' states (config.pooling). A checkpoint pretrained without a sentence
+    objective (MLM alone) has taught its [CLS] state nothing of its own; the mean reads every token
+    it has learned."""
 
     def __init__(self, config):
         super().__init__()
-        self.mean = config.pooling == "mean"
+        self.pooling = config.pooling
         self.dense = nn.Linear(config.n_embd, config.n_embd)
 
     def forward(self, h, attention_mask=None):  # (B, T, C) -> (B, C)
-        if not self.mean:
-            return torch.tanh(self.dense(h[:, 0]))
-        m = torch.ones(h.shape[:2], device=h.device) if attention_mask is None else attention_mask.to(h.dtype)  # (B, T)
-        x = (h * m.unsqueeze(-1)).sum(1) / m.sum(1, keepdim=True).clamp(min=1)  # (B, C)
-        return torch.tanh(self.dense(x))
+        return torch.tanh(self.dense(pool(h, attention_mask, self.pooling)))
+
+
+class PairHead(nn.Module):
+    """Sentence-BERT's heads on a text pair encoded apart (Reimers and Gurevych 2019): u, v (B, C)
+    are the two texts' pooled states (`pool`, no dense layer), compared as vectors.
+
+        regression (n_out = 1)   y = w cos(u, v) + b, w and b scalars: `fit_range(lo, hi)` maps the
+                                 cosine's [0, 1] onto the labels' range (SBERT trains cos against
+                                 score / 5 on STS-B, the same line)
+        classification           logits = W [u; v; |u - v|] + b  -> (B, L)
+
+    Each text's vector is its own, so one text can be encoded once and compared with many (search,
+    clustering: `infer.py embed`), which a cross-encoder's joint sequence cannot."""
+
+    def __init__(self, config, n_out: int):
+        super().__init__()
+        self.n_out = n_out
+        if n_out == 1:
+            self.scale = nn.Parameter(torch.ones(()))  # w
+            self.shift = nn.Parameter(torch.zeros(()))  # b
+        else:
+            self.dropout = make_dropout(config.dropout)
+            self.out = nn.Linear(3 * config.n_embd, n_out)
+
+    @torch.no_grad()
+    def fit_range(self, low: float, high: float) -> None:
+        """Regression: start from y = lo + (hi - lo) cos(u, v), so the first steps need not learn the scale."""
+        self.scale.fill_(high - low)
+        self.shift.fill_(low)
+
+    def forward(self, u, v):  # (B, C), (B, C) -> (B,) or (B, L)
+        if self.n_out == 1:
+            return self.scale * nn.functional.cosine_similarity(u.float(), v.float(), dim=-1) + self.shift
+        return self.out(self.dropout(torch.cat([u, v, (u - v).abs()], dim=-1)))
 
 
 def last_token(h, attention_mask=None):

@@ -118,8 +118,9 @@ def cpu_has_bf16() -> bool:
 def count_tokens(batch: dict) -> int:
     mask = batch.get("attention_mask")
     n = int(mask.sum()) if mask is not None and mask.dim() == 2 else batch["input_ids"].numel()
-    if "decoder_attention_mask" in batch:
-        n += int(batch["decoder_attention_mask"].sum())
+    for second in ("decoder_attention_mask", "pair_attention_mask"):  # an encoder-decoder's targets, a bi-encoder's second texts
+        if second in batch:
+            n += int(batch[second].sum())
     return n
 
 
@@ -144,6 +145,8 @@ def split_batch(batch: dict, k: int) -> list[dict]:
     enc_keys = ("input_ids", "attention_mask", "segment_ids") + (() if seq2seq else ("labels",))
     dec_keys = ("decoder_input_ids", "decoder_attention_mask", "labels")
     chunks = [_trim(c, "attention_mask", enc_keys) for c in chunks]
+    if "pair_input_ids" in batch:  # a bi-encoder's second texts, padded on their own
+        chunks = [_trim(c, "pair_attention_mask", ("pair_input_ids", "pair_attention_mask")) for c in chunks]
     return [_trim(c, "decoder_attention_mask", dec_keys) for c in chunks] if seq2seq else chunks
 
 
