@@ -12,6 +12,7 @@ import finetune
 import infer
 from conftest import tiny_model
 from minilm.data.tasks import ClassificationData, Example
+from minilm.inference import predict
 from minilm.inference.task_outputs import forward_task
 from minilm.model.heads import pool
 from minilm.tokenizer import Tokenizer
@@ -118,6 +119,10 @@ def test_finetune_and_predict_a_bi_encoder(tmp_path, capsys):
     assert same > other + 1.0, (same, other)
     with pytest.raises(SystemExit, match="compares text pairs .* --pair"):
         infer.main(["predict", "--ckpt", str(out), "dog cat"])
+    model, tk = predict.load(out)  # `infer.py embed` gives the vectors the head compares
+    u, v = predict.embed_texts(model, tk, ["dog cat bird red", "the big small runs"])
+    head = model.classifier
+    assert float(head.scale * (u @ v) + head.shift) == pytest.approx(other, abs=1e-3)
     served = serving(out)
     server, _, _ = next(served)
     status, _, body = request(server, "POST", "/predict", {"text": "dog cat bird red", "pair": "dog cat bird red"})

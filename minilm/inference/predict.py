@@ -22,6 +22,7 @@ from minilm.inference.beam import beam_search
 from minilm.inference.generate import generate, pad_prompts, until_eos
 from minilm.inference.task_outputs import predict, predict_tags
 from minilm.metrics import entity_spans, is_bio
+from minilm.model.heads import pool
 from minilm.tokenizer import Tokenizer
 
 GENERATIVE_HEADS = ("lm",)
@@ -290,7 +291,8 @@ def embed_texts(model, tokenizer, texts: list[str], normalize: bool = True, batc
         e = sum_t m_t h_t / sum_t m_t,    m_t = 1 for a real token, 0 for padding,
 
     as Sentence-BERT pools (Reimers and Gurevych 2019), then scaled to unit length (cosine
-    similarity becomes a dot product) unless normalize=False."""
+    similarity becomes a dot product) unless normalize=False. A bi-encoder fine-tuned with
+    `--pooling cls` gives the [CLS] states its head compares."""
     model.eval()
     device, out = next(model.parameters()).device, []
     for start in range(0, len(texts), batch_size):
@@ -301,8 +303,7 @@ def embed_texts(model, tokenizer, texts: list[str], normalize: bool = True, batc
             h = model.encode(input_ids, mask)  # (B, T, C)
         else:
             h = model.hidden(input_ids, mask)  # (B, T, C)
-        m = mask[:, :, None].to(h.dtype)  # (B, T, 1)
-        e = (h * m).sum(1) / m.sum(1).clamp(min=1)  # (B, C)
+        e = pool(h, mask, model.config.pooling if needs_pair(model) else "mean")  # (B, C)
         out.append(torch.nn.functional.normalize(e.float(), dim=-1) if normalize else e.float())
     return torch.cat(out).cpu()
 
