@@ -122,7 +122,7 @@ def test_finetune_and_predict_a_bi_encoder(tmp_path, capsys):
     model, tk = predict.load(out)  # `infer.py embed` gives the vectors the head compares
     u, v = predict.embed_texts(model, tk, ["dog cat bird red", "the big small runs"])
     head = model.classifier
-    assert float(head.scale * (u @ v) + head.shift) == pytest.approx(other, abs=1e-3)
+    assert float((head.scale * (u @ v) + head.shift).detach()) == pytest.approx(other, abs=1e-3)
     served = serving(out)
     server, _, _ = next(served)
     status, _, body = request(server, "POST", "/predict", {"text": "dog cat bird red", "pair": "dog cat bird red"})
