@@ -9,6 +9,7 @@
 GPT-2 and BART (minilm/interop); `python -m minilm.convert` converts either way.
 """
 
+from minilm import interop  # noqa: F401  (registers the readers of Hugging Face config.json and vocab.txt files)
 from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.config import PRESETS, ModelConfig, from_preset
 from minilm.model.families import Decoder, Encoder, EncoderDecoder, build_model
