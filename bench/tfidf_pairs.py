@@ -1,0 +1,78 @@
+"""TF-IDF cosine of a text pair: the baseline minilm's sentence-pair regressions are set beside (STS-B).
+
+    D=../shared/data/stsb
+    python bench/tfidf_pairs.py --train $D/stsb_train.tsv --dev $D/stsb_dev.tsv --test $D/stsb_test.tsv \
+        --text-col sentence1 --text-pair-col sentence2 --label-col score --out bench/results/tfidf_stsb.json
+
+No training on the labels: word TF-IDF vectors (vocabulary and idf from the training file's texts,
+both columns), and each pair's score is the cosine of its two vectors,
+
+    cos(a, b) = a . b / (|a| |b|),
+
+scored by Pearson and Spearman correlation with the gold values on dev and test (the correlations
+do not depend on the scale, so no fit to the label range is needed). Unigrams, lowercased, sublinear
+tf; the n-gram range is picked by dev Pearson from (1, 1) and (1, 2).
+
+scikit-learn is needed here but is not a dependency of minilm: `pip install scikit-learn`.
+"""
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+
+def read_pairs(path, args):
+    """(first texts, second texts, values) of one file, read by minilm's reader (errors name file and line)."""
+    from minilm.data.tasks import read_examples
+
+    rows = read_examples(path, args.text_col, args.text_pair_col, args.label_col)
+    return [r.text for r in rows], [r.pair for r in rows], np.array([float(r.label) for r in rows])
+
+
+def cosines(vectorizer, a, b) -> np.ndarray:
+    A, B = vectorizer.transform(a), vectorizer.transform(b)  # rows of unit length (norm="l2")
+    return np.asarray(A.multiply(B).sum(axis=1)).ravel()
+
+
+def main(argv=None):
+    from sklearn.feature_extraction.text import TfidfVectorizer
+
+    from minilm.files import atomic_write_json
+    from minilm.metrics import pearson, spearman
+
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--train", required=True, help="training file: its texts fit the vocabulary and idf")
+    p.add_argument("--dev", required=True, help="development file: picks the n-gram range")
+    p.add_argument("--test", help="test file: scored once")
+    p.add_argument("--text-col", default="text", help="column of the first text (default: %(default)s)")
+    p.add_argument("--text-pair-col", default="text_pair", help="column of the second text (default: %(default)s)")
+    p.add_argument("--label-col", default="label", help="column of the gold value (default: %(default)s)")
+    p.add_argument("--out", help="JSON file for the results")
+    args = p.parse_args(argv)
+    a, b, _ = read_pairs(args.train, args)
+    splits = {"dev": read_pairs(args.dev, args), **({"test": read_pairs(args.test, args)} if args.test else {})}
+    best = None
+    for ngrams in ((1, 1), (1, 2)):
+        vectorizer = TfidfVectorizer(ngram_range=ngrams, sublinear_tf=True).fit(a + b)
+        dev = pearson(cosines(vectorizer, *splits["dev"][:2]), splits["dev"][2])
+        if best is None or dev > best[0]:
+            best = (dev, ngrams, vectorizer)
+    _, ngrams, vectorizer = best
+    results = {"method": "tf-idf cosine", "ngram_range": list(ngrams), "train": str(args.train)}
+    for name, (x, y, gold) in splits.items():
+        c = cosines(vectorizer, x, y)
+        results[name] = {"pearson": pearson(c, gold), "spearman": spearman(c, gold), "n": len(gold)}
+        print(f"{name}: pearson {results[name]['pearson']:.4f}, spearman {results[name]['spearman']:.4f} ({len(gold)} pairs)")
+    if args.out:
+        atomic_write_json(Path(args.out), results)
+    return results
+
+
+if __name__ == "__main__":
+    main()
