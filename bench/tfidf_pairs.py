@@ -17,7 +17,6 @@ scikit-learn is needed here but is not a dependency of minilm: `pip install scik
 """
 
 import argparse
-import json
 import sys
 from pathlib import Path
 
