@@ -223,9 +223,10 @@ def texts_of(examples, with_outputs: bool = False):
 
 
 def task_data(args, config, tokenizer, examples, y, batch_size, seed=0):
-    if args.task in TASK_ARCH:
-        Data = SFTData if args.task == "sft" else Seq2SeqData
-        return Data(examples, tokenizer, args.seq_len, batch_size, seed)
+    if args.task == "sft":
+        return SFTData(examples, tokenizer, args.seq_len, batch_size, seed)
+    if args.task == "seq2seq":
+        return Seq2SeqData(examples, tokenizer, args.seq_len, batch_size, seed, config.decoder_start_id)
     if args.task == "ner":
         return TaggingData(examples, tokenizer, y, args.seq_len, batch_size, seed)
     return ClassificationData(examples, tokenizer, y, args.seq_len, batch_size, seed, config.pair_encoding)

@@ -64,6 +64,7 @@ class ModelConfig:
     vocab_size: int = 8192
     n_layer: int = 4
     n_decoder_layer: int | None = None
+    decoder_start_id: int | None = None  # encoder-decoder: the first token of the decoder's input (BART's is </s>); None: the tokenizer's BOS
     n_head: int = 4
     n_kv_head: int | None = None  # key/value heads: n_head when None (multi-head), fewer for grouped-query, 1 for multi-query
     qk_norm: bool = False  # normalise each head's queries and keys (the config's norm over hs) before the scores
@@ -139,6 +140,8 @@ class ModelConfig:
             raise ValueError("ModelConfig: layer_heads / layer_ff (structured pruning per block) do not apply to share_layers (one block for all)")
         if self.pos == "alibi" and self.layer_heads is not None:
             raise ValueError("ModelConfig: layer_heads (structured pruning of heads) does not apply to ALiBi positions (a slope per head)")
+        if self.decoder_start_id is not None and not 0 <= self.decoder_start_id < self.vocab_size:
+            raise ValueError(f"ModelConfig.decoder_start_id={self.decoder_start_id}: not a token id of the {self.vocab_size}-token vocabulary")
         if self.pair_encoding == "bi" and self.arch != "encoder":
             raise ValueError(f"ModelConfig.pair_encoding='bi' (each text of a pair encoded alone) needs an encoder, not {self.arch!r}")
         if self.attn_window is not None and self.attn_window < 1:
@@ -204,6 +207,14 @@ class ModelConfig:
     @property
     def ff_size(self) -> int:
         return self.d_ff if self.d_ff is not None else 4 * self.n_embd
+
+    def decoder_start(self, tokenizer) -> int:
+        """The token an encoder-decoder's decoder input starts from: decoder_start_id, else the
+        tokenizer's BOS (ValueError naming what is missing when it has none)."""
+        if self.decoder_start_id is not None:
+            return self.decoder_start_id
+        tokenizer.require(["bos"], "an encoder-decoder's output (its decoder starts from BOS)")
+        return tokenizer.bos_id
 
     @property
     def position_limit(self) -> int | None:

@@ -50,10 +50,12 @@ class SFTData(TaskBatches):
 
 
 class Seq2SeqData(TaskBatches):
-    def __init__(self, examples, tokenizer, max_len: int, batch_size: int, seed: int = 0):
-        tokenizer.require(["bos", "eos"], "an encoder-decoder's output (it runs from BOS to EOS)")
+    def __init__(self, examples, tokenizer, max_len: int, batch_size: int, seed: int = 0, decoder_start: int | None = None):
+        """`decoder_start`: the first token of the decoder's input (the model's config.decoder_start_id,
+        BART's </s>); None: the tokenizer's BOS."""
+        tokenizer.require(["eos"] + (["bos"] if decoder_start is None else []), "an encoder-decoder's output (it runs from BOS to EOS)")
         self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
-        eos, bos = tokenizer.eos_id, tokenizer.bos_id
+        eos, bos = tokenizer.eos_id, (tokenizer.bos_id if decoder_start is None else decoder_start)
         self.references = [e.label for e in examples]
         self.ids = [[*tokenizer.encode(e.text, add_special=False)[-(max_len - 1):], eos] for e in examples]  # sources
         self.targets = [[*tokenizer.encode(e.label, add_special=False)[: max_len - 1], eos] for e in examples]

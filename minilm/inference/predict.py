@@ -142,13 +142,12 @@ def generate_texts(model, tokenizer, prompts: list[str], settings: GenerationSet
     settings.check()
     tk = tokenizer
     encoder_decoder = model.config.arch == "encoder-decoder"
-    if encoder_decoder:
-        tk.require(["bos"], "an encoder-decoder's output (it starts from BOS)")
+    start = model.config.decoder_start(tk) if encoder_decoder else None
     ids = prompt_ids(model, tk, prompts)
     input_ids, mask = pad_prompts(ids, tk.fill_id, encoder_decoder)
     device = next(model.parameters()).device
     input_ids, mask = input_ids.to(device), mask.to(device)
-    common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.fill_id, decoder_start_id=tk.bos_id)
+    common = dict(repetition_penalty=settings.repetition_penalty, eos_id=tk.eos_id, pad_id=tk.fill_id, decoder_start_id=start)
     shown = [""]  # the streamed text so far
     if settings.num_beams > 1:
         new = beam_search(model, input_ids, mask, settings.max_new_tokens, settings.num_beams, settings.length_penalty, **common)

@@ -102,6 +102,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
         unsupported(source, "activation_function", act, f"expected one of {', '.join(ACTIVATIONS)}")
     head = ARCHITECTURES[architecture]
     n_layer, n_decoder_layer = hf["encoder_layers"], hf["decoder_layers"]
+    start = hf.get("decoder_start_token_id")  # BART's own: </s>, then the model writes <s>
     return ModelConfig.from_dict(
         dict(
             arch="encoder-decoder",
@@ -109,6 +110,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
             vocab_size=hf["vocab_size"],
             n_layer=n_layer,
             n_decoder_layer=n_decoder_layer if n_decoder_layer != n_layer else None,
+            decoder_start_id=None if start in (None, hf.get("bos_token_id")) else start,  # None: the tokenizer's BOS
             n_head=hf["encoder_attention_heads"],
             n_embd=hf["d_model"],
             d_ff=ff_size(hf["encoder_ffn_dim"], hf["d_model"]),
@@ -136,9 +138,9 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
 def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
     """(config.json fields, architecture) of a minilm encoder-decoder; ValueError for what BART cannot hold.
 
-    The decoder starts from the tokenizer's BOS, as minilm's own encoder-decoders are trained
-    (minilm/data/pretrain.py); BART's forced BOS/EOS are left out, so transformers' greedy search
-    is minilm's."""
+    The decoder starts from config.decoder_start_id (kept from a converted BART, whose is </s>), else
+    from the tokenizer's BOS, as minilm's own encoder-decoders are trained (minilm/data/pretrain.py);
+    BART's forced BOS/EOS are left out, so transformers' greedy search is minilm's."""
     require(config, "BART", **PLAIN_VARIANTS, norm="layernorm", norm_position="post", embed_norm=True, pos="learned", bias=True,
             n_segment=0, norm_eps=1e-5, pos_offset=POS_OFFSET)
     if config.mlp not in ("gelu", "gelu_tanh", "relu"):
@@ -168,7 +170,7 @@ def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
         pad_token_id=ids["pad"],
         bos_token_id=ids["bos"],
         eos_token_id=ids["eos"],
-        decoder_start_token_id=ids["bos"],
+        decoder_start_token_id=config.decoder_start_id if config.decoder_start_id is not None else ids["bos"],
         forced_bos_token_id=None,
         forced_eos_token_id=None,
     )

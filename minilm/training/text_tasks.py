@@ -41,7 +41,7 @@ def generate_outputs(model, data, device="cpu", batch_size: int = 32) -> list[st
         ids, mask = pad_prompts(prompts, tk.fill_id, seq2seq)
         new = min(longest_answer + 2, limit if seq2seq else limit - ids.shape[1] + 1)
         tokens = generate(model, ids.to(device), mask.to(device), max_new_tokens=max(new, 1), greedy=True,
-                          eos_id=tk.eos_id, pad_id=tk.fill_id, decoder_start_id=tk.bos_id)
+                          eos_id=tk.eos_id, pad_id=tk.fill_id, decoder_start_id=model.config.decoder_start(tk) if seq2seq else None)
         for row, i in enumerate(index):
             out[i] = tk.decode(until_eos(tokens[row].tolist(), tk.eos_id)).strip()
     return out
