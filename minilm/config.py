@@ -213,7 +213,7 @@ class ModelConfig:
         tokenizer's BOS (ValueError naming what is missing when it has none)."""
         if self.decoder_start_id is not None:
             return self.decoder_start_id
-        tokenizer.require(["bos"], "an encoder-decoder's output (its decoder starts from BOS)")
+        tokenizer.require(["bos"], "an encoder-decoder's output (it starts from BOS)")
         return tokenizer.bos_id
 
     @property

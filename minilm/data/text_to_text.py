@@ -53,7 +53,7 @@ class Seq2SeqData(TaskBatches):
     def __init__(self, examples, tokenizer, max_len: int, batch_size: int, seed: int = 0, decoder_start: int | None = None):
         """`decoder_start`: the first token of the decoder's input (the model's config.decoder_start_id,
         BART's </s>); None: the tokenizer's BOS."""
-        tokenizer.require(["eos"] + (["bos"] if decoder_start is None else []), "an encoder-decoder's output (it runs from BOS to EOS)")
+        tokenizer.require((["bos"] if decoder_start is None else []) + ["eos"], "an encoder-decoder's output (it runs from BOS to EOS)")
         self.tokenizer, self.batch_size, self.seed = tokenizer, batch_size, seed
         eos, bos = tokenizer.eos_id, (tokenizer.bos_id if decoder_start is None else decoder_start)
         self.references = [e.label for e in examples]
