@@ -44,9 +44,9 @@ import sys
 from pathlib import Path
 
 
-from minilm.checkpoint import load_config, resolve_checkpoint
+from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
 from minilm.cli import a_or_an, add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
-from minilm.config import from_preset
+from minilm.config import ModelConfig, from_preset
 from minilm.data.pipeline import prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
 from minilm.data.shards import TokenShards, is_shard_dir
@@ -103,7 +103,7 @@ def parse_args(argv=None):
         if args.tokenizer or args.vocab_size is not None:
             p.error(f"{'--tokenizer' if args.tokenizer else '--vocab-size'}: --init {args.init} brings its own tokenizer, which continued pretraining keeps")
         try:
-            base = load_config(resolve_checkpoint(args.init))
+            base = ModelConfig.load(resolve_checkpoint(args.init) / CONFIG_FILE)
         except (ValueError, FileNotFoundError) as e:
             p.error(f"--init {args.init}: {e}")
         if args.arch not in (None, base.arch):

@@ -163,14 +163,6 @@ def resolve_checkpoint(directory) -> Path:
     return directory
 
 
-def load_config(path) -> ModelConfig:
-    """The config of a checkpoint directory, minilm's or a Hugging Face one (whose config.json
-    minilm/interop reads: importing it registers the reader)."""
-    from minilm import interop  # noqa: F401
-
-    return ModelConfig.load(Path(path) / CONFIG_FILE)
-
-
 def from_pretrained(path, **config_changes):
     """Rebuild a model from a checkpoint directory (config.json + model.safetensors), minilm's or
     a Hugging Face one (BERT, GPT-2, BART; see minilm/interop).

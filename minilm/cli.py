@@ -14,8 +14,8 @@ import torch
 
 from minilm.training import distributed
 
-from minilm.checkpoint import load_config, resolve_checkpoint
-from minilm.config import LOSS_IMPLS, NORM_POSITIONS, PRESETS
+from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
+from minilm.config import LOSS_IMPLS, NORM_POSITIONS, PRESETS, ModelConfig
 from minilm.model import registry
 from minilm.optim import OPTIMIZERS, SCHEDULES
 from minilm.tokenizer import Tokenizer
@@ -80,7 +80,7 @@ def init_checkpoint(init: str, args, shape_flags_apply_to: str):
     path = resolve_checkpoint(init)
     try:
         tokenizer = Tokenizer.load(path)
-        config = load_config(path)
+        config = ModelConfig.load(path / CONFIG_FILE)  # a Hugging Face config.json too: importing minilm registered its reader
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: --init {init}: {e}")
     given = [k for k in SHAPE_FLAGS if getattr(args, k) is not None]
