@@ -100,13 +100,13 @@ ENTRIES = [
 ]
 
 
-def write_dictd(folder: Path):
+def write_dictd(folder: Path, entries=ENTRIES):
     text, index, offset = "", [], 0
     info = "00-database-info\n   This file was converted from the original database.\n\nThe original data is free.\n\n"
     text += info
     index.append(("00-database-info", 0, len(info.encode())))
     offset = len(info.encode())
-    for head, body in ENTRIES:
+    for head, body in entries:
         size = len(body.encode())
         index.append((head, offset, size))
         text += body
@@ -134,6 +134,40 @@ def test_gcide_recipe_on_a_small_database(tmp_path):
     assert meta["wordnet_paragraphs"] == 2  # Beech: its definition and Syn: paragraphs, both before the [WordNet 1.5] mark
     assert meta["leaked_lines"] == 1  # Burst: the held-out definition as the whole line
     assert meta["lines"] == 3 and meta["entries"] == 4  # dictd's 00-database entries are not read
+
+
+DOG = ("Dog", "Dog \\Dog\\ (d[o^]g or d[o^]g), n. [AS. docga.]\n   1. (Zool.) A quadruped of the genus Canis.\n   [1913 Webster]\n")
+
+
+def test_gcide_recipe_with_headwords(tmp_path):
+    write_dictd(tmp_path, [*ENTRIES, DOG])
+    heldout = tmp_path / "heldout"
+    heldout.mkdir()
+    for split in ("dev", "test"):
+        with gzip.open(heldout / f"{split}.tsv.gz", "wt") as f:
+            f.write("text\tlabel\tsynset\n" + ("a sudden quick movement\tnoun.act\tn.1\n" if split == "dev" else "a tree\tnoun.plant\tn.2\n"))
+    meta = load_recipe("gcide").main(["--dict", str(tmp_path / "tiny.dict.dz"), "--heldout", str(heldout),
+                                      "--out", str(tmp_path / "out"), "--headwords"])
+    assert list(iter_documents(tmp_path / "out" / "corpus.txt.gz")) == [
+        ["Acorn: The fruit of the oak, a nut in a woody cup."],
+        # every paragraph of an entry starts with its headword; the held-out "Burst" line stays out with one
+        ["Bark: To make the short, loud cry of a dog; as, the dog barked all night.", "Bark: a sudden quick movement of a dog."],
+        ["Dog: (Zool.) A quadruped of the genus Canis."],  # what the brackets left of the pronunciation is gone too
+    ]
+    assert meta["headwords"] and meta["leaked_lines"] == 1 and meta["lines"] == 4
+
+
+def test_headword_corpora_hold_no_dev_or_test_definition():
+    """The corpora that `prepare.py --headwords` writes, wherever they have been built."""
+    built = [p for p in (ROOT / "data" / "wordnet" / "headwords" / "corpus.txt.gz", ROOT / "data" / "gcide" / "headwords" / "corpus.txt.gz") if p.is_file()]
+    if not built:
+        pytest.skip("no headword corpus is built (python data/gcide/prepare.py --headwords --out data/gcide/headwords)")
+    leak = Leakage(heldout_definitions(SUPERSENSE))
+    for path in built:
+        lines = [line for doc in iter_documents(path) for line in doc]
+        assert len(lines) > 100_000, path
+        # the check reads each line without its headword, as the recipes do: 'dog: <definition>'
+        assert [line for line in lines if leak.find(line) is not None or leak.find(line.partition(": ")[2]) is not None] == [], path
 
 
 def test_gcide_recipe_without_the_database(tmp_path, capsys):

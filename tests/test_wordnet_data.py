@@ -64,6 +64,27 @@ def test_prepare_rebuilds_the_shipped_files_byte_for_byte():
     assert done.returncode == 0, done.stdout + done.stderr
 
 
+@pytest.mark.skipif(wordnet_dir() is None, reason="WordNet 3.0 is not installed (apt-get install wordnet-base)")
+def test_prepare_with_headwords(tmp_path):
+    """--headwords writes the same lines, each after its synset's words, and never over the shipped corpus."""
+    done = subprocess.run([sys.executable, str(WORDNET / "prepare.py"), "--headwords", "--wordnet-dir", wordnet_dir(), "--out", str(tmp_path)],
+                          capture_output=True, text=True)
+    assert done.returncode == 0, done.stdout + done.stderr
+    shipped, headed = read_documents(WORDNET / "corpus.txt.gz"), read_documents(tmp_path / "corpus.txt.gz")
+    assert len(headed) == len(shipped)
+    for hd, sd in zip(headed, shipped):  # the shipped lines in order, each after its words, but for the few whose words
+        rest = iter(sd)                  # are a held-out text ('light machine gun: ...')
+        assert all(any(h.endswith(": " + s) for s in rest) for h in hd)
+    dropped = sum(map(len, shipped)) - sum(map(len, headed))
+    assert 0 <= dropped < 10
+    lines = [h for hd in headed for h in hd]
+    assert lines[0].startswith("entity: ") and any(h.startswith("dog, domestic dog, Canis familiaris: ") for h in lines)
+    assert not any(h.startswith("light machine gun: ") for h in lines)
+    refused = subprocess.run([sys.executable, str(WORDNET / "prepare.py"), "--headwords", "--wordnet-dir", wordnet_dir()],
+                             capture_output=True, text=True)
+    assert refused.returncode == 2 and "its own --out" in refused.stderr
+
+
 def test_prepare_names_a_missing_database(tmp_path):
     done = subprocess.run([sys.executable, str(WORDNET / "prepare.py"), "--wordnet-dir", str(tmp_path), "--out", str(tmp_path / "o")],
                           capture_output=True, text=True)

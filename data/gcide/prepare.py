@@ -46,6 +46,7 @@ B64 = {c: i for i, c in enumerate("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrs
 MIN_WORDS = 3
 
 HEADWORD = re.compile(r"^[^\\\n]*\\[^\\]*\\,?\s*")             # 'Coagulate \Co*ag"u*late\, '
+PRONUNCIATION = re.compile(r"^\([^()]*\),?\s*(?=(?:n|a|v|adv|adj|prep|conj|interj|pron|p|imp|pl)\.)")  # '(dg or dg), n.': what brackets leave of one
 PART_OF_SPEECH = re.compile(r"^(?:(?:n|a|v|t|i|adv|adj|prep|conj|interj|pron|p|pr|imp|pl|sing|vb|superl|compar|pref|suff)\.[\s,;&]*)+")
 BRACKETS = re.compile(r"\[[^\[\]]*\]")                          # innermost [...], removed repeatedly
 CITATION = re.compile(r"\s*--\s*[A-Z][^.;]{0,60}\.")            # ' --Shak.', ' --Boyle.'
@@ -94,8 +95,16 @@ def entries(dict_path, index_path):
             yield "\n".join(entry)
 
 
-def clean_paragraph(paragraph: str, first: bool) -> str:
-    """A paragraph of an entry as one plain line ('' if nothing is left)."""
+def headword(entry: str) -> str:
+    """The word an entry defines: its first line up to the pronunciation's backslash
+    ('Dog \\Dog\\ (d[o^]g), n.' -> 'Dog'), or '' when the line has none."""
+    head, slash, _ = entry.split("\n", 1)[0].partition("\\")
+    return " ".join(head.split()) if slash else ""
+
+
+def clean_paragraph(paragraph: str, first: bool, pronunciation: bool = False) -> str:
+    """A paragraph of an entry as one plain line ('' if nothing is left). With `pronunciation`,
+    a first paragraph also loses what the brackets leave of its pronunciation ('(dg or dg), ')."""
     text = " ".join(paragraph.split())
     for k, v in LIGATURES.items():
         text = text.replace(k, v)
@@ -110,6 +119,8 @@ def clean_paragraph(paragraph: str, first: bool) -> str:
     text = CITATION.sub("", text)
     text = " ".join(text.split())
     if first:
+        if pronunciation:
+            text = PRONUNCIATION.sub("", text)
         text = PART_OF_SPEECH.sub("", text)
     text = SENSE.sub("", text).strip(" ,;")
     if text.startswith("Syn:") or len(text.split()) < MIN_WORDS:
@@ -141,8 +152,11 @@ def sourced_paragraphs(entry: str, stats: dict):
     yield from pending  # text after the last source line
 
 
-def corpus_documents(dict_path, index_path, leak: Leakage | None, stats: dict):
-    """Yield (letter, line) for every kept paragraph; counts go to `stats`."""
+def corpus_documents(dict_path, index_path, leak: Leakage | None, stats: dict, headwords: bool = False):
+    """Yield (letter, line) for every kept paragraph; counts go to `stats`. With `headwords`, each
+    line starts with the word its entry defines ('Dog: A quadruped of the genus Canis ...'); the
+    leakage check reads the line with and without it (a held-out text may be a term such as
+    'fer de lance')."""
     for key in ("entries", "paragraphs", "wordnet_paragraphs", "leaked_lines", "short_or_syn", "lines", "words"):
         stats.setdefault(key, 0)
     for entry in entries(dict_path, index_path):
@@ -150,12 +164,15 @@ def corpus_documents(dict_path, index_path, leak: Leakage | None, stats: dict):
             continue
         stats["entries"] += 1
         letter = entry[:1].upper() if entry[:1].isalpha() else "#"
+        word = headword(entry) if headwords else ""
         for paragraph in sourced_paragraphs(entry, stats):
-            line = clean_paragraph(paragraph, first=not paragraph[:1].isspace())  # a headword line opens it
+            line = clean_paragraph(paragraph, first=not paragraph[:1].isspace(), pronunciation=headwords)  # a headword line opens it
             if not line:
                 stats["short_or_syn"] += 1
                 continue
-            if leak is not None and leak.find(line) is not None:
+            if word:
+                line = f"{word}: {line}"
+            if leak is not None and (leak.find(line) is not None or leak.find(line[len(word) + 2 :] if word else line) is not None):
                 stats["leaked_lines"] += 1
                 continue
             stats["lines"] += 1
@@ -182,6 +199,9 @@ def main(argv=None):
     p.add_argument("--heldout", type=Path, default=ROOT / "data" / "wordnet" / "supersense",
                    help="folder of the supersense dev.tsv.gz and test.tsv.gz whose definitions are kept out (default: %(default)s)")
     p.add_argument("--out", type=Path, default=HERE, help="where corpus.txt.gz and meta.json go (default: %(default)s)")
+    p.add_argument("--headwords", action="store_true",
+                   help="start every line with the word its entry defines ('Dog: A quadruped ...') and drop the pronunciation "
+                        "left at the start of a first paragraph (write it to another --out, e.g. data/gcide/headwords)")
     args = p.parse_args(argv)
     index = args.index or args.dict.with_name(args.dict.name.split(".")[0] + ".index")
     for what, path in (("--dict", args.dict), ("--index", index)):
@@ -191,13 +211,13 @@ def main(argv=None):
     leak = Leakage(heldout_definitions(args.heldout))
     stats = {}
     try:
-        write_corpus(args.out / "corpus.txt.gz", corpus_documents(args.dict, index, leak, stats))
+        write_corpus(args.out / "corpus.txt.gz", corpus_documents(args.dict, index, leak, stats, args.headwords))
     except (ValueError, OSError, EOFError) as e:
         sys.exit(f"error: {args.dict}: {e}")
     meta = {
         "source": {"dict": str(args.dict), "index": str(index), "name": "GCIDE, the GNU Collaborative International Dictionary of English",
                    "license": "GPL-2.0-or-later"},
-        "heldout": str(args.heldout), "heldout_texts": len(leak), **stats,
+        "heldout": str(args.heldout), "heldout_texts": len(leak), "headwords": args.headwords, **stats,
     }
     (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
     print(f"{stats['entries']:,} entries, {stats['paragraphs']:,} paragraphs: {stats['wordnet_paragraphs']:,} from WordNet and "

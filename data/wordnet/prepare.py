@@ -14,6 +14,8 @@ From the four database files data.noun, data.verb, data.adj and data.adv this sc
     corpus.txt.gz                       pretraining text: one synset per line (definition, then its
                                         examples), one document per lexicographer file, minus every
                                         dev/test definition
+    synonyms.tsv.gz                     word -> the words that share a synset with it, for EDA data
+                                        augmentation (finetune.py --augment eda)
     meta.json                           counts, seed, source and the sha256 of every file above
 
 Everything is gzipped with mtime 0 and no file name, so a rerun gives byte-identical files, and each
@@ -254,11 +256,37 @@ def leakage_index(texts):
     return module.Leakage(texts)
 
 
-def corpus_documents(synsets, held_out):
+def lemma_text(word):
+    """A word of a synset as text: underscores read as spaces, an adjective marker such as '(a)' or
+    '(p)' dropped ('Canis_familiaris' -> 'Canis familiaris')."""
+    return re.sub(r"\((?:a|p|ip)\)$", "", word).replace("_", " ")
+
+
+def lemmas(s):
+    """A synset's words as text: 'dog, domestic dog, Canis familiaris'."""
+    return ", ".join(lemma_text(w) for w in s.words)
+
+
+def synonyms_tsv(synsets):
+    """The synonym table of EDA (minilm/data/augment.py): `word<TAB>syn|syn|...`, one line per
+    lower-cased word that shares a synset with another word, its synonyms as WordNet writes them,
+    sorted. Every part of speech counts: 'run' lists 'campaign' (verb) and 'tally' (noun)."""
+    table = defaultdict(set)
+    for s in synsets:
+        words = [lemma_text(w) for w in s.words]
+        for w in words:
+            table[w.lower()].update(v for v in words if v.lower() != w.lower())
+    lines = ["word\tsynonyms"] + [f"{w}\t{'|'.join(sorted(v))}" for w, v in sorted(table.items()) if v]
+    return "".join(line + "\n" for line in lines)
+
+
+def corpus_documents(synsets, held_out, headwords=False):
     """One document per lexicographer file, each a list of lines (one synset each).
 
     A line is the definition then every example, each ending in sentence punctuation:
-    'a young person of either sex. she writes books for children.' Synsets in `held_out` (their
+    'a young person of either sex. she writes books for children.' With `headwords`, the synset's
+    words come first: 'child, kid, youngster, ...: a young person of either sex. ...', and a line
+    whose words are a held-out text ('light machine gun' is a test definition) is left out too. Synsets in `held_out` (their
     id or their definition) are left out, and so is every line that holds a held-out definition
     by the rule of minilm/data/leakage.py (after normalising case, punctuation and spaces: as the
     whole line or a clause of it, or anywhere when it has six words or more).
@@ -272,8 +300,11 @@ def corpus_documents(synsets, held_out):
         if s.id in ids or s.definition in texts:
             continue
         parts = [sentence(text) for text in (s.definition, *s.examples) if text]
-        if parts and leak.find(" ".join(parts)) is None:
-            documents[(pos_rank[s.pos], LEXNAMES.index(s.lexname))].append(" ".join(parts))
+        line = " ".join(parts)
+        if headwords and parts:
+            line = f"{lemmas(s)}: {line}"  # checked with and without its words: a held-out text may be a term
+        if parts and leak.find(" ".join(parts)) is None and leak.find(line) is None:
+            documents[(pos_rank[s.pos], LEXNAMES.index(s.lexname))].append(line)
     return [documents[key] for key in sorted(documents)]
 
 
@@ -302,7 +333,7 @@ def write_atomic(path, data):
         raise
 
 
-def build(wordnet_dir, out_dir, seed):
+def build(wordnet_dir, out_dir, seed, headwords=False):
     """Write every output file into out_dir and return the meta dict (also written as meta.json)."""
     version = read_version(wordnet_dir / POS_FILES["n"])
     if version != "3.0":
@@ -310,11 +341,13 @@ def build(wordnet_dir, out_dir, seed):
               file=sys.stderr)
     synsets = load_wordnet(wordnet_dir)
     splits = split_supersense(synsets, seed)
-    documents = corpus_documents(synsets, splits["dev"] + splits["test"])
+    documents = corpus_documents(synsets, splits["dev"] + splits["test"], headwords)
 
     files = {f"supersense/{name}.tsv.gz": gzip_bytes(supersense_tsv(rows))
              for name, rows in splits.items()}
     files["corpus.txt.gz"] = gzip_bytes("\n\n".join("\n".join(doc) for doc in documents) + "\n")
+    synonyms = synonyms_tsv(synsets)
+    files["synonyms.tsv.gz"] = gzip_bytes(synonyms)
     for rel, data in files.items():
         write_atomic(out_dir / rel, data)
 
@@ -337,15 +370,18 @@ def build(wordnet_dir, out_dir, seed):
         },
         "corpus": {"documents": len(documents), "lines": n_lines,
                    "synsets_left_out": len(synsets) - n_lines},
+        "synonyms": {"words": synonyms.count("\n") - 1},
         "sha256": {rel: hashlib.sha256(data).hexdigest() for rel, data in files.items()},
     }
+    if headwords:
+        meta["headwords"] = True  # absent from the shipped meta.json, which --check rebuilds byte for byte
     write_atomic(out_dir / "meta.json", (json.dumps(meta, indent=2) + "\n").encode("utf-8"))
     return meta
 
 
 def check(wordnet_dir, out_dir, seed):
     """Rebuild into a temp folder; exit 1 unless every file in out_dir is byte-identical."""
-    names = [f"supersense/{name}.tsv.gz" for name in SPLITS] + ["corpus.txt.gz", "meta.json"]
+    names = [f"supersense/{name}.tsv.gz" for name in SPLITS] + ["corpus.txt.gz", "synonyms.tsv.gz", "meta.json"]
     problems = []
     with tempfile.TemporaryDirectory() as tmp:
         build(wordnet_dir, Path(tmp), seed)
@@ -375,6 +411,7 @@ def print_summary(meta, out_dir, seconds):
     print(f"majority class {ss['majority_class']}: {ss['majority_share_test']:.1%} of test")
     print(f"corpus: {corpus['lines']} lines in {corpus['documents']} documents, "
           f"{corpus['synsets_left_out']} synsets left out (dev/test text)")
+    print(f"synonyms: {meta['synonyms']['words']} words")
     for rel in meta["sha256"]:
         print(f"  {out_dir / rel}  {(out_dir / rel).stat().st_size:,} bytes")
     print(f"done in {seconds:.1f}s")
@@ -389,7 +426,7 @@ def main():
                              "if unset: $WORDNET_DIR, /usr/share/wordnet, NLTK's corpora/wordnet, "
                              "the cache, then a download")
     parser.add_argument("--out", type=Path, default=HERE,
-                        help="output folder for supersense/, corpus.txt.gz and meta.json")
+                        help="output folder for supersense/, corpus.txt.gz, synonyms.tsv.gz and meta.json")
     parser.add_argument("--seed", type=int, default=0,
                         help="seed of the train/dev/test shuffle")
     parser.add_argument("--cache-dir", type=Path,
@@ -397,17 +434,23 @@ def main():
                         / "minilm" / "wordnet",
                         help="where WNdb-3.0.tar.gz is downloaded and extracted if WordNet is "
                              "not found elsewhere")
+    parser.add_argument("--headwords", action="store_true",
+                        help="start every corpus line with its synset's words ('dog, domestic dog, Canis "
+                             "familiaris: a member of ...'); needs an --out other than the shipped folder")
     parser.add_argument("--check", action="store_true",
                         help="write nothing; rebuild into a temp folder and exit 1 unless the "
                              "files in --out are byte-identical to it")
     args = parser.parse_args()
 
+    if args.headwords and (args.check or args.out.resolve() == HERE):
+        parser.error("--headwords writes another corpus than the shipped one: give it its own --out "
+                     "(e.g. data/wordnet/headwords), without --check")
     wordnet_dir = find_wordnet_dir(args.wordnet_dir, args.cache_dir)
     if args.check:
         check(wordnet_dir, args.out, args.seed)
         return
     t0 = time.perf_counter()
-    meta = build(wordnet_dir, args.out, args.seed)
+    meta = build(wordnet_dir, args.out, args.seed, args.headwords)
     print_summary(meta, args.out, time.perf_counter() - t0)
 
 
