@@ -26,18 +26,21 @@ from minilm import peft
 from minilm.checkpoint import atomic_write_json, resolve_checkpoint
 from minilm.cli import add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import PAIR_ENCODINGS, POOLINGS, from_preset
+from minilm.data import augment
 from minilm.data.tagging import TaggingData, read_conll, tag_ids, tag_set
 from minilm.data.tasks import ClassificationData, label_ids, label_set, read_examples
 from minilm.data.text_to_text import Seq2SeqData, SFTData
+from minilm.inference.prompting import check_template, parse_verbalizers
 from minilm.objectives import IGNORE_INDEX
 from minilm.pretrained import shipped
 from minilm.tokenizer import Tokenizer
-from minilm.training import distill, distributed, prune
+from minilm.training import adversarial, distill, distributed, prune
 from minilm.training.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.training.trainer import Trainer, TrainingStopped
 
 ROOT = Path(__file__).resolve().parent
 SHIPPED_ENCODER = "minilm-mini"  # minilm/pretrained: the encoder tasks start from it unless --init says otherwise
+SYNONYMS = ROOT / "data" / "wordnet" / "synonyms.tsv.gz"  # --augment eda's WordNet synonyms
 DEFAULT_INIT = {"sft": ROOT / "runs" / "pretrain-decoder", "seq2seq": ROOT / "runs" / "pretrain-encoder-decoder"}
 # the data each task falls back to without --train: (folder, file name of a split, the recipe that writes it)
 DEFAULT_DATA = {
@@ -78,6 +81,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="cls and regression on text pairs (--text-pair-col): one sequence \"[CLS] a [SEP] b [SEP]\" (cross, BERT's) or each "
                         "text encoded alone and the two vectors compared (bi, Sentence-BERT's: regression y = w cos(u, v) + b, cls from "
                         "[u; v; |u - v|]; each text keeps a vector of its own). Default: cross; a checkpoint with a sentence head keeps its own")
+    p.add_argument("--template",
+                   help="cls: prompt-based fine-tuning (LM-BFF, Gao et al. 2021): each text inside this template, e.g. "
+                        "\"{text} It was [MASK].\", and the checkpoint's MLM head scores each label's word at the [MASK] "
+                        "(no new classifier); needs --verbalizer")
+    p.add_argument("--verbalizer",
+                   help="--template: each label and its word, one token of the tokenizer each, e.g. 1=great,0=terrible")
     p.add_argument("--freeze-embeddings", action="store_true", help="keep the embeddings as initialised (not trained)")
     p.add_argument("--freeze-layers", type=int, default=0, help="keep the first N blocks as initialised (default: %(default)s)")
     p.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="DECAY",
@@ -105,6 +114,22 @@ def build_parser() -> argparse.ArgumentParser:
                         "to FRACTION along a cubic schedule from 10%% to 75%% of the steps, kept at 0 through every update (default: 0, off)")
     p.add_argument("--sparsity-scope", choices=["global", "layer"], default="global",
                    help="--sparsity: rank weights over all layers or within each (default: %(default)s)")
+    p.add_argument("--augment", choices=["eda"],
+                   help="cls on single texts: add augmented copies of every training example (EDA, Wei & Zou 2019: WordNet "
+                        "synonym replacement, random insertion, swap and deletion, one operation per copy in turn)")
+    p.add_argument("--augment-copies", type=int, default=4, metavar="N",
+                   help="--augment: copies per example (the paper: 16 for 500 examples, 8 for 2,000, 4 for 5,000 or more; "
+                        "default: %(default)s); epochs count passes over the augmented set")
+    p.add_argument("--augment-alpha", type=float, default=0.1, metavar="ALPHA",
+                   help="--augment: the share of a text's words each copy changes (default: %(default)s)")
+    p.add_argument("--synonyms", default=str(SYNONYMS),
+                   help="--augment: the WordNet synonym table that python data/wordnet/prepare.py builds (default: %(default)s)")
+    p.add_argument("--adversarial", choices=["fgm"],
+                   help="cls, regression, ner: adversarial training on the token embeddings (FGM, Miyato et al. 2017): "
+                        "loss = L(e) + L(e + epsilon g / ||g||), g = dL/de per example; about 2.5x the compute of a step")
+    p.add_argument("--epsilon", type=float, default=0.1,
+                   help="--adversarial: the length of each example's perturbation of its token embeddings, all its tokens together "
+                        "(default: %(default)s; minilm-mini's rows have norms of about 0.86, and 1.0 drowned the text of SST-2)")
     p.add_argument("--vocab-size", type=int, default=8192, help="tokenizer size when training from scratch (default: %(default)s)")
     p.add_argument("--tokenizer", help="with --init scratch: an existing tokenizer.json (or checkpoint directory) instead of one "
                                        "trained on the training file (whose training is not reproducible bit for bit)")
@@ -138,6 +163,21 @@ def parse_args(argv=None):
             p.error(f"--teacher applies to --task {', '.join(distill.DISTILLED_TASKS)}, not {args.task}")
         if args.unlabeled and args.task == "ner":
             p.error("--unlabeled applies to cls and regression (ner would need tokenized sentences without tags)")
+    augmenting = [f for f in ("augment_copies", "augment_alpha", "synonyms") if getattr(args, f) != p.get_default(f)]
+    if augmenting and not args.augment:
+        p.error(f"--{augmenting[0].replace('_', '-')} applies with --augment only")
+    if args.augment and (args.task != "cls" or args.text_pair_col):
+        p.error("--augment eda edits single texts: it applies to --task cls without --text-pair-col")
+    if args.augment and args.augment_copies < 1:
+        p.error(f"--augment-copies must be >= 1, got {args.augment_copies}")
+    if args.augment and not 0.0 < args.augment_alpha < 1.0:
+        p.error(f"--augment-alpha must lie in (0, 1), got {args.augment_alpha}")
+    if args.epsilon != p.get_default("epsilon") and not args.adversarial:
+        p.error("--epsilon applies with --adversarial only")
+    if args.adversarial and args.task in TASK_ARCH:
+        p.error(f"--adversarial applies to --task cls, regression and ner, not {args.task}")
+    if args.adversarial and not args.epsilon > 0:
+        p.error(f"--epsilon must be > 0, got {args.epsilon}")
     if not 0.0 <= args.sparsity < 1.0:
         p.error(f"--sparsity must lie in [0, 1), got {args.sparsity}")
     if args.freeze_layers < 0:
@@ -155,6 +195,16 @@ def parse_args(argv=None):
         args.train, args.dev, args.test = (str(folder / name.format(s)) if (folder / name.format(s)).exists() else None for s in ("train", "dev", "test"))
         if args.task == "regression" and args.text_pair_col is None:
             args.text_pair_col = "text_pair"  # the recipe's pair column
+    if bool(args.template) != bool(args.verbalizer):
+        p.error("--template and --verbalizer come together: the template's [MASK] is where each label's word is scored")
+    if args.template:
+        if args.task != "cls" or args.text_pair_col or args.pair_encoding:
+            p.error("--template applies to --task cls on single texts (no --text-pair-col or --pair-encoding)")
+        try:
+            check_template(args.template)
+            parse_verbalizers(args.verbalizer, "--verbalizer")
+        except ValueError as e:
+            p.error(str(e))
     if args.pair_encoding == "bi" and (args.task not in ("cls", "regression") or args.text_pair_col is None):
         p.error("--pair-encoding bi compares the two texts of a pair: it needs --task cls or regression and --text-pair-col")
     if args.task in COLUMNS:
@@ -222,6 +272,37 @@ def texts_of(examples, with_outputs: bool = False):
             yield from (t for t in (e.text, e.pair, e.label if with_outputs else None) if t is not None)
 
 
+def prompt_fields(args, tokenizer, labels: list[str]) -> dict:
+    """The config fields of prompt-based fine-tuning: the template and each label's token id, in label
+    order ({} without --template). Every label needs a word, and every word must be one token."""
+    if not args.template:
+        return {}
+    words = parse_verbalizers(args.verbalizer, "--verbalizer")
+    missing, unknown = [y for y in labels if y not in words], sorted(set(words) - set(labels))
+    if missing or unknown:
+        raise ValueError(f"--verbalizer {args.verbalizer!r}: " + "; ".join(
+            ([f"no word for the label(s) {', '.join(missing)} of {args.train}"] if missing else []) +
+            ([f"label(s) {', '.join(unknown)} are not in {args.train}"] if unknown else [])))
+    ids = []
+    for y in labels:
+        pieces = tokenizer.encode(words[y], add_special=False)
+        if len(pieces) != 1:
+            raise ValueError(f"--verbalizer: the word {words[y]!r} of label {y} is {len(pieces)} tokens of this tokenizer "
+                             f"({' '.join(tokenizer.id_to_token(i) for i in pieces)}); each label's word must be one token")
+        ids.append(pieces[0])
+    if len(set(ids)) != len(ids):
+        raise ValueError(f"--verbalizer {args.verbalizer!r}: two labels have the same word")
+    return {"prompt": args.template, "verbalizer_ids": ids}
+
+
+def prompting(args, tokenizer, labels: list[str]) -> dict:
+    """prompt_fields, or the fields that clear a fine-tuned prompt checkpoint's own; exits on a bad --verbalizer."""
+    try:
+        return prompt_fields(args, tokenizer, labels) or {"prompt": "", "verbalizer_ids": []}
+    except ValueError as e:
+        sys.exit(f"error: {e}")
+
+
 def task_data(args, config, tokenizer, examples, y, batch_size, seed=0):
     if args.task == "sft":
         return SFTData(examples, tokenizer, args.seq_len, batch_size, seed)
@@ -229,7 +310,7 @@ def task_data(args, config, tokenizer, examples, y, batch_size, seed=0):
         return Seq2SeqData(examples, tokenizer, args.seq_len, batch_size, seed, config.decoder_start_id)
     if args.task == "ner":
         return TaggingData(examples, tokenizer, y, args.seq_len, batch_size, seed)
-    return ClassificationData(examples, tokenizer, y, args.seq_len, batch_size, seed, config.pair_encoding)
+    return ClassificationData(examples, tokenizer, y, args.seq_len, batch_size, seed, config.pair_encoding, config.prompt)
 
 
 def teach(args, examples, train_data, labels, device) -> None:
@@ -267,6 +348,14 @@ def main(argv=None):
         sys.exit(f"error: {e}")
     unit = "sentences" if args.task == "ner" else "examples"
     print(f"train {args.train}: {len(train_examples):,} {unit}" + (f", {len(labels)} labels" if labels else ""))
+    if args.augment:
+        try:
+            synonyms = augment.load_synonyms(args.synonyms)
+        except (ValueError, FileNotFoundError) as e:
+            sys.exit(f"error: --synonyms {e}")
+        train_examples = augment.augment(train_examples, args.augment_copies, args.augment_alpha, synonyms, args.seed)
+        train_y = targets(train_examples, args, labels)
+        print(f"EDA: {args.augment_copies} copies of each (alpha {args.augment_alpha:g}): {len(train_examples):,} training examples")
     if args.unlabeled:  # more text for the teacher to label: no label of its own (ignored by the task's term)
         try:
             extra = read_examples(args.unlabeled, args.text_col, args.text_pair_col, label_col=None)
@@ -286,7 +375,7 @@ def main(argv=None):
             print(f"notice: no pretrained checkpoint at {where} (run `python train.py --arch {arch}` to make one); training from scratch")
         else:
             print(f"starting from {init}" + (" (minilm's shipped encoder; --init scratch trains from scratch)" if arch == "encoder" else ""))
-    head = TASK_HEADS[args.task]
+    head = "mlm" if args.template else TASK_HEADS[args.task]  # prompt-based: the MLM head scores the labels' words
     n_labels = len(labels)
     if init == "scratch":
         kind = "wordpiece" if arch == "encoder" else "bpe"
@@ -302,7 +391,7 @@ def main(argv=None):
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
             max_seq_len=args.seq_len, pooling=args.pooling or "mean", pair_encoding=args.pair_encoding or "cross",
-            **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args)}
+            **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args), **prompting(args, tokenizer, labels)}
         )
         init_path = None
     else:
@@ -316,7 +405,8 @@ def main(argv=None):
             config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
                                   pooling=args.pooling or (base.pooling if sentence_head else "mean"),
                                   pair_encoding=args.pair_encoding or (base.pair_encoding if sentence_head else "cross"),
-                                  attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl)
+                                  attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl,
+                                  **prompting(args, tokenizer, labels))
         except ValueError as e:
             sys.exit(f"error: --init {init}: a {base.arch} checkpoint cannot take a {head} head ({e})")
     try:
@@ -352,6 +442,9 @@ def main(argv=None):
     if args.teacher:
         teach(args, train_examples, train_data, labels, device)
         loss_fn, targets_fn = distill.distillation_loss(args.task, args.distill_alpha, args.distill_temperature), distill.distillation_targets(args.task)
+    if args.adversarial:
+        loss_fn, targets_fn = adversarial.fgm_loss(loss_fn, args.epsilon), adversarial.fgm_targets(targets_fn)
+        print(f"adversarial training: FGM on the token embeddings, epsilon {args.epsilon:g}")
 
     # -- loop ----------------------------------------------------------------------------------------------
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
@@ -389,7 +482,7 @@ def main(argv=None):
         print(f"sparsity: {results['sparsity']['all']:.1%} of the blocks' Linear weights are 0")
     for name, data in (("dev", dev_data), ("test", test_data)):
         if data is not None and world.evaluates:
-            results[name] = trainer.call(lambda m: evaluate_task(args.task, m, data, labels, device))
+            results[name] = trainer.inference(lambda m: evaluate_task(args.task, m, data, labels, device))
     distributed.teardown()
     if not world.main:
         return results

@@ -99,6 +99,8 @@ class ModelConfig:
     pair_encoding: str = "cross"  # text pairs for a cls / regression head: one sequence, or each text alone ("bi"; PAIR_ENCODINGS)
     n_labels: int = 0
     labels: list[str] = field(default_factory=list)  # names of the classes of a cls/token head
+    prompt: str = ""  # prompt-based fine-tuning (LM-BFF): the template, "{text} It was [MASK].", the mlm head scoring the labels' words
+    verbalizer_ids: list[int] = field(default_factory=list)  # with prompt: the token id of each label's word, in label order
     layer_heads: list[int] | None = None  # self-attention heads of each block after structured pruning (minilm/training/prune.py); None: n_head in all
     layer_ff: list[int] | None = None  # feed-forward inner size of each block after structured pruning; None: the MLP's own in all
 
@@ -168,6 +170,15 @@ class ModelConfig:
         if self.labels and len(self.labels) != self.n_labels:
             raise ValueError(f"ModelConfig: {len(self.labels)} label names for n_labels={self.n_labels}")
         self.labels = list(self.labels)
+        self.verbalizer_ids = list(self.verbalizer_ids)
+        if self.prompt or self.verbalizer_ids:
+            if self.head != "mlm" or self.prompt.count("{text}") != 1 or self.prompt.count("[MASK]") != 1:
+                raise ValueError(f"ModelConfig.prompt={self.prompt!r}: a template with {{text}} and [MASK] once each, on the 'mlm' head "
+                                 f"(this one is {self.head!r})")
+            if len(self.verbalizer_ids) != self.n_labels or self.n_labels < 2 or len(set(self.verbalizer_ids)) != self.n_labels:
+                raise ValueError(f"ModelConfig.verbalizer_ids={self.verbalizer_ids}: one distinct token per label, n_labels={self.n_labels} (at least 2)")
+            if not all(0 <= i < self.vocab_size for i in self.verbalizer_ids):
+                raise ValueError(f"ModelConfig.verbalizer_ids={self.verbalizer_ids}: outside the vocabulary of {self.vocab_size}")
         for name, most in (("layer_heads", self.n_head), ("layer_ff", None)):
             sizes = getattr(self, name)
             if sizes is None:

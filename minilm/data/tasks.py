@@ -200,15 +200,37 @@ class TaskBatches:
             yield self._collate(range(start, min(start + size, len(self.ids))))
 
 
+def prompt_ids(tokenizer, template: str, texts: list[str], max_len: int) -> tuple[list[list[int]], list[int]]:
+    """Each text inside a prompt template ("{text} It was [MASK]."), as [CLS] before text after [SEP]
+    with the template's [MASK] as the mask token: (ids per text, the [MASK]'s position in each).
+    A text too long for max_len loses its last tokens, never the template's."""
+    tokenizer.require(["cls", "sep", "mask"], "a prompt template")
+    mask = tokenizer.special_token("mask")
+    before, after = (tokenizer.encode(part.replace("[MASK]", mask), add_special=False) for part in template.split("{text}"))
+    budget = max_len - 2 - len(before) - len(after)
+    if budget < 1:
+        raise ValueError(f"the template {template!r} leaves no room for the text in {max_len} positions")
+    bodies, _ = tokenizer.encode_batch(texts, add_special=False)
+    ids = [[tokenizer.cls_id, *before, *body[:budget], *after, tokenizer.sep_id] for body in bodies]
+    return ids, [row.index(tokenizer.mask_id, 1 if tokenizer.mask_id in before else 1 + len(before) + min(len(body), budget))
+                 for row, body in zip(ids, bodies)]  # the template's mask, not one the text may hold
+
+
 class ClassificationData(TaskBatches):
     """Tokenized text (pairs) with integer labels; `batch(step)` for training, `batches()` for eval."""
 
     def __init__(self, examples, tokenizer, labels: list[int] | None, max_len: int, batch_size: int, seed: int = 0,
-                 pair_encoding: str = "cross"):
+                 pair_encoding: str = "cross", prompt: str = ""):
         texts = [e.text for e in examples]
         pairs = [e.pair for e in examples] if examples and examples[0].pair is not None else None
         self.pair_ids = None  # a bi-encoder's second texts, each encoded alone
-        if pair_encoding == "bi":
+        self.mask_positions = None  # with a prompt: where each row's [MASK] is
+        if prompt:
+            if pairs is not None:
+                raise ValueError(f"{examples[0].where}: a prompt template reads one text, and this example has a second text")
+            self.ids, self.mask_positions = prompt_ids(tokenizer, prompt, texts, max_len)
+            self.segments = [[0] * len(ids) for ids in self.ids]
+        elif pair_encoding == "bi":
             if pairs is None:
                 where = examples[0].where if examples else "the input"
                 raise ValueError(f"{where}: a bi-encoder (pair_encoding 'bi') compares two texts, and this example has no second text")
@@ -232,6 +254,8 @@ class ClassificationData(TaskBatches):
             del out["segment_ids"]
             out["pair_input_ids"] = pad([self.pair_ids[i] for i in index], self.pad_id)
             out["pair_attention_mask"] = pad([[1] * len(self.pair_ids[i]) for i in index], 0, out["pair_input_ids"].shape[1])
+        if self.mask_positions is not None:
+            out["mask_positions"] = torch.tensor([self.mask_positions[i] for i in index])  # (B,)
         if self.labels is not None:
             out["labels"] = torch.tensor([self.labels[i] for i in index])  # (B,)
         if self.teacher is not None:

@@ -54,7 +54,7 @@ def kind(model) -> str:
     head = model.config.head
     if head in GENERATIVE_HEADS and model.config.arch != "encoder":
         return "generate"
-    if head in PREDICT_HEADS:
+    if head in PREDICT_HEADS or model.config.prompt:  # a prompt-based classifier: its MLM head reads the template's mask
         return "predict"
     if head in MLM_HEADS:
         return "fill-mask"
@@ -245,7 +245,8 @@ def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, t
             results.append(out)
         return results
     examples = [Example(text, pair, None, f"input {i + 1}") for i, text in enumerate(texts)]
-    data = ClassificationData(examples, tokenizer, None, model.config.max_seq_len, batch_size, pair_encoding=model.config.pair_encoding)
+    data = ClassificationData(examples, tokenizer, None, model.config.max_seq_len, batch_size, pair_encoding=model.config.pair_encoding,
+                              prompt=model.config.prompt)
     outputs = torch.as_tensor(predict(model, data, device))  # (N, L) logits, or (N,) values
     if head == "regression":
         return [{"text": text, "value": float(v)} for text, v in zip(texts, outputs)]

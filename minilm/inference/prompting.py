@@ -35,22 +35,23 @@ TEXT = "{text}"
 CONTENT_FREE = "N/A"  # contextual calibration's input (Zhao et al. 2021)
 
 
-def parse_verbalizers(spec: str) -> dict[str, str]:
-    """"1=great,0=terrible" -> {"1": "great", "0": "terrible"} (label = word, comma-separated)."""
+def parse_verbalizers(spec: str, flag: str = "--labels") -> dict[str, str]:
+    """"1=great,0=terrible" -> {"1": "great", "0": "terrible"} (label = word, comma-separated); errors name `flag`."""
     out = {}
     for part in spec.split(","):
         label, eq, word = part.partition("=")
         if not eq or not label.strip() or not word.strip():
-            raise ValueError(f"--labels {spec!r}: each entry is LABEL=WORD, comma-separated (for example 1=great,0=terrible); got {part!r}")
+            raise ValueError(f"{flag} {spec!r}: each entry is LABEL=WORD, comma-separated (for example 1=great,0=terrible); got {part!r}")
         if label.strip() in out:
-            raise ValueError(f"--labels {spec!r}: label {label.strip()!r} is given twice")
+            raise ValueError(f"{flag} {spec!r}: label {label.strip()!r} is given twice")
         out[label.strip()] = word.strip()
     if len(out) < 2:
-        raise ValueError(f"--labels {spec!r}: give at least two labels")
+        raise ValueError(f"{flag} {spec!r}: give at least two labels")
     return out
 
 
 def check_template(template: str) -> None:
+    """A template holds {text} once and [MASK] once; else ValueError."""
     if template.count(TEXT) != 1 or template.count(SLOT) != 1:
         raise ValueError(f"--template {template!r} must hold {TEXT} once (the input) and {SLOT} once (where the label's word goes)")
 

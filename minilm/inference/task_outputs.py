@@ -13,11 +13,25 @@ def forward_task(model, batch):
     """The task model's output for a batch: (B, L) logits, (B,) values or (B, T, L) tag logits. An encoder
     also reads the segment ids of text pairs; a bi-encoder (pair_encoding "bi") reads the pair's two
     texts as separate rows of one forward (`stack_pairs`)."""
+    if getattr(model.config, "prompt", ""):  # prompt-based fine-tuning: the MLM head at the template's [MASK]
+        return prompt_logits(model, batch)
     if getattr(model, "bi", False):  # an Encoder whose cls / regression head compares two texts
         return model(*stack_pairs(batch))
     if model.config.arch == "encoder":
         return model(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))
     return model(batch["input_ids"], batch["attention_mask"])
+
+
+def prompt_logits(model, batch):
+    """LM-BFF (Gao et al. 2021): the text inside a template, "{text} It was [MASK].", and the logit of
+    label y is the MLM head's score of y's word v(y) at the [MASK]:
+
+        z_y = MLM(h_mask)[v(y)],   p(y | x) = softmax_y(z)   (B, L)
+
+    so fine-tuning trains the pretrained MLM head instead of a new classifier."""
+    h = model.hidden(batch["input_ids"], batch["attention_mask"], batch.get("segment_ids"))  # (B, T, C)
+    at_mask = h[torch.arange(h.shape[0], device=h.device), batch["mask_positions"]]  # (B, C)
+    return model.mlm(at_mask)[:, model.config.verbalizer_ids]  # (B, V) -> (B, L)
 
 
 def stack_pairs(batch):

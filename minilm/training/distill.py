@@ -53,7 +53,7 @@ def teacher_outputs(task: str, teacher, tokenizer, examples, max_len: int, devic
     regression, for ner a list of per-word logits (n_words, L) (NaN rows for words its positions cut off)."""
     teacher.eval()
     if task != "ner":
-        data = ClassificationData(examples, tokenizer, None, max_len, 128, pair_encoding=teacher.config.pair_encoding)
+        data = ClassificationData(examples, tokenizer, None, max_len, 128, pair_encoding=teacher.config.pair_encoding, prompt=teacher.config.prompt)
         return predict(teacher, data, device)
     data = TaggingData(examples, tokenizer, [[0] * len(s.words) for s in examples], max_len, 128)
     out = [None] * len(examples)

@@ -252,7 +252,8 @@ def importance_batches(model, tokenizer, args):
     else:
         examples = read_examples(args.train, args.text_col, args.text_pair_col, args.label_col)
         y = label_ids(examples, labels) if head == "cls" else [float(e.label) for e in examples]
-        data = ClassificationData(examples, tokenizer, y, args.seq_len, args.batch_size, pair_encoding=model.config.pair_encoding)
+        data = ClassificationData(examples, tokenizer, y, args.seq_len, args.batch_size, pair_encoding=model.config.pair_encoding,
+                                  prompt=model.config.prompt)
     batches = [batch for _, batch in data.by_length()]
     step = max(1, len(batches) // args.batches)
     return batches[::step][: args.batches]

@@ -242,6 +242,17 @@ class Trainer:
         """fn(model) through the wrapper, which a sharded model needs for any forward pass (evaluation too)."""
         return self.net(fn) if self.world.fsdp else fn(self.model)
 
+    def inference(self, fn):
+        """fn(model) in eval mode, without gradients, in the precision training ran in (--dtype): how
+        the evaluations during training and the final dev and test scores are computed."""
+        training = self.model.training
+        self.model.eval()
+        try:
+            with torch.no_grad(), autocast(self.args.dtype, self.device):
+                return self.call(fn)
+        finally:
+            self.model.train(training)
+
     def try_resume(self) -> bool:
         ckpt = resolve_checkpoint(self.out / "checkpoint")
         if not (ckpt / "training_state.json").exists():
@@ -299,10 +310,7 @@ class Trainer:
         and every rank gets rank 0's numbers, so all take the same early-stopping decisions."""
         metrics = None
         if self.world.evaluates:
-            self.model.eval()
-            with torch.no_grad(), autocast(self.args.dtype, self.device):
-                metrics = self.call(self.evaluate_fn)
-            self.model.train()
+            metrics = self.inference(self.evaluate_fn)
         return distributed.broadcast_json(metrics, self.world)
 
     def _improved(self, value) -> bool:
