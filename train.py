@@ -25,7 +25,8 @@ are refused), with the head the objective needs: the checkpoint's own when it ha
 one; --out defaults to runs/<its name>-continued. With --text-col (and --text-pair-col) the --data
 files are task files (CSV, TSV, JSONL) of which only those columns are read, each row one document
 (its text, then its pair text) and the labels never: task-adaptive pretraining (Gururangan et al.
-2020), MLM for an encoder, before `finetune.py --init <out>`.
+2020), MLM for an encoder, before `finetune.py --init <out>`. CoNLL and CoNLL-U files (*.conll,
+*.conllu: tagging data) are read as their sentences, each one document, the tags never.
 
 --objective electra (Clark et al. 2020; minilm/training/electra.py, docs/electra.md) trains the encoder as
 a discriminator that tells which tokens a small MLM generator (--electra-generator-size of its

@@ -13,6 +13,7 @@ import train
 from minilm.checkpoint import from_pretrained, save_pretrained
 from minilm.data.pipeline import corpus_splits
 from minilm.data.shards import TokenShards
+from minilm.data.tagging import read_conll
 from minilm.model.families import build_model
 from minilm.tokenizer import Tokenizer
 from minilm.training.finetuning import init_model
@@ -146,3 +147,37 @@ def test_a_missing_column_names_the_file_line_and_column(tmp_path, encoder_ckpt,
     argv = ["--init", str(encoder_ckpt), "--data", str(task_files[0]), "--text-col", "text", *flags, "--out", str(tmp_path), *FLAGS]
     with pytest.raises(SystemExit, match=re.escape(f"{task_files[0]}:2: no field {where} (found: text, label)")):
         train.main(argv)
+
+
+def write_conll(path, n, seed):
+    """A tagging file (one token and its tag per line, a blank line between sentences)."""
+    rng = random.Random(seed)
+    sentences = []
+    for _ in range(n):
+        words = ["the", *rng.sample(TOPICS[rng.choice(sorted(TOPICS))], 3), "here"]
+        sentences.append("\n".join(f"{w}\t{'B-x' if k == 1 else 'O'}" for k, w in enumerate(words)))
+    path.write_text("\n\n".join(sentences) + "\n")
+    return path
+
+
+def test_conll_files_are_read_as_their_sentences_and_never_their_tags(tmp_path):
+    conll = tmp_path / "a.conll"
+    conll.write_text("-DOCSTART-\tO\n\nJohn\tB-person\nlives \t O\n\nHi\tO\n")
+    conllu = tmp_path / "b.conllu"
+    conllu.write_text("# text = Don't go.\n1-2\tDon't\t_\t_\t_\t_\t_\t_\t_\t_\n1\tDo\tdo\tAUX\tVBP\t_\t3\taux\t_\t_\n"
+                      "2\tn't\tnot\tPART\tRB\t_\t3\tadvmod\t_\t_\n3\tgo\tgo\tVERB\tVB\t_\t0\troot\t_\t_\n4\t.\t.\tPUNCT\t.\t_\t3\tpunct\t_\t_\n")
+    docs = [doc for split, doc in corpus_splits([conll, conllu], val_fraction=0.01)]
+    assert docs == [["John lives"], ["Hi"], ["Do n't go ."]]  # each sentence a document, as fine-tuning's words
+    assert [doc for split, doc in corpus_splits([conll], val_fraction=0.01, columns=["text", None])] == [["John lives"], ["Hi"]]
+
+
+def test_tapt_on_a_conll_file(tmp_path, encoder_ckpt):
+    data = write_conll(tmp_path / "train.conll", 200, seed=3)
+    out = tmp_path / "tapt"
+    train.main(["--init", str(encoder_ckpt), "--data", str(data), "--out", str(out), "--max-steps", "20", "--eval-every", "10", *FLAGS])
+    split = TokenShards(out / "data", "train")
+    assert split.n_lines == split.n_docs and split.n_docs > 100  # one line per sentence
+    sentences = {" ".join(s.words) for s in read_conll(data)}
+    assert Tokenizer.load(out).decode(split.line(0).tolist()) in sentences  # the words, not the tags
+    log = metrics(out)
+    assert log[-1]["val_loss"] < log[0]["val_loss"], log

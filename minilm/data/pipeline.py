@@ -11,7 +11,8 @@
 
 The tokenizer, when none is given, is trained on the train split in a first streaming pass.
 With `columns` (text column, pair column or None) the corpus is task files instead, read through
-minilm/data/tasks.py: each row a document of its text (and pair text), labels never read.
+minilm/data/tasks.py: each row a document of its text (and pair text), labels never read. CoNLL
+files (tagging data) give each sentence as a document, its words joined by spaces.
 """
 
 from __future__ import annotations
@@ -25,16 +26,22 @@ import numpy as np
 
 from minilm.data.corpus import corpus_files, iter_documents
 from minilm.data.shards import is_shard_dir, write_shards
+from minilm.data.tagging import conll_documents, is_conll
 from minilm.data.tasks import task_documents
 from minilm.tokenizer import Tokenizer
 
 
 def read_corpus(path, text_field: str = "text", columns=None):
     """The documents of a corpus: of its text files, or with `columns` = (text column, pair column
-    or None) of its task files (CSV, TSV, JSONL), one document per row."""
-    if columns is None:
-        return iter_documents(path, text_field)
-    return (doc for file in corpus_files(path) for doc in task_documents(file, *columns))
+    or None) of its task files (CSV, TSV, JSONL), one document per row. A CoNLL or CoNLL-U file
+    (*.conll, *.conllu) gives one document per sentence, in either case."""
+    for file in corpus_files(path):
+        if is_conll(file):
+            yield from conll_documents(file)
+        elif columns is None:
+            yield from iter_documents(file, text_field)
+        else:
+            yield from task_documents(file, *columns)
 
 
 def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_chars: int = 1, max_chars: int = 20_000,

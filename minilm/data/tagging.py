@@ -21,7 +21,7 @@ from pathlib import Path
 
 import torch
 
-from minilm.data.corpus import not_utf8, open_text
+from minilm.data.corpus import clean_line, not_utf8, open_text
 from minilm.data.pretrain import pad
 from minilm.data.tasks import TaskBatches
 from minilm.objectives import IGNORE_INDEX
@@ -86,6 +86,24 @@ def read_conll(path, tag_col: str = "upos") -> list[Sentence]:
     if not sentences:
         raise ValueError(f"{path}: no sentences (the file is empty)")
     return sentences
+
+
+CONLL_SUFFIXES = (".conll", ".conllu", ".conll.gz", ".conllu.gz")
+
+
+def is_conll(path) -> bool:
+    """Whether a file is read as CoNLL (by its name: *.conll, *.conllu, optionally gzipped)."""
+    return Path(path).name.lower().endswith(CONLL_SUFFIXES)
+
+
+def conll_documents(path):
+    """The sentences of a CoNLL or CoNLL-U file as a pretraining corpus (task-adaptive pretraining
+    for tagging): each sentence one document of one line, its words joined by spaces, as
+    fine-tuning reads them. The tags are never used."""
+    for s in read_conll(path):
+        line = clean_line(" ".join(s.words))
+        if line:
+            yield [line]
 
 
 def tag_set(sentences) -> list[str]:
