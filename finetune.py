@@ -34,6 +34,7 @@ from minilm.inference.prompting import check_template, parse_verbalizers
 from minilm.objectives import IGNORE_INDEX
 from minilm.pretrained import shipped
 from minilm.tokenizer import Tokenizer
+from minilm.peft.adalora import RankAllocator, orthogonality_loss, orthogonality_targets
 from minilm.training import adversarial, distill, distributed, prune
 from minilm.training.finetuning import TASK_ARCH, TASK_HEADS, evaluate_task, freeze, init_model, task_loss, task_targets
 from minilm.training.trainer import Trainer, TrainingStopped
@@ -92,8 +93,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--layer-lr-decay", type=float, default=1.0, metavar="DECAY",
                    help="layer-wise learning-rate decay: block l of L learns at lr x DECAY^(L + 1 - l), the embeddings at "
                         "lr x DECAY^(L + 1), the head at lr (ELECTRA fine-tunes with 0.8; default: %(default)s, no decay)")
-    p.add_argument("--peft", choices=list(peft.METHODS), help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint")
-    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r (default: %(default)s)")
+    p.add_argument("--peft", choices=list(peft.METHODS), help="train only a parameter-efficient adapter (and the new head) on a frozen --init checkpoint: "
+                        "LoRA, AdaLoRA (Zhang et al. 2023), bottleneck adapters or prefix tuning")
+    p.add_argument("--lora-r", type=int, default=8, help="LoRA rank r; for adalora the mean rank per layer at the end (default: %(default)s)")
+    p.add_argument("--adalora-init-r", type=int, metavar="R",
+                   help="--peft adalora: each layer's rank at the start, pruned to the --lora-r budget over training (default: 1.5 x --lora-r)")
+    p.add_argument("--adalora-orth", type=float, default=0.1, metavar="GAMMA",
+                   help="--peft adalora: the weight of the penalty ||P^T P - I||^2 + ||Q Q^T - I||^2 (default: %(default)s)")
     p.add_argument("--lora-alpha", type=float, default=16.0, help="LoRA scale alpha: updates are scaled by alpha / r (default: %(default)s)")
     p.add_argument("--lora-dropout", type=float, default=0.1, help="LoRA dropout on the adapted layers' input (default: %(default)s)")
     p.add_argument("--lora-targets", default="q_proj,v_proj", help="comma-separated layers LoRA adapts, from q_proj,k_proj,v_proj,o_proj,fc1,fc2 (default: %(default)s)")
@@ -147,6 +153,11 @@ def parse_args(argv=None):
     check_positive(p, args, "epochs", "vocab_size", "lora_r", "adapter_size", "prefix_length")
     if args.peft and (args.freeze_embeddings or args.freeze_layers):
         p.error("--peft already freezes the whole backbone; drop --freeze-embeddings / --freeze-layers")
+    if (args.adalora_init_r is not None or args.adalora_orth != p.get_default("adalora_orth")) and args.peft != "adalora":
+        p.error("--adalora-init-r and --adalora-orth apply with --peft adalora only")
+    args.adalora_init_r = args.adalora_init_r or -(-3 * args.lora_r // 2)
+    if args.adalora_init_r < args.lora_r:
+        p.error(f"--adalora-init-r {args.adalora_init_r} is below the final mean rank --lora-r {args.lora_r}")
     if args.peft and args.init == "scratch":
         p.error("--peft adapts a pretrained model: give --init CHECKPOINT")
     if args.tokenizer and args.init != "scratch":
@@ -421,9 +432,10 @@ def main(argv=None):
         if args.peft:
             if init_path is None:
                 sys.exit(f"error: --peft adapts a pretrained model, and there is none at {default_init}: give --init CHECKPOINT")
-            spec = peft.PeftSpec(args.peft, str(init_path.resolve()), args.lora_r, args.lora_alpha, args.lora_dropout,
+            spec = peft.PeftSpec(args.peft, str(init_path.resolve()), args.adalora_init_r if args.peft == "adalora" else args.lora_r,
+                                 args.lora_alpha, args.lora_dropout,
                                  [t.strip() for t in args.lora_targets.split(",") if t.strip()], args.adapter_size,
-                                 args.prefix_length, trainable=new)
+                                 args.prefix_length, trainable=new, target_r=args.lora_r if args.peft == "adalora" else None)
             peft.apply(model, spec)
         trainable, total = freeze(model, args.freeze_embeddings, args.freeze_layers)
     except ValueError as e:
@@ -459,7 +471,8 @@ def main(argv=None):
     settings = train_args(
         args, max_steps, eval_every=args.eval_every or min(max_steps, train_data.steps_per_epoch),
         patience=args.patience, metric=f"dev_{metric}", mode=mode,
-        keep_best=dev_data is not None and not args.sparsity,  # gradual pruning keeps the last weights: an earlier best is less sparse
+        # gradual pruning and AdaLoRA keep the last weights: an earlier best is less sparse, or over the rank budget
+        keep_best=dev_data is not None and not args.sparsity and args.peft != "adalora",
     )
     print(f"{max_steps:,} steps of {global_batch(args, world)} ({max_steps / train_data.steps_per_epoch:.2f} epochs), peak lr {args.lr:g}")
     pruner = None
@@ -467,8 +480,15 @@ def main(argv=None):
         pruner = prune.GradualPruner(model, args.sparsity, begin=int(0.1 * max_steps), end=int(0.75 * max_steps),
                                      every=max(1, max_steps // 100), scope=args.sparsity_scope)
         print(f"gradual pruning to {args.sparsity:.0%} zeros ({args.sparsity_scope}), steps {pruner.begin:,} to {pruner.end:,}")
+    allocator = None
+    if args.peft == "adalora":
+        allocator = RankAllocator(model, args.lora_r, max_steps, t_init=int(0.1 * max_steps), t_final=int(0.3 * max_steps), every=max(1, max_steps // 200))
+        loss_fn, targets_fn = orthogonality_loss(loss_fn, args.adalora_orth), orthogonality_targets(targets_fn)
+        print(f"AdaLoRA: rank {args.adalora_init_r} per layer, pruned to {allocator.bT:,} triplets in all "
+              f"(mean rank {args.lora_r}) from step {allocator.t_init:,} to {max_steps - allocator.t_final:,}")
+    hooks = [h.after_step for h in (pruner, allocator) if h is not None]
     trainer = Trainer(model, tokenizer, train_data, loss_fn, targets_fn, evaluate, settings, device=device, world=world,
-                      after_step=pruner.after_step if pruner else None)
+                      after_step=(lambda step: [hook(step) for hook in hooks]) if hooks else None)
     try:
         trainer.fit()
     except TrainingStopped as e:
@@ -480,6 +500,10 @@ def main(argv=None):
     if pruner is not None:
         results["sparsity"] = prune.sparsity_report(model)
         print(f"sparsity: {results['sparsity']['all']:.1%} of the blocks' Linear weights are 0")
+    if allocator is not None:
+        results["adalora"] = allocator.report()
+        print(f"AdaLoRA ranks: {', '.join(map(str, results['adalora']['ranks'].values()))} "
+              f"({results['adalora']['kept_parameters']:,} parameters in the kept triplets)")
     for name, data in (("dev", dev_data), ("test", test_data)):
         if data is not None and world.evaluates:
             results[name] = trainer.inference(lambda m: evaluate_task(args.task, m, data, labels, device))

@@ -1,6 +1,7 @@
 """Parameter-efficient fine-tuning: train a few new weights beside a frozen pretrained backbone.
 
     lora      low-rank updates of chosen linear layers, foldable into them afterwards (lora.py)
+    adalora   the same as P diag(lambda) Q, whose ranks move between layers to a budget (adalora.py)
     adapter   a bottleneck network after every attention and feed-forward output (adapters.py)
     prefix    trainable keys and values before the real ones in every self-attention (prefix.py)
 
@@ -8,7 +9,7 @@
 initialised task head), then puts the method's modules in place. The model keeps the spec as
 `model.peft`; minilm.checkpoint then saves only the trained tensors (adapter.safetensors) with
 adapter_config.json, which names the base checkpoint the adapter sits on, and `from_pretrained`
-of such a directory rebuilds the base, adds the adapter and, for LoRA, merges it into the weights.
+of such a directory rebuilds the base, adds the adapter and, for (Ada)LoRA, merges it into the weights.
 """
 
 from __future__ import annotations
@@ -22,11 +23,12 @@ from torch import nn
 from minilm.files import atomic_write_json
 from minilm.model.blocks import Transformer
 from minilm.model.norms import LayerNorm, RMSNorm
+from minilm.peft.adalora import SVDLinear
 from minilm.peft.adapters import AdapterLinear
 from minilm.peft.lora import LoRALinear
 from minilm.peft.prefix import Prefix
 
-METHODS = ("lora", "adapter", "prefix")
+METHODS = ("lora", "adalora", "adapter", "prefix")
 PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "fc1", "fc2")  # the backbone's linear layers, by name
 SPEC_FILE = "adapter_config.json"
 WEIGHTS_FILE = "adapter.safetensors"
@@ -36,13 +38,14 @@ WEIGHTS_FILE = "adapter.safetensors"
 class PeftSpec:
     method: str
     base: str  # the checkpoint directory that holds the frozen weights
-    r: int = 8  # LoRA rank
+    r: int = 8  # LoRA rank; AdaLoRA's initial rank of each layer
     alpha: float = 16.0  # LoRA scale numerator: updates are scaled by alpha / r
     dropout: float = 0.0  # LoRA dropout on the layer input
     targets: list[str] = field(default_factory=lambda: ["q_proj", "v_proj"])  # layers LoRA adapts (Hu et al.: W^Q and W^V)
     adapter_size: int = 64  # bottleneck width m of an adapter
     prefix_length: int = 16  # virtual tokens P of prefix tuning
     trainable: list[str] = field(default_factory=list)  # other tensors trained in full (the new task head)
+    target_r: int | None = None  # AdaLoRA: the mean rank per layer its budget ends at
 
     def __post_init__(self):
         if self.method not in METHODS:
@@ -84,8 +87,9 @@ def apply(model, spec: PeftSpec) -> None:
     Adapters also train the layer norms' gains and biases, as Houlsby et al. do."""
     for name, p in model.named_parameters():
         p.requires_grad_(name in spec.trainable or (spec.method == "adapter" and isinstance(_owner(model, name), (LayerNorm, RMSNorm))))
-    if spec.method == "lora":
-        added = _replace(model, set(spec.targets), lambda linear: LoRALinear(linear, spec.r, spec.alpha, spec.dropout))
+    if spec.method in ("lora", "adalora"):
+        low_rank = LoRALinear if spec.method == "lora" else SVDLinear
+        added = _replace(model, set(spec.targets), lambda linear: low_rank(linear, spec.r, spec.alpha, spec.dropout))
     elif spec.method == "prefix":
         if model.config.layer_heads is not None:
             raise ValueError("--peft prefix keeps n_head virtual heads in every block; this model's blocks were pruned to "
@@ -110,13 +114,14 @@ def trained_tensors(model, state: dict | None = None) -> dict:
 
 
 def merge(model) -> None:
-    """Fold every LoRA update into its layer (W' = W + alpha/r B A): the model becomes a plain
-    one, saved whole from then on. Adapters are not linear in their input and stay as they are."""
-    if getattr(model, "peft", None) is None or model.peft.method != "lora":
+    """Fold every (Ada)LoRA update into its layer (W' = W + alpha/r B A, or + alpha/r P diag(lambda) Q):
+    the model becomes a plain one, saved whole from then on. Adapters are not linear in their input
+    and stay as they are."""
+    if getattr(model, "peft", None) is None or model.peft.method not in ("lora", "adalora"):
         return
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, LoRALinear):
+            if isinstance(child, (LoRALinear, SVDLinear)):
                 setattr(module, name, child.merge())
     for p in model.parameters():
         p.requires_grad_(True)
