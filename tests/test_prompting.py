@@ -59,6 +59,22 @@ def test_mlm_scores_are_the_log_likelihood_at_the_masks():
     assert normalized["2"] == pytest.approx(got["2"] / 2, abs=1e-5) and normalized["1"] == pytest.approx(got["1"], abs=1e-5)
 
 
+@pytest.mark.parametrize("kind", ["mlm", "lm"])
+def test_texts_scored_together_score_as_each_alone(kind):
+    tk = tokenizer()
+    model = models(tk)[kind].eval()
+    labels = {"1": "great", "0": "very bad", "2": "good"}
+    demos = [("a bad movie", "0"), ("a very good film", "1")]
+    texts = ["a good film", "bad", "a very very good movie it was n / a", "film", CONTENT_FREE]
+    p = Prompter(model, tk, TEMPLATE, labels, demos)
+    alone = [p.scores(t) for t in texts]
+    for budget in (2**25, 3 * 40 * tk.vocab_size):  # all rows in one batch; a few rows per batch
+        together = p.score_texts(texts, budget=budget)
+        for a, b in zip(alone, together):
+            assert b == pytest.approx(a, abs=1e-5)
+    assert [r["label"] for r in p.classify(texts, batch=2)] == [max(a, key=a.get) for a in alone]
+
+
 def test_decoder_scores_are_the_log_likelihood_of_the_words_after_the_prefix():
     tk = tokenizer()
     model = models(tk)["lm"]

@@ -122,60 +122,71 @@ class Prompter:
             raise ValueError(f"the template {self.template!r} alone is longer than the model's {self.model.config.max_seq_len} positions")
         return full
 
-    @torch.no_grad()
-    def scores(self, text: str) -> dict[str, float]:
-        """{label: s(label)} for one text."""
-        return self.mlm_scores(text) if self.kind == "mlm" else self.lm_scores(text)
-
-    def mlm_scores(self, text: str) -> dict[str, float]:
-        tk, device = self.tokenizer, next(self.model.parameters()).device
-        pieces = {y: tk.encode(w, add_special=False) for y, w in self.verbalizers.items()}  # (n_y,) each
-        out = {}
-        for n in sorted({len(p) for p in pieces.values()}):  # one forward per verbaliser length
-            full = self.prompt(text, n - 1).replace(SLOT, " ".join([tk.special_token("mask")] * n))
-            ids = tk.encode(full)
-            positions = [i for i, t in enumerate(ids) if t == tk.mask_id][-n:]  # the query's slot: the last masks
-            logp = self.model(torch.tensor([ids], device=device))[0, positions].float().log_softmax(-1)  # (n, V)
-            for y, p in pieces.items():
-                if len(p) == n:
-                    s = float(logp[torch.arange(n), torch.tensor(p, device=device)].sum())
-                    out[y] = s / n if self.normalize else s
-        return {y: out[y] for y in self.labels}
-
-    def lm_scores(self, text: str) -> dict[str, float]:
-        tk, device = self.tokenizer, next(self.model.parameters()).device
+    def requests(self, text: str) -> list[tuple[list[int], dict]]:
+        """The model inputs that score one text: [(ids, {label: (positions, targets)})], where s(label)
+        sums log p(targets[i]) at positions[i] of its row's output."""
+        tk = self.tokenizer
+        if self.kind == "mlm":
+            pieces = {y: tk.encode(w, add_special=False) for y, w in self.verbalizers.items()}  # (n_y,) each
+            out = []
+            for n in sorted({len(p) for p in pieces.values()}):  # one row per verbaliser length
+                full = self.prompt(text, n - 1).replace(SLOT, " ".join([tk.special_token("mask")] * n))
+                ids = tk.encode(full)
+                positions = [i for i, t in enumerate(ids) if t == tk.mask_id][-n:]  # the query's slot: the last masks
+                out.append((ids, {y: (positions, p) for y, p in pieces.items() if len(p) == n}))
+            return out
         longest = max(len(tk.encode(" " + w, add_special=False)) for w in self.verbalizers.values())
-        full = self.prompt(text, longest + 1)
-        prefix_text = full.split(SLOT)[0]
+        prefix_text = self.prompt(text, longest + 1).split(SLOT)[0]
         prefix = tk.encode(prefix_text.rstrip(), add_special=False)
-        rows, spans = [], []
-        for y in self.labels:
+        out = []
+        for y in self.labels:  # one row per label: the prefix, then its word; position t - 1 predicts token t
             ids = tk.encode((prefix_text + self.verbalizers[y]).rstrip(), add_special=False)
             if ids[: len(prefix)] != prefix or len(ids) == len(prefix):  # the word merged into the prefix's last token
                 ids = prefix + tk.encode(" " + self.verbalizers[y], add_special=False)
-            rows.append(ids)
-            spans.append((len(prefix), len(ids)))
-        width = max(map(len, rows))
-        batch = torch.full((len(rows), width), tk.fill_id, device=device)  # (L, T), right-padded
-        mask = torch.zeros((len(rows), width), dtype=torch.long, device=device)
-        for i, ids in enumerate(rows):
-            batch[i, : len(ids)] = torch.tensor(ids, device=device)
-            mask[i, : len(ids)] = 1
-        logp = self.model(batch, mask).float().log_softmax(-1)  # (L, T, V); position t predicts token t + 1
-        out = {}
-        for i, (y, (a, b)) in enumerate(zip(self.labels, spans)):
-            s = float(sum(logp[i, t - 1, rows[i][t]] for t in range(a, b)))
-            out[y] = s / (b - a) if self.normalize else s
+            out.append((ids, {y: (list(range(len(prefix) - 1, len(ids) - 1)), ids[len(prefix):])}))
         return out
 
-    def classify(self, texts: list[str]) -> list[dict]:
-        """{"text", "label", "scores"} per text."""
+    @torch.no_grad()
+    def score_texts(self, texts: list[str], budget: int = 2**25) -> list[dict[str, float]]:
+        """{label: s(label)} for each text. The rows of many texts run together, right-padded, sorted
+        by length, in batches of at most `budget` logits (rows x positions x vocabulary)."""
+        rows = [(i, ids, items) for i, text in enumerate(texts) for ids, items in self.requests(text)]
+        rows.sort(key=lambda r: len(r[1]))
+        device, vocab = next(self.model.parameters()).device, self.model.config.vocab_size
+        out = [{} for _ in texts]
+        start = 0
+        while start < len(rows):
+            end = start + 1
+            while end < len(rows) and (end + 1 - start) * len(rows[end][1]) * vocab <= budget:
+                end += 1
+            chunk, start = rows[start:end], end
+            width = len(chunk[-1][1])
+            batch = torch.full((len(chunk), width), self.tokenizer.fill_id, device=device)  # (R, T), right-padded
+            mask = torch.zeros((len(chunk), width), dtype=torch.long, device=device)
+            for r, (_, ids, _) in enumerate(chunk):
+                batch[r, : len(ids)] = torch.tensor(ids, device=device)
+                mask[r, : len(ids)] = 1
+            logits = self.model(batch, mask)  # (R, T, V)
+            for r, (i, _, items) in enumerate(chunk):
+                for y, (positions, targets) in items.items():
+                    logp = logits[r, positions].float().log_softmax(-1)  # (n, V)
+                    s = float(logp[torch.arange(len(targets)), torch.tensor(targets, device=device)].sum())
+                    out[i][y] = s / len(targets) if self.normalize else s
+        return [{y: o[y] for y in self.labels} for o in out]
+
+    def scores(self, text: str) -> dict[str, float]:
+        """{label: s(label)} for one text."""
+        return self.score_texts([text])[0]
+
+    def classify(self, texts: list[str], batch: int = 256) -> list[dict]:
+        """{"text", "label", "scores"} per text, `batch` texts at a time."""
         self.model.eval()
         results = []
         prior = self.scores(CONTENT_FREE) if self.calibrate else dict.fromkeys(self.labels, 0.0)
-        for text in texts:
-            s = {y: v - prior[y] for y, v in self.scores(text).items()}
-            results.append({"text": text, "label": max(s, key=s.get), "scores": s})
+        for first in range(0, len(texts), batch):
+            for text, raw in zip(texts[first : first + batch], self.score_texts(texts[first : first + batch])):
+                s = {y: v - prior[y] for y, v in raw.items()}
+                results.append({"text": text, "label": max(s, key=s.get), "scores": s})
         return results
 
 
