@@ -15,6 +15,13 @@ Methods (each one `finetune.py` process from the same checkpoint, the same steps
     lora   LoRA (rank 8 on q and v) and the head; the encoder frozen
     eda    head fine-tuning on the texts and --augment-copies EDA copies of each (WordNet synonyms)
     fgm    head fine-tuning with FGM adversarial training on the token embeddings (--epsilon)
+    adalora AdaLoRA (initial rank 12, mean rank 8 at the end, on q and v) and the head; the encoder frozen
+and, with no update of any weight (`infer.py classify`, the prompt of PROMPTS):
+    zero-shot   the encoder's MLM head scores each label's word at the template's [MASK]; it
+                sees no example, so it runs once per task, whatever k and the seed
+    in-context  the decoder (--decoder) reads --demos demonstrations drawn from the seed's k-shot
+                training examples before each test text, and scores each label's word after it
+                (GPT-3's in-context learning; LM-BFF's baseline)
 Results: a JSON file (every run) and a Markdown table beside it.
 """
 
@@ -25,7 +32,7 @@ import statistics
 import subprocess
 import sys
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -51,6 +58,9 @@ METHODS = {
     "lora": ["--peft", "lora", "--lr", "1e-3"],
     "eda": ["--augment", "eda"],
     "fgm": ["--adversarial", "fgm"],
+    "adalora": ["--peft", "adalora", "--lr", "1e-3"],
+    "zero-shot": None,  # infer.py classify: no training
+    "in-context": None,
 }
 
 
@@ -75,6 +85,26 @@ def sample(rows, k: int, seed: int) -> tuple[list, list]:
 def write_jsonl(path: Path, rows) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, "".join(json.dumps({"text": t, "label": y}) + "\n" for t, y in rows))
+
+
+def prompt(args, method: str, train: Path, test: Path, out: Path, seed: int) -> dict:
+    """Accuracy of `infer.py classify` on the held-out file, no weight updated."""
+    template, verbalizer = PROMPTS[args.task]
+    command = [sys.executable, str(ROOT / "infer.py"), "classify", "--template", template, "--labels", verbalizer,
+               "--file", str(test), "--text-col", "text", "--label-col", "label", "--json"]
+    if method == "zero-shot":
+        command += ["--ckpt", args.init]
+    else:
+        command += ["--ckpt", args.decoder, "--shots", str(train), "--k", str(args.demos), "--seed", str(seed)]
+    start = time.perf_counter()
+    reused = args.reuse and out.is_file()
+    if not reused:
+        report = json.loads(subprocess.run(command, check=True, capture_output=True, text=True).stdout)
+        out.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(out, report)
+    report = json.loads(out.read_text())
+    return {"dev": None, "test": report["accuracy"], "majority": report["majority_accuracy"],
+            "seconds": None if reused else round(time.perf_counter() - start, 1)}
 
 
 def run(args, method: str, train: Path, dev: Path, test: Path, out: Path) -> dict:
@@ -111,6 +141,8 @@ def main(argv=None):
     p.add_argument("--eval-every", type=int, default=50, help="evaluate on the sampled dev set every N steps; the best is kept (default: %(default)s)")
     p.add_argument("--augment-copies", type=int, default=8, help="eda: copies per example (default: %(default)s)")
     p.add_argument("--epsilon", type=float, help="fgm: the perturbation's length (default: finetune.py's)")
+    p.add_argument("--decoder", default="minilm-mini-decoder", help="in-context: the decoder that reads the demonstrations (default: %(default)s)")
+    p.add_argument("--demos", type=int, default=4, help="in-context: demonstrations before each text, drawn from the k-shot examples (default: %(default)s)")
     p.add_argument("--reuse", action="store_true", help="read the metrics of runs already in --runs instead of training them again")
     p.add_argument("--runs", type=Path, default=ROOT / "runs" / "kshot", help="where the runs go (default: %(default)s)")
     p.add_argument("--out", type=Path, help="results JSON (default: bench/results/kshot_<task>.json)")
@@ -140,15 +172,28 @@ def main(argv=None):
             write_jsonl(folder / "train.jsonl", train)
             write_jsonl(folder / "dev.jsonl", dev)
             for method in methods:
-                r = run(args, method, folder / "train.jsonl", folder / "dev.jsonl", test, folder / method)
-                results["runs"].append({"k": k, "seed": seed, "method": method, "train": len(train), **r})
+                if method == "zero-shot":  # no example seen: one run per task
+                    if any(r["method"] == method for r in results["runs"]):
+                        continue
+                    r = prompt(args, method, None, test, args.runs / f"{args.task}-zero-shot.json", seed)
+                elif method == "in-context":
+                    r = prompt(args, method, folder / "train.jsonl", test, folder / f"in-context-{args.demos}.json", seed)
+                else:
+                    r = run(args, method, folder / "train.jsonl", folder / "dev.jsonl", test, folder / method)
+                k_used = 0 if method == "zero-shot" else k
+                results["runs"].append({"k": k_used, "seed": seed, "method": method, "train": len(train) if k_used else 0, **r})
                 took = "reused" if r["seconds"] is None else f"{r['seconds']:.0f}s"
-                print(f"k={k} seed={seed} {method}: test {r['test']:.4f} (dev {r['dev']:.4f}, {took})", flush=True)
+                dev_note = "" if r["dev"] is None else f"dev {r['dev']:.4f}, "
+                print(f"k={k_used} seed={seed} {method}: test {r['test']:.4f} ({dev_note}{took})", flush=True)
                 atomic_write_json(out, results)
-    table = ["| k per class | method | test accuracy, mean +- std | runs |", "|---|---|---|---|"]
+    majority = max(Counter(y for _, y in held_out).values()) / len(held_out)
+    table = ["| k per class | method | test accuracy, mean +- std | runs |", "|---|---|---|---|",
+             f"| | majority class | {100 * majority:.2f} | |"]
     for k in sorted({r["k"] for r in results["runs"]}):
         for method in methods:
             scores = [r["test"] for r in results["runs"] if r["k"] == k and r["method"] == method]
+            if not scores:
+                continue
             sd = statistics.stdev(scores) if len(scores) > 1 else 0.0
             table.append(f"| {k} | {method} | {100 * statistics.mean(scores):.2f} +- {100 * sd:.2f} | {len(scores)} |")
     atomic_write_text(out.with_suffix(".md"), "\n".join(table) + "\n")
