@@ -27,8 +27,13 @@ def test_svd_linear_starts_as_base_computes_its_formula_and_merges_exactly():
     expected = base(x) + 2.0 * (x @ (P @ torch.diag(lam) @ Q).T)  # alpha / r = 2
     torch.testing.assert_close(layer(x), expected)
     torch.testing.assert_close(layer.merge()(x), layer(x))
+    assert float(layer.orthogonality().detach()) == pytest.approx(0.0, abs=1e-5)  # P and Q start orthonormal
+    with torch.no_grad():
+        P.add_(0.3 * torch.randn_like(P))
+        Q.add_(0.3 * torch.randn_like(Q))
     eye = torch.eye(3, dtype=torch.float64)
     R = torch.linalg.matrix_norm(P.T @ P - eye) ** 2 + torch.linalg.matrix_norm(Q @ Q.T - eye) ** 2
+    assert float(R.detach()) > 0.01
     torch.testing.assert_close(layer.orthogonality().double(), R, rtol=1e-5, atol=1e-6)
 
 

@@ -25,7 +25,7 @@ from minilm.model.blocks import Transformer
 from minilm.model.norms import LayerNorm, RMSNorm
 from minilm.peft.adalora import SVDLinear
 from minilm.peft.adapters import AdapterLinear
-from minilm.peft.lora import LoRALinear
+from minilm.peft.lora import LoRALinear, LowRankLinear
 from minilm.peft.prefix import Prefix
 
 METHODS = ("lora", "adalora", "adapter", "prefix")
@@ -121,7 +121,7 @@ def merge(model) -> None:
         return
     for module in list(model.modules()):
         for name, child in list(module.named_children()):
-            if isinstance(child, (LoRALinear, SVDLinear)):
+            if isinstance(child, LowRankLinear):
                 setattr(module, name, child.merge())
     for p in model.parameters():
         p.requires_grad_(True)

@@ -44,48 +44,31 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from minilm.peft.lora import LowRankLinear
 
-class SVDLinear(nn.Module):
+
+class SVDLinear(LowRankLinear):
     def __init__(self, base: nn.Linear, r: int, alpha: float, dropout: float = 0.0):
-        super().__init__()
-        if r < 1:
-            raise ValueError(f"AdaLoRA rank must be >= 1, got {r}")
-        self.base = base
-        self.r, self.alpha, self.scaling = r, alpha, alpha / r
+        super().__init__(base, r, alpha, dropout)
         kw = dict(dtype=base.weight.dtype, device=base.weight.device)
         self.lora_P = nn.Parameter(torch.empty(base.out_features, r, **kw))
         self.lora_lambda = nn.Parameter(torch.zeros(r, **kw))
         self.lora_Q = nn.Parameter(torch.empty(r, base.in_features, **kw))
         nn.init.orthogonal_(self.lora_P)  # orthonormal columns (or rows, when r > out): R(P, Q) starts at its least
         nn.init.orthogonal_(self.lora_Q)
-        self.dropout = nn.Dropout(dropout)
-
-    @property
-    def weight(self):  # the frozen W, for code that reads a projection's weight
-        return self.base.weight
-
-    @property
-    def bias(self):
-        return self.base.bias
 
     def forward(self, x):  # (..., in) -> (..., out)
         return self.base(x) + ((self.dropout(x) @ self.lora_Q.T) * self.lora_lambda) @ self.lora_P.T * self.scaling
+
+    def delta(self) -> torch.Tensor:
+        """P diag(lambda) Q (out, in)."""
+        return (self.lora_P * self.lora_lambda) @ self.lora_Q
 
     def orthogonality(self) -> torch.Tensor:
         """R(P, Q) = ||P^T P - I||_F^2 + ||Q Q^T - I||_F^2."""
         eye = torch.eye(self.r, dtype=torch.float32, device=self.lora_P.device)
         P, Q = self.lora_P.float(), self.lora_Q.float()
         return ((P.T @ P - eye) ** 2).sum() + ((Q @ Q.T - eye) ** 2).sum()
-
-    @torch.no_grad()
-    def merge(self) -> nn.Linear:
-        """The plain linear layer W' = W + (alpha / r) P diag(lambda) Q with the same bias."""
-        merged = nn.Linear(self.base.in_features, self.base.out_features, bias=self.base.bias is not None,
-                           dtype=self.base.weight.dtype, device=self.base.weight.device)
-        merged.weight.copy_(self.base.weight + self.scaling * (self.lora_P * self.lora_lambda) @ self.lora_Q)
-        if self.base.bias is not None:
-            merged.bias.copy_(self.base.bias)
-        return merged
 
 
 def svd_layers(model) -> dict[str, SVDLinear]:
