@@ -151,3 +151,31 @@ def test_infer_classify_prints_predictions_or_metrics(tmp_path, capsys):
         infer.main([*base, "--file", str(data), "--text-col", "sentence", "--shots", str(shots), "--shots-label-col", "label"])
     with pytest.raises(SystemExit, match="no field 'text'"):
         infer.main([*base, "--file", str(data)])
+
+
+def test_a_converted_hugging_face_mlm_scores_as_transformers_does(tmp_path, capsys):
+    transformers = pytest.importorskip("transformers")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *WORDS, *[c for c in LETTERS if c not in WORDS], *("##" + c for c in LETTERS)]
+    config = transformers.BertConfig(vocab_size=len(vocab), hidden_size=16, num_hidden_layers=2, num_attention_heads=2, intermediate_size=32,
+                                     max_position_embeddings=64, hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    torch.manual_seed(0)
+    hf = transformers.BertForMaskedLM(config).eval()
+    hf.save_pretrained(tmp_path)
+    (tmp_path / "vocab.txt").write_text("\n".join(vocab) + "\n")
+    reference = transformers.BertTokenizer(str(tmp_path / "vocab.txt"))
+
+    from minilm.inference import predict
+
+    model, tk = predict.load(tmp_path)
+    texts = ["a good film", "bad", "a very bad movie"]
+    got = Prompter(model, tk, TEMPLATE, LABELS).score_texts(texts)
+    for text, scores in zip(texts, got):
+        enc = reference(TEMPLATE.format(text=text), return_tensors="pt")
+        with torch.no_grad():
+            logp = hf(**enc).logits[0].log_softmax(-1)  # (T, V)
+        at = int((enc["input_ids"][0] == reference.mask_token_id).nonzero()[0, 0])
+        for label, word in LABELS.items():
+            assert scores[label] == pytest.approx(float(logp[at, reference.convert_tokens_to_ids(word)]), abs=1e-4)
+    infer.main(["classify", "--ckpt", str(tmp_path), "--template", TEMPLATE, "--labels", "1=great,0=terrible", *texts, "--json"])
+    printed = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in printed] == [max(s, key=s.get) for s in got]
