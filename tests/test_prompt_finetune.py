@@ -16,6 +16,7 @@ from minilm import from_pretrained
 from minilm.checkpoint import save_pretrained
 from minilm.data.tasks import ClassificationData, Example, prompt_ids
 from minilm.inference.prompting import Prompter
+from minilm.interop import save_hf
 from minilm.inference.task_outputs import forward_task
 from test_prompting import TEMPLATE, tokenizer
 
@@ -112,3 +113,21 @@ def test_template_flag_errors(flags, message, capsys):
     with pytest.raises(SystemExit):
         finetune.parse_args(flags)
     assert message in capsys.readouterr().err
+
+
+def test_a_prompt_classifier_converted_to_hugging_face_keeps_its_template(tmp_path, capsys):
+    tk = tokenizer()
+    ids = [tk.token_to_id("terrible"), tk.token_to_id("great")]
+    model = tiny_model("encoder", "mlm", seed=3, vocab_size=tk.vocab_size, norm_position="post", embed_norm=True,  # BERT's shape
+                       prompt=TEMPLATE, labels=["0", "1"], n_labels=2, verbalizer_ids=ids)
+    save_pretrained(tmp_path / "ours", model, tk)
+    save_hf(model, tk, tmp_path / "hf")  # a BertForMaskedLM with the template, labels and words beside its fields
+    back = from_pretrained(tmp_path / "hf")
+    assert (back.config.prompt, back.config.labels, back.config.verbalizer_ids) == (TEMPLATE, ["0", "1"], ids)
+    texts = ["a good movie", "a very bad film", "film"]
+    infer.main(["predict", "--ckpt", str(tmp_path / "ours"), *texts, "--json"])
+    ours = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    infer.main(["predict", "--ckpt", str(tmp_path / "hf"), *texts, "--json"])
+    theirs = [json.loads(line) for line in capsys.readouterr().out.splitlines()]
+    assert [r["label"] for r in theirs] == [r["label"] for r in ours]
+    assert [r["probability"] for r in theirs] == pytest.approx([r["probability"] for r in ours], abs=1e-5)

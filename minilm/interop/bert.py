@@ -88,12 +88,14 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
         unsupported(source, "hidden_act", act, f"expected one of {', '.join(ACTIVATIONS)}")
     if head in ("mlm", "mlm+nsp") and ACTIVATIONS[act] == "relu":
         unsupported(source, "hidden_act", act, "minilm's MLM head transform uses GELU")
-    labels = []
-    if head in ("cls", "token"):
+    labels, prompt = [], {}
+    if head in ("cls", "token") or (head == "mlm" and "minilm_prompt" in hf):
         id2label = hf.get("id2label") or {str(i): f"LABEL_{i}" for i in range(hf.get("num_labels", 2))}
         labels = [id2label[str(i)] if str(i) in id2label else id2label[i] for i in range(len(id2label))]
         if head == "cls" and (hf.get("problem_type") == "regression" or len(labels) == 1):
             head, labels = "regression", []
+    if head == "mlm" and "minilm_prompt" in hf:  # a prompt-based classifier (finetune.py --template) written by minilm
+        prompt = dict(prompt=hf["minilm_prompt"], verbalizer_ids=hf.get("minilm_verbalizer_ids", []))
     dropout = hf.get("hidden_dropout_prob", 0.1)
     return ModelConfig.from_dict(
         dict(
@@ -119,6 +121,7 @@ def config_to_minilm(hf: dict, architecture: str, source: str) -> ModelConfig:
             init_std=hf.get("initializer_range", 0.02),
             n_labels=len(labels),
             labels=labels,
+            **prompt,
         ),
         source=source,
     )
@@ -161,4 +164,8 @@ def config_to_hf(config: ModelConfig, tokenizer=None) -> tuple[dict, str]:
         hf["label2id"] = {name: int(i) for i, name in hf["id2label"].items()}
     if config.head == "regression":
         hf.update(num_labels=1, id2label={"0": "LABEL_0"}, label2id={"LABEL_0": 0}, problem_type="regression")
+    if config.prompt:  # a prompt-based classifier: its labels, template and words beside BERT's fields (transformers keeps them unread)
+        hf["id2label"] = {str(i): name for i, name in enumerate(config.labels)}
+        hf["label2id"] = {name: i for i, name in enumerate(config.labels)}
+        hf.update(minilm_prompt=config.prompt, minilm_verbalizer_ids=list(config.verbalizer_ids))
     return hf, architecture
