@@ -22,7 +22,8 @@ and, with no update of any weight (`infer.py classify`, the prompt of PROMPTS):
     in-context  the decoder (--decoder) reads --demos demonstrations drawn from the seed's k-shot
                 training examples before each test text, and scores each label's word after it
                 (GPT-3's in-context learning; LM-BFF's baseline)
-Results: a JSON file (every run) and a Markdown table beside it.
+Results: a JSON file (every run) and a Markdown table beside it. Runs already in the JSON file stay (with
+the same settings), so k and methods can be added one call at a time; a run again replaces its row.
 """
 
 import argparse
@@ -128,6 +129,21 @@ def run(args, method: str, train: Path, dev: Path, test: Path, out: Path) -> dic
             "seconds": None if reused else round(time.perf_counter() - start, 1)}
 
 
+SETTINGS = ("task", "init", "steps", "batch_size", "test_examples", "augment_copies", "epsilon")
+
+
+def earlier_runs(out: Path, results: dict) -> list[dict]:
+    """The runs already in the results file, when it was written with the same settings: a run of
+    this call replaces the one of the same k, seed and method, and the others stay in the table."""
+    if not out.is_file():
+        return []
+    earlier = json.loads(out.read_text())
+    differ = [f"{key} {earlier.get(key)!r} there, {results[key]!r} here" for key in SETTINGS if earlier.get(key) != results[key]]
+    if differ:
+        sys.exit(f"error: {out} holds runs with other settings ({'; '.join(differ)}): give another --out, or remove it")
+    return earlier["runs"]
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--task", choices=sorted(TASKS), default="supersense", help="the task (default: %(default)s)")
@@ -165,6 +181,7 @@ def main(argv=None):
 
     results = {"task": args.task, "init": args.init, "steps": args.steps, "batch_size": args.batch_size, "test_examples": len(held_out),
                "augment_copies": args.augment_copies, "epsilon": args.epsilon, "runs": []}
+    results["runs"] = earlier_runs(out, results)
     for k in [int(x) for x in args.k.split(",")]:
         for seed in [int(x) for x in args.seeds.split(",")]:
             train, dev = sample(rows, k, seed)
@@ -181,7 +198,10 @@ def main(argv=None):
                 else:
                     r = run(args, method, folder / "train.jsonl", folder / "dev.jsonl", test, folder / method)
                 k_used = 0 if method == "zero-shot" else k
-                results["runs"].append({"k": k_used, "seed": seed, "method": method, "train": len(train) if k_used else 0, **r})
+                if method == "in-context":
+                    r.update(decoder=args.decoder, demos=args.demos)
+                row = {"k": k_used, "seed": seed, "method": method, "train": len(train) if k_used else 0, **r}
+                results["runs"] = [x for x in results["runs"] if (x["k"], x["seed"], x["method"]) != (k_used, seed, method)] + [row]
                 took = "reused" if r["seconds"] is None else f"{r['seconds']:.0f}s"
                 dev_note = "" if r["dev"] is None else f"dev {r['dev']:.4f}, "
                 print(f"k={k_used} seed={seed} {method}: test {r['test']:.4f} ({dev_note}{took})", flush=True)
@@ -190,7 +210,7 @@ def main(argv=None):
     table = ["| k per class | method | test accuracy, mean +- std | runs |", "|---|---|---|---|",
              f"| | majority class | {100 * majority:.2f} | |"]
     for k in sorted({r["k"] for r in results["runs"]}):
-        for method in methods:
+        for method in METHODS:
             scores = [r["test"] for r in results["runs"] if r["k"] == k and r["method"] == method]
             if not scores:
                 continue

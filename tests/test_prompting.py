@@ -78,9 +78,12 @@ def test_texts_scored_together_score_as_each_alone(kind):
 def test_decoder_scores_are_the_log_likelihood_of_the_words_after_the_prefix():
     tk = tokenizer()
     model = models(tk)["lm"]
-    labels = {"1": "great", "0": "very bad"}
-    got = Prompter(model, tk, TEMPLATE, labels).scores("a good film")
+    labels = {"1": "great", "0": "very bad", "2": "terrible"}
+    p = Prompter(model, tk, TEMPLATE, labels)
+    got = p.scores("a good film")
     prefix = tk.encode("a good film it was", add_special=False)
+    rows = p.requests("a good film")  # the one-token words share the prefix's row; "very bad" has its own
+    assert [(ids, sorted(items)) for ids, items in rows] == [(prefix, ["1", "2"]), (prefix + tk.encode("very bad", add_special=False), ["0"])]
     for y, word in labels.items():
         ids = prefix + tk.encode(word, add_special=False)
         with torch.no_grad():

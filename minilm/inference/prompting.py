@@ -138,13 +138,16 @@ class Prompter:
         longest = max(len(tk.encode(" " + w, add_special=False)) for w in self.verbalizers.values())
         prefix_text = self.prompt(text, longest + 1).split(SLOT)[0]
         prefix = tk.encode(prefix_text.rstrip(), add_special=False)
-        out = []
-        for y in self.labels:  # one row per label: the prefix, then its word; position t - 1 predicts token t
+        out, one_token = [], {}
+        for y in self.labels:  # the prefix, then the label's word; position t - 1 predicts token t
             ids = tk.encode((prefix_text + self.verbalizers[y]).rstrip(), add_special=False)
             if ids[: len(prefix)] != prefix or len(ids) == len(prefix):  # the word merged into the prefix's last token
                 ids = prefix + tk.encode(" " + self.verbalizers[y], add_special=False)
-            out.append((ids, {y: (list(range(len(prefix) - 1, len(ids) - 1)), ids[len(prefix):])}))
-        return out
+            if len(ids) == len(prefix) + 1:  # a one-token word: read at the prefix's last position, shared by all such words
+                one_token[y] = ([len(prefix) - 1], ids[len(prefix):])
+            else:  # causal attention: the prefix's outputs do not see the word, so a row per longer word
+                out.append((ids, {y: (list(range(len(prefix) - 1, len(ids) - 1)), ids[len(prefix):])}))
+        return ([(prefix, one_token)] if one_token else []) + out
 
     @torch.no_grad()
     def score_texts(self, texts: list[str], budget: int = 2**25) -> list[dict[str, float]]:
