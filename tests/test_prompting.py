@@ -68,7 +68,7 @@ def test_texts_scored_together_score_as_each_alone(kind):
     texts = ["a good film", "bad", "a very very good movie it was n / a", "film", CONTENT_FREE]
     p = Prompter(model, tk, TEMPLATE, labels, demos)
     alone = [p.scores(t) for t in texts]
-    for budget in (2**25, 3 * 40 * tk.vocab_size):  # all rows in one batch; a few rows per batch
+    for budget in (4096, 3 * 40):  # all rows in one batch; a few rows per batch
         together = p.score_texts(texts, budget=budget)
         for a, b in zip(alone, together):
             assert b == pytest.approx(a, abs=1e-5)

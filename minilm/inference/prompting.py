@@ -150,17 +150,18 @@ class Prompter:
         return ([(prefix, one_token)] if one_token else []) + out
 
     @torch.no_grad()
-    def score_texts(self, texts: list[str], budget: int = 2**25) -> list[dict[str, float]]:
+    def score_texts(self, texts: list[str], budget: int = 4096) -> list[dict[str, float]]:
         """{label: s(label)} for each text. The rows of many texts run together, right-padded, sorted
-        by length, in batches of at most `budget` logits (rows x positions x vocabulary)."""
+        by length, in batches of at most `budget` tokens (rows x positions); the head's vocabulary
+        logits are computed at the scored positions only."""
         rows = [(i, ids, items) for i, text in enumerate(texts) for ids, items in self.requests(text)]
         rows.sort(key=lambda r: len(r[1]))
-        device, vocab = next(self.model.parameters()).device, self.model.config.vocab_size
+        device = next(self.model.parameters()).device
         out = [{} for _ in texts]
         start = 0
         while start < len(rows):
             end = start + 1
-            while end < len(rows) and (end + 1 - start) * len(rows[end][1]) * vocab <= budget:
+            while end < len(rows) and (end + 1 - start) * len(rows[end][1]) <= budget:
                 end += 1
             chunk, start = rows[start:end], end
             width = len(chunk[-1][1])
@@ -169,12 +170,17 @@ class Prompter:
             for r, (_, ids, _) in enumerate(chunk):
                 batch[r, : len(ids)] = torch.tensor(ids, device=device)
                 mask[r, : len(ids)] = 1
-            logits = self.model(batch, mask)  # (R, T, V)
-            for r, (i, _, items) in enumerate(chunk):
-                for y, (positions, targets) in items.items():
-                    logp = logits[r, positions].float().log_softmax(-1)  # (n, V)
-                    s = float(logp[torch.arange(len(targets)), torch.tensor(targets, device=device)].sum())
-                    out[i][y] = s / len(targets) if self.normalize else s
+            h = self.model.hidden(batch, mask)  # (R, T, C)
+            scored = [(r, i, y, positions, targets) for r, (i, _, items) in enumerate(chunk) for y, (positions, targets) in items.items()]
+            at_r = torch.tensor([r for r, _, _, positions, _ in scored for _ in positions], device=device)
+            at_t = torch.tensor([t for *_, positions, _ in scored for t in positions], device=device)
+            logp = self.model.head_logits(h[at_r, at_t]).float().log_softmax(-1)  # (N, V): every scored position of the chunk
+            picked = logp[torch.arange(len(at_t), device=device), torch.tensor([t for *_, targets in scored for t in targets], device=device)]
+            first = 0
+            for _, i, y, _, targets in scored:
+                s = float(picked[first : first + len(targets)].sum())
+                first += len(targets)
+                out[i][y] = s / len(targets) if self.normalize else s
         return [{y: o[y] for y in self.labels} for o in out]
 
     def scores(self, text: str) -> dict[str, float]:
