@@ -171,14 +171,18 @@ class Prompter:
                 batch[r, : len(ids)] = torch.tensor(ids, device=device)
                 mask[r, : len(ids)] = 1
             h = self.model.hidden(batch, mask)  # (R, T, C)
-            scored = [(r, i, y, positions, targets) for r, (i, _, items) in enumerate(chunk) for y, (positions, targets) in items.items()]
-            at_r = torch.tensor([r for r, _, _, positions, _ in scored for _ in positions], device=device)
-            at_t = torch.tensor([t for *_, positions, _ in scored for t in positions], device=device)
-            logp = self.model.head_logits(h[at_r, at_t]).float().log_softmax(-1)  # (N, V): every scored position of the chunk
-            picked = logp[torch.arange(len(at_t), device=device), torch.tensor([t for *_, targets in scored for t in targets], device=device)]
+            scored = [(i, y, [(r, t) for t in positions], targets) for r, (i, _, items) in enumerate(chunk) for y, (positions, targets) in items.items()]
+            at = {}  # (row, position) -> its index among the distinct scored positions (labels share the slot's)
+            for _, _, where, _ in scored:
+                for rt in where:
+                    at.setdefault(rt, len(at))
+            rt = torch.tensor(list(at), device=device).view(-1, 2)  # (P, 2)
+            logp = self.model.head_logits(h[rt[:, 0], rt[:, 1]]).float().log_softmax(-1)  # (P, V)
+            picked = logp[torch.tensor([at[x] for _, _, where, _ in scored for x in where], device=device),
+                          torch.tensor([t for *_, targets in scored for t in targets], device=device)].tolist()
             first = 0
-            for _, i, y, _, targets in scored:
-                s = float(picked[first : first + len(targets)].sum())
+            for i, y, _, targets in scored:
+                s = sum(picked[first : first + len(targets)])
                 first += len(targets)
                 out[i][y] = s / len(targets) if self.normalize else s
         return [{y: o[y] for y in self.labels} for o in out]
