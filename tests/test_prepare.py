@@ -125,6 +125,23 @@ def test_stop_words_and_length_filters(tmp_path):
     assert [e.text for e in read_examples(tmp_path / "o" / "train.tsv")] == ["cat mat"]
 
 
+def test_the_documented_dirty_example_reports_what_its_page_shows(tmp_path):
+    """docs/examples/dirty_reviews.csv through the command of bench/results/prepare_dirty.md: the
+    report's text is the page's, line for line."""
+    page = (ROOT / "bench" / "results" / "prepare_dirty.md").read_text()
+    command = next(line for line in page.splitlines() if line.startswith("python -m minilm.data.prepare"))
+    argv = command.split()[3:]
+    argv[argv.index("--out") + 1] = str(tmp_path / "out")
+    subprocess.run([sys.executable, "-m", "minilm.data.prepare", *argv], cwd=ROOT, check=True, capture_output=True)
+    report = (tmp_path / "out" / "report.txt").read_text().strip()
+    shown = page.split("report.txt`:\n\n```\n")[1].split("\n```")[0].strip()
+    assert report == shown
+    counts = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert [counts["corrupt"]["count"], counts["exact_duplicates"], counts["near_duplicates"]["count"], counts["leakage"]["count"]] == [3, 3, 2, 1]
+    assert "Works as described, nothing more, nothing less.\tpositive\n" in "".join(
+        (tmp_path / "out" / f"{s}.tsv").read_text() for s in ("train", "dev", "test"))
+
+
 def test_bad_arguments_and_files(tmp_path, capsys):
     with pytest.raises(SystemExit):
         prepare.parse_args(["f.csv", "--out", "o", "--dev", "0.6", "--test", "0.5"])
