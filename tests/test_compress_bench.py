@@ -1,0 +1,59 @@
+"""bench/compress.py's measuring half, on tiny models standing in for its trained rows (`--reuse`
+reads them instead of training): every row measured, the int8 row from the distilled student, the
+table and JSON written; and its training half's commands, as it would run them."""
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+from conftest import tiny_model
+from minilm.checkpoint import save_pretrained
+from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
+
+ROOT = Path(__file__).resolve().parent.parent
+ROWS = ["teacher", "pruned", "student", "student-distilled", "sparse-50", "sparse-80"]
+WORDS = "a good bad film movie very it was".split()
+
+
+def compress():
+    spec = importlib.util.spec_from_file_location("compress", ROOT / "bench" / "compress.py")
+    module = importlib.util.module_from_spec(spec)
+    sys.modules["compress"] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):
+    data = tmp_path / "sst2"
+    data.mkdir()
+    rows = "".join(f"{'a very good film' if i % 2 else 'a bad movie it was'}\t{i % 2}\n" for i in range(40))
+    (data / "train.tsv").write_text("sentence\tlabel\n" + rows)
+    (data / "dev.tsv").write_text("sentence\tlabel\n" + rows)
+    tk = Tokenizer.from_vocab([*SPECIAL_TOKENS, *WORDS])
+    runs = tmp_path / "runs"
+    for k, name in enumerate(ROWS):  # the teacher wider than the rest, as all-MiniLM is
+        model = tiny_model("encoder", "cls", seed=k, vocab_size=tk.vocab_size, n_labels=2, labels=["0", "1"],
+                           n_embd=64 if name == "teacher" else 32)
+        save_pretrained(runs / "sst2" / name, model, tk)
+    ran, bench = [], compress()
+    monkeypatch.setattr(bench, "run", lambda command, log: ran.append(command))
+    out = tmp_path / "compress.json"
+    bench.main(["--task", "sst2", "--data", str(data), "--teacher-init", "TEACHER", "--runs", str(runs), "--reuse",
+                "--repeats", "2", "--max-batches", "1", "--out", str(out)])
+    assert ran == []  # every row was there: nothing trained
+    report = json.loads(out.read_text())
+    assert list(report["rows"]) == [*ROWS, "student-distilled-int8"]
+    for r in report["rows"].values():
+        assert 0 <= r["dev_accuracy"] <= 1 and r["size_mb"] > 0 and r["examples_per_s"] > 0
+    teacher, student, int8 = (report["rows"][n] for n in ("teacher", "student-distilled", "student-distilled-int8"))
+    assert teacher["vs_teacher_points"] == 0 and teacher["speedup"] == 1
+    assert int8["size_mb"] < student["size_mb"] and teacher["parameters"] > student["parameters"]
+    table = out.with_suffix(".md").read_text()
+    assert all(f"| {name} |" in table for name in report["rows"])
+
+    (runs / "sst2" / "pruned" / "model.safetensors").unlink()  # a row without its model is trained again: pruning, then recovery
+    bench.train_rows(bench.argparse.Namespace(teacher_init="TEACHER", teacher_steps=10, recovery_epochs="1", reuse=True),
+                     runs / "sst2", ["--train", data / "train.tsv", "--dev", data / "dev.tsv", "--text-col", "sentence"])
+    assert [c[1:3] for c in ran] == [["-m", "minilm.training.prune"], [ROOT / "finetune.py", "--task"]]
+    assert "--teacher" in ran[1] and str(ran[1][ran[1].index("--init") + 1]).endswith("pruned-raw")
