@@ -22,6 +22,8 @@ and, with no update of any weight (`infer.py classify`, the prompt of PROMPTS):
     in-context  the decoder (--decoder) reads --demos demonstrations drawn from the seed's k-shot
                 training examples before each test text, and scores each label's word after it
                 (GPT-3's in-context learning; LM-BFF's baseline)
+    in-context-calibrated   the same with contextual calibration (`--calibrate`, Zhao et al. 2021):
+                each label's score less its score for the content-free text "N/A"
 Results: a JSON file (every run) and a Markdown table beside it. Runs already in the JSON file stay (with
 the same settings), so k and methods can be added one call at a time; a run again replaces its row.
 """
@@ -62,6 +64,7 @@ METHODS = {
     "adalora": ["--peft", "adalora", "--lr", "1e-3"],
     "zero-shot": None,  # infer.py classify: no training
     "in-context": None,
+    "in-context-calibrated": None,
 }
 
 
@@ -97,6 +100,7 @@ def prompt(args, method: str, train: Path, test: Path, out: Path, seed: int) -> 
         command += ["--ckpt", args.init]
     else:
         command += ["--ckpt", args.decoder, "--shots", str(train), "--k", str(args.demos), "--seed", str(seed)]
+        command += ["--calibrate"] if method == "in-context-calibrated" else []
     start = time.perf_counter()
     reused = args.reuse and out.is_file()
     if not reused:
@@ -193,12 +197,12 @@ def main(argv=None):
                     if any(r["method"] == method for r in results["runs"]):
                         continue
                     r = prompt(args, method, None, test, args.runs / f"{args.task}-zero-shot.json", seed)
-                elif method == "in-context":
-                    r = prompt(args, method, folder / "train.jsonl", test, folder / f"in-context-{args.demos}.json", seed)
+                elif method.startswith("in-context"):
+                    r = prompt(args, method, folder / "train.jsonl", test, folder / f"{method}-{args.demos}.json", seed)
                 else:
                     r = run(args, method, folder / "train.jsonl", folder / "dev.jsonl", test, folder / method)
                 k_used = 0 if method == "zero-shot" else k
-                if method == "in-context":
+                if method.startswith("in-context"):
                     r.update(decoder=args.decoder, demos=args.demos)
                 row = {"k": k_used, "seed": seed, "method": method, "train": len(train) if k_used else 0, **r}
                 results["runs"] = [x for x in results["runs"] if (x["k"], x["seed"], x["method"]) != (k_used, seed, method)] + [row]

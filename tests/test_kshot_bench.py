@@ -44,12 +44,13 @@ def test_a_second_call_adds_its_k_and_replaces_only_its_own_rows(tmp_path, monke
     fake_runs(ks, monkeypatch, 0.6)
     ks.main([*common, "--k", "4", "--methods", "head,zero-shot"])
     fake_runs(ks, monkeypatch, 0.8)
-    ks.main([*common, "--k", "8", "--methods", "head,in-context"])
+    ks.main([*common, "--k", "8", "--methods", "head,in-context,in-context-calibrated"])
     runs = json.loads((tmp_path / "k.json").read_text())["runs"]
     assert sorted((r["k"], r["seed"], r["method"], r["test"]) for r in runs) == [
         (0, 0, "zero-shot", 0.3), (4, 0, "head", 0.6), (4, 1, "head", 0.6),
-        (8, 0, "head", 0.8), (8, 0, "in-context", 0.4), (8, 1, "head", 0.8), (8, 1, "in-context", 0.4)]
-    assert all(r["decoder"] == "minilm-mini-decoder" and r["demos"] == 4 for r in runs if r["method"] == "in-context")
+        (8, 0, "head", 0.8), (8, 0, "in-context", 0.4), (8, 0, "in-context-calibrated", 0.4), (8, 1, "head", 0.8),
+        (8, 1, "in-context", 0.4), (8, 1, "in-context-calibrated", 0.4)]
+    assert all(r["decoder"] == "minilm-mini-decoder" and r["demos"] == 4 for r in runs if r["method"].startswith("in-context"))
     table = (tmp_path / "k.md").read_text()
     assert "| 4 | head | 60.00 +- 0.00 | 2 |" in table and "| 8 | head | 80.00 +- 0.00 | 2 |" in table and "| 0 | zero-shot |" in table
     ks.main([*common, "--k", "4", "--seeds", "1", "--methods", "head"])  # a run again: its row replaced, not doubled
@@ -57,3 +58,21 @@ def test_a_second_call_adds_its_k_and_replaces_only_its_own_rows(tmp_path, monke
     assert [(r["seed"], r["test"]) for r in runs if r["k"] == 4] == [(0, 0.6), (1, 0.8)]
     with pytest.raises(SystemExit, match=r"k.json holds runs with other settings \(steps 300 there, 50 here\)"):
         ks.main([*common, "--k", "4", "--steps", "50"])
+
+
+def test_in_context_methods_run_infer_classify_with_the_decoder(tmp_path, monkeypatch):
+    ks = kshot()
+    seen = []
+
+    def fake_run(command, **kwargs):
+        seen.append(command)
+        return ks.subprocess.CompletedProcess(command, 0, stdout=json.dumps({"accuracy": 0.3, "majority_accuracy": 0.5}))
+
+    monkeypatch.setattr(ks.subprocess, "run", fake_run)
+    args = ks.argparse.Namespace(task="sst2", decoder="DEC", demos=4, reuse=False, init="ENC")
+    for method in ("in-context", "in-context-calibrated"):
+        r = ks.prompt(args, method, tmp_path / "train.jsonl", tmp_path / "test.jsonl", tmp_path / f"{method}.json", seed=3)
+        assert r["test"] == 0.3 and json.loads((tmp_path / f"{method}.json").read_text())["accuracy"] == 0.3
+    plain, calibrated = seen
+    assert plain[plain.index("--ckpt") + 1] == "DEC" and plain[plain.index("--seed") + 1] == "3" and "--calibrate" not in plain
+    assert calibrated == plain + ["--calibrate"]
