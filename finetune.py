@@ -462,10 +462,12 @@ def main(argv=None):
     max_steps = args.max_steps or max(1, int(args.epochs * train_data.steps_per_epoch))
     metric, mode = METRIC[args.task]
 
+    dev_reports = {}  # step: the whole dev report of the weights of that step
+
     def evaluate(m):
         if dev_data is None:
             return {}
-        report = evaluate_task(args.task, m, dev_data, labels, device)
+        report = dev_reports[trainer.step] = evaluate_task(args.task, m, dev_data, labels, device)
         return {f"dev_{k}": v for k, v in report.items() if k in SCALARS}
 
     settings = train_args(
@@ -490,7 +492,7 @@ def main(argv=None):
     trainer = Trainer(model, tokenizer, train_data, loss_fn, targets_fn, evaluate, settings, device=device, world=world,
                       after_step=(lambda step: [hook(step) for hook in hooks]) if hooks else None)
     try:
-        trainer.fit()
+        fitted = trainer.fit()
     except TrainingStopped as e:
         print(f"{'error: ' if e.code == 1 else ''}{e}", file=sys.stderr)
         sys.exit(e.code)
@@ -505,7 +507,9 @@ def main(argv=None):
         print(f"AdaLoRA ranks: {', '.join(map(str, results['adalora']['ranks'].values()))} "
               f"({results['adalora']['kept_parameters']:,} parameters in the kept triplets)")
     for name, data in (("dev", dev_data), ("test", test_data)):
-        if data is not None and world.evaluates:
+        if name == "dev" and fitted["weights_step"] in dev_reports:  # the final weights were scored on dev during training
+            results[name] = dev_reports[fitted["weights_step"]]
+        elif data is not None and world.evaluates:
             results[name] = trainer.inference(lambda m: evaluate_task(args.task, m, data, labels, device))
     distributed.teardown()
     if not world.main:

@@ -19,7 +19,7 @@ import infer
 import train
 from minilm.checkpoint import from_pretrained
 from minilm.data.shards import TokenShards
-from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
+from minilm.tokenizer import Tokenizer
 
 ROOT = Path(__file__).resolve().parent.parent
 TOPICS = {
@@ -107,14 +107,11 @@ def test_encoder_mlm_nsp_pretraining_learns(encoder_ckpt):
 
 def test_nsp_learns_with_enough_steps(tmp_path, corpus):
     """Next-sentence prediction is slow to start (chance for the first hundred or so steps) but it
-    does learn: the topic of segment B tells whether it follows A. The tokenizer is one piece per
-    corpus word, the same in every process (a trained one is not: `tokenizers` breaks ties in hash
-    order, and with some of its vocabularies NSP is still near chance at step 500)."""
-    words = sorted({w for line in corpus.read_text().split("\n") for w in line.split()})
-    vocab = Tokenizer.from_vocab([*SPECIAL_TOKENS, *words])
-    vocab.save(tmp_path / "tokenizer.json")
+    does learn: the topic of segment B tells whether it follows A. The tokenizer is built, the same
+    in every process (with some trained vocabularies NSP is still near chance at step 500)."""
+    tok = word_tokenizer(tmp_path / "tokenizer.json")
     train.main(["--data", str(corpus), "--out", str(tmp_path / "out"), "--max-steps", "500", "--eval-every", "500", "--batch-size", "32",
-                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "8", "--tokenizer", str(tmp_path / "tokenizer.json"),
+                "--lr", "3e-3", "--val-fraction", "0.1", "--eval-batches", "8", "--tokenizer", str(tok),
                 *[a for a in TINY if a not in ("--vocab-size", "120")]])
     assert metrics(tmp_path / "out")[-1]["nsp_accuracy"] > 0.8, metrics(tmp_path / "out")
 
@@ -221,6 +218,22 @@ def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, ca
     # (trained by NSP) included, comes from the checkpoint
     assert f"initialised from {encoder_ckpt}; new: classifier.out.bias, classifier.out.weight\n" in out
     assert result["test"]["accuracy"] >= 0.9
+
+
+def test_finetune_reports_the_dev_scores_of_the_weights_it_saves(tmp_path, task_files, encoder_ckpt):
+    """The final dev report is the evaluation of the kept weights made during training, not a
+    second pass over dev: it equals scoring the saved model afresh."""
+    from minilm.data.tasks import ClassificationData, label_ids, read_examples
+    from minilm.training.finetuning import evaluate_task
+
+    tr, dv, _ = task_files
+    result = finetune.main(["--init", str(encoder_ckpt), "--train", str(tr), "--dev", str(dv), "--out", str(tmp_path), "--max-steps", "30",
+                            "--warmup", "1", "--eval-every", "5", "--lr", "2e-3", "--batch-size", "16", "--device", "cpu", "--dtype", "fp32"])
+    assert [r["step"] for r in metrics(tmp_path)] == [5, 10, 15, 20, 25, 30]  # here the best is the first 100%, at step 15
+    examples, labels = read_examples(dv), result["labels"]
+    data = ClassificationData(examples, Tokenizer.load(tmp_path / "tokenizer.json"), label_ids(examples, labels), 64, 32)
+    with torch.no_grad():
+        assert evaluate_task("cls", from_pretrained(tmp_path).eval(), data, labels) == result["dev"]
 
 
 def test_finetune_can_freeze_embeddings_and_lower_layers(tmp_path, task_files, encoder_ckpt, capsys):

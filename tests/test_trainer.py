@@ -232,3 +232,22 @@ def test_ranks_after_the_first_draw_their_own_dropout_masks():
     torch.manual_seed(7)
     assert torch.equal(draws[0], torch.rand(4))  # rank 0 keeps the single-process stream
     assert not torch.equal(draws[0], draws[1])
+
+
+@pytest.mark.parametrize("scores, kept", [([0.5, 0.9, 0.7, 0.6], 2), ([0.5, 0.6, 0.7, 0.9], 4), ([0.5, 0.9, 0.9, 0.6], 2)])
+def test_fit_names_the_step_whose_weights_it_ends_with(tmp_path, scores, kept):
+    """keep_best: the model ends with the weights of the first best evaluation, and fit() names its
+    step (finetune.py reuses that evaluation's dev report instead of scoring the same weights again)."""
+    seen = {}
+
+    def evaluate(m):
+        seen[t.step] = {k: v.clone() for k, v in m.state_dict().items()}
+        return {"dev_accuracy": scores[t.step - 1]}
+
+    settings = TrainArgs(out=str(tmp_path), max_steps=4, eval_every=1, save_every=1000, warmup=1, metric="dev_accuracy", mode="max",
+                         keep_best=True)
+    t = Trainer(encoder(), None, RaggedMLM(), pretraining_loss("mlm+nsp"), pretraining_targets("mlm+nsp"), evaluate, settings)
+    fitted = t.fit()
+    assert fitted["weights_step"] == kept and fitted["best"] == max(scores)
+    assert all(torch.equal(v, seen[kept][k]) for k, v in t.model.state_dict().items())
+    assert not all(torch.equal(v, seen[4][k]) for k, v in t.model.state_dict().items()) or kept == 4

@@ -178,6 +178,7 @@ class Trainer:
         set_grad_checkpointing(model, args.grad_checkpointing)
         self.step = 0
         self.best = None
+        self.best_step = None  # the step whose weights scored self.best
         self.bad_evals = 0
         self.history = []
         self.writer = None
@@ -191,6 +192,7 @@ class Trainer:
             "scaler": self.scaler.state_dict() if self.scaler else None,
             "rng": get_rng_state(),
             "best": self.best,
+            "best_step": self.best_step,
             "bad_evals": self.bad_evals,
             "args": {k: v for k, v in asdict(self.args).items()},
         }
@@ -272,6 +274,7 @@ class Trainer:
             self.scaler.load_state_dict(state["scaler"])
         set_rng_state(state["rng"])
         self.step, self.best, self.bad_evals = state["step"], state["best"], state["bad_evals"]
+        self.best_step = state.get("best_step")  # absent from checkpoints written before it was kept
         if self.world.main:
             self._truncate_metrics(self.step)
             tqdm.write(f"resumed from {ckpt} at step {self.step}")
@@ -418,13 +421,16 @@ class Trainer:
                 self.writer.close()
         distributed.barrier(self.world)  # rank 0 has written every file the others may read
         best = resolve_checkpoint(self.out / "best")
+        weights_step = self.step  # the step whose weights the model ends with
         if args.keep_best and (best / "config.json").exists():
             self.load(best)
+            weights_step = self.best_step
         tensors = self.full_tensors()
         if main:
             save_pretrained(self.out, self.model, self.tokenizer, tensors)
         self.model.eval()
-        return {"step": self.step, "best": self.best, "last_eval": last_eval, "seconds": time.perf_counter() - t0}
+        return {"step": self.step, "best": self.best, "weights_step": weights_step, "last_eval": last_eval,
+                "seconds": time.perf_counter() - t0}
 
     def _track_best(self, value) -> str | None:
         """Keep the best checkpoint; return a reason to stop once patience runs out."""
@@ -432,7 +438,7 @@ class Trainer:
         if value is None or not math.isfinite(value):
             return None
         if self._improved(value):
-            self.best, self.bad_evals = value, 0
+            self.best, self.best_step, self.bad_evals = value, self.step, 0
             if args.keep_best:
                 self._save_checkpoint(self.out / "best")
             return None
