@@ -23,7 +23,6 @@ the median pass time counts.
 """
 
 import argparse
-import platform
 import statistics
 import subprocess
 import sys
@@ -35,12 +34,13 @@ import torch
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from minilm.checkpoint import atomic_write_json, atomic_write_text, from_pretrained  # noqa: E402
+from minilm.checkpoint import from_pretrained  # noqa: E402
 from minilm.data.tasks import ClassificationData, label_ids, read_examples  # noqa: E402
 from minilm.inference.quantize import linear_weight_bytes, quantize  # noqa: E402
 from minilm.inference.task_outputs import forward_task  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
 from minilm.training.finetuning import evaluate_task  # noqa: E402
+from report import machine, write_results  # noqa: E402
 
 TASKS = {  # name: (train, dev, text column) relative to --data
     "sst2": ("train.tsv", "dev.tsv", "sentence"),
@@ -142,13 +142,14 @@ def main(argv=None):
     for r in rows.values():
         r["vs_teacher_points"] = 100 * (r["dev_accuracy"] - teacher["dev_accuracy"])
         r["speedup"] = r["examples_per_s"] / teacher["examples_per_s"]
-    report = {"task": args.task, "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}", "rows": rows}
+    where = machine()
     out = args.out or ROOT / "bench" / "results" / f"compress_{args.task}.json"
-    atomic_write_json(out, report)
-    lines = [f"| {args.task} | dev accuracy | vs teacher | size (MB) | examples/s (batch 32) | speed-up |", "|---|---|---|---|---|---|"]
+    lines = [f"Machine: {where}. Dev accuracy in float32; examples/s at batch 32, the median of {args.repeats} passes, the models "
+             f"taking turns batch by batch.", "",
+             f"| {args.task} | dev accuracy | vs teacher | size (MB) | examples/s (batch 32) | speed-up |", "|---|---|---|---|---|---|"]
     for name, r in rows.items():
         lines.append(f"| {name} | {r['dev_accuracy']:.2%} | {r['vs_teacher_points']:+.1f} | {r['size_mb']:.1f} | {r['examples_per_s']:,.0f} | x{r['speedup']:.2f} |")
-    atomic_write_text(out.with_suffix(".md"), "\n".join(lines) + "\n")
+    write_results(out, {"task": args.task, "machine": where, "repeats": args.repeats, "rows": rows}, lines)
     print("\n".join(lines))
 
 

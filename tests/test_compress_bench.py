@@ -17,6 +17,8 @@ WORDS = "a good bad film movie very it was".split()
 
 
 def compress():
+    if str(ROOT / "bench") not in sys.path:
+        sys.path.insert(0, str(ROOT / "bench"))  # its `report` module, as when run as a script
     spec = importlib.util.spec_from_file_location("compress", ROOT / "bench" / "compress.py")
     module = importlib.util.module_from_spec(spec)
     sys.modules["compress"] = module
@@ -51,6 +53,7 @@ def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):
     assert int8["size_mb"] < student["size_mb"] and teacher["parameters"] > student["parameters"]
     table = out.with_suffix(".md").read_text()
     assert all(f"| {name} |" in table for name in report["rows"])
+    assert report["machine"] in table and report["repeats"] == 2
 
     (runs / "sst2" / "pruned" / "model.safetensors").unlink()  # a row without its model is trained again: pruning, then recovery
     bench.train_rows(bench.argparse.Namespace(teacher_init="TEACHER", teacher_steps=10, recovery_epochs="1", reuse=True),
