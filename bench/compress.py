@@ -2,7 +2,7 @@
 and of what distillation, structured and unstructured pruning and int8 make of it.
 
     python bench/compress.py --teacher-init PATH/TO/all-MiniLM-L6-v2 --task sst2 --data ../shared/data/sst2
-    python bench/compress.py --teacher-init PATH/TO/all-MiniLM-L6-v2 --task supersense
+    python bench/compress.py --teacher-init PATH/TO/all-MiniLM-L6-v2 --task supersense --teacher-steps 4100   # 2 epochs
     python bench/compress.py ... --reuse          # measure the runs already in --runs again, training nothing
 
 Rows (each trained by the command it prints, into --runs/<task>/<row>):
