@@ -1,5 +1,6 @@
 """Shared test helpers: tiny configurations that build in milliseconds on a CPU."""
 
+import importlib.util
 import os
 import sys
 from pathlib import Path
@@ -15,6 +16,16 @@ sys.path.insert(0, str(ROOT))  # the scripts train.py, finetune.py, infer.py are
 SHARED_DATA = Path(os.environ.get("MINILM_SHARED_DATA", ROOT.parent / "shared" / "data"))
 
 torch.set_num_threads(max(1, min(2, torch.get_num_threads())))
+
+
+def load_file(path, name: str):
+    """Import a Python file that is not in a package (infer.py, a data recipe, a benchmark) as the
+    module `name`, registered in sys.modules as an import would."""
+    spec = importlib.util.spec_from_file_location(name, path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[name] = module
+    spec.loader.exec_module(module)
+    return module
 
 
 def tiny_config(arch="decoder", head=None, **changes) -> ModelConfig:

@@ -1,7 +1,6 @@
 """Checkpoints: bit-identical round trips, tied weights, safetensors on disk, crash safety, errors."""
 
 import argparse
-import importlib.util
 import json
 import struct
 
@@ -10,7 +9,7 @@ import torch
 
 import minilm.checkpoint as checkpoint
 import minilm.files as files
-from conftest import ROOT, run, tiny_config, tiny_model
+from conftest import ROOT, load_file, run, tiny_config, tiny_model
 from minilm.checkpoint import from_pretrained, load_state, resolve_checkpoint, save_checkpoint, save_pretrained
 from minilm.config import ModelConfig
 from minilm.tokenizer import Tokenizer
@@ -216,9 +215,7 @@ def test_resolve_checkpoint_falls_back_to_the_old_directory(tmp_path, monkeypatc
 
 
 def test_infer_loads_a_checkpoint_interrupted_mid_swap(tmp_path, monkeypatch, tokenizer):
-    spec = importlib.util.spec_from_file_location("minilm_infer_script", ROOT / "infer.py")
-    infer = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(infer)
+    infer = load_file(ROOT / "infer.py", "minilm_infer_script")
     directory = tmp_path / "ckpt"
     save_checkpoint(directory, trained_like("decoder", "lm"), tokenizer)
     crash_in_swap(directory, trained_like("decoder", "lm", seed=3), monkeypatch)

@@ -2,12 +2,11 @@
 reads them instead of training): every row measured, the int8 row from the distilled student, the
 table and JSON written; and its training half's commands, as it would run them."""
 
-import importlib.util
 import json
 import sys
 from pathlib import Path
 
-from conftest import tiny_model
+from conftest import load_file, tiny_model
 from minilm.checkpoint import save_pretrained
 from minilm.tokenizer import SPECIAL_TOKENS, Tokenizer
 
@@ -19,11 +18,7 @@ WORDS = "a good bad film movie very it was".split()
 def compress():
     if str(ROOT / "bench") not in sys.path:
         sys.path.insert(0, str(ROOT / "bench"))  # its `report` module, as when run as a script
-    spec = importlib.util.spec_from_file_location("compress", ROOT / "bench" / "compress.py")
-    module = importlib.util.module_from_spec(spec)
-    sys.modules["compress"] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "bench" / "compress.py", "compress")
 
 
 def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):

@@ -277,12 +277,9 @@ FLAG_VALUES = st.sampled_from(["0", "1", "3", "-1", "0.5", "1e9", "nan", "inf", 
 
 @pytest.fixture(scope="module")
 def infer_module():
-    import importlib.util
+    from conftest import load_file
 
-    spec = importlib.util.spec_from_file_location("minilm_infer_fuzz", Path(__file__).resolve().parent.parent / "infer.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(Path(__file__).resolve().parent.parent / "infer.py", "minilm_infer_fuzz")
 
 
 @pytest.fixture(scope="module")

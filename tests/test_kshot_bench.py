@@ -1,20 +1,18 @@
 """bench/kshot.py's bookkeeping, without training: the k-shot draws, and results that grow one call
 at a time (a call with a new k keeps the rows of the earlier ones; other settings are refused)."""
 
-import importlib.util
 import json
 from pathlib import Path
 
 import pytest
 
+from conftest import load_file
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def kshot():
-    spec = importlib.util.spec_from_file_location("kshot", ROOT / "bench" / "kshot.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "bench" / "kshot.py", "kshot")
 
 
 def test_draws_hold_k_of_each_label_apart_from_the_dev_draw():

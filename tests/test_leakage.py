@@ -4,12 +4,12 @@ clean lines, leaving out WordNet's glosses and every line that leaks."""
 
 import base64
 import gzip
-import importlib.util
 import re
 from pathlib import Path
 
 import pytest
 
+from conftest import load_file
 from minilm.data.corpus import iter_documents
 from minilm.data.leakage import Leakage, heldout_definitions, normalise
 
@@ -19,10 +19,7 @@ GCIDE_DICT = Path("/usr/share/dictd/gcide.dict.dz")
 
 
 def load_recipe(name):
-    spec = importlib.util.spec_from_file_location(f"prepare_{name}", ROOT / "data" / name / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "data" / name / "prepare.py", f"prepare_{name}")
 
 
 def leaks(corpus, leak: Leakage) -> list:

@@ -3,13 +3,13 @@ one document per file, headings and held-out definitions left out; and the built
 present, holds no dev or test definition of the supersense task."""
 
 import gzip
-import importlib.util
 import io
 import tarfile
 from pathlib import Path
 
 import pytest
 
+from conftest import load_file
 from minilm.data.corpus import iter_documents
 from minilm.data.leakage import Leakage, heldout_definitions
 
@@ -17,10 +17,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def load_recipe():
-    spec = importlib.util.spec_from_file_location("prepare_prose", ROOT / "data" / "prose" / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "data" / "prose" / "prepare.py", "prepare_prose")
 
 
 def write_tarball(path: Path, files: dict) -> None:

@@ -2,13 +2,13 @@
 local copies in the shared data folder (skipped when it is absent): token shards that decode back
 to the source text, counts that match the files, and the errors a user can hit."""
 
-import importlib.util
 import random
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from conftest import load_file
 from minilm.data.shards import TokenShards, is_shard_dir
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -16,10 +16,7 @@ ROOT = Path(__file__).resolve().parent.parent
 
 def load_recipe(name):
     """Import data/<name>/prepare.py as a module (the data folders are not packages)."""
-    spec = importlib.util.spec_from_file_location(f"prepare_{name}", ROOT / "data" / name / "prepare.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+    return load_file(ROOT / "data" / name / "prepare.py", f"prepare_{name}")
 
 
 def document_text(shards, d):

@@ -249,11 +249,9 @@ def test_the_server_packs_its_weights_once_not_per_request(tmp_path, monkeypatch
 def test_a_short_load_run_answers_every_request(tmp_path):
     """bench/serve_load.py, short: 4 clients x 15 mixed requests (malformed ones among them) against
     the shipped checkpoints' servers while 100 idle connections are held to each."""
-    import importlib.util
+    from conftest import load_file
 
-    spec = importlib.util.spec_from_file_location("serve_load", ROOT / "bench" / "serve_load.py")
-    load = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(load)
+    load = load_file(ROOT / "bench" / "serve_load.py", "serve_load")
     report = load.run(load.parse_args(["--clients", "4", "--requests", "15", "--idle", "100", "--out", str(tmp_path / "load.json")]))
     assert {k: r["errors"] for k, r in report["kinds"].items()} == {"embed": 0, "generate": 0, "malformed": 0, "predict": 0}
     assert sum(r["requests"] for r in report["kinds"].values()) == 60

@@ -250,4 +250,5 @@ def test_fit_names_the_step_whose_weights_it_ends_with(tmp_path, scores, kept):
     fitted = t.fit()
     assert fitted["weights_step"] == kept and fitted["best"] == max(scores)
     assert all(torch.equal(v, seen[kept][k]) for k, v in t.model.state_dict().items())
-    assert not all(torch.equal(v, seen[4][k]) for k, v in t.model.state_dict().items()) or kept == 4
+    if kept != 4:  # and not the last step's: the model went back to them
+        assert any(not torch.equal(v, seen[4][k]) for k, v in t.model.state_dict().items())
