@@ -55,16 +55,17 @@ def run(command, log: Path):
 
 
 def train_rows(args, runs: Path, files: list):
+    """Train the rows (those missing from `runs` with --reuse): the teacher first, which the others need, then the students."""
     ft = [sys.executable, ROOT / "finetune.py", "--task", "cls", *files]
     rows = {}
     teacher = runs / "teacher"
     rows["teacher"] = [ft + ["--init", args.teacher_init, "--lr", "5e-5", "--warmup", "100", "--max-steps", args.teacher_steps,
                              "--batch-size", "32", "--eval-every", max(1, args.teacher_steps // 4), "--out", teacher]]
+    rows["student"] = [ft + ["--out", runs / "student"]]
+    rows["student-distilled"] = [ft + ["--teacher", teacher, "--out", runs / "student-distilled"]]
     rows["pruned"] = [[sys.executable, "-m", "minilm.training.prune", "--ckpt", teacher, "--out", runs / "pruned-raw", "--heads", "0.5", "--ffn", "0.5",
                        "--train", files[1], "--text-col", files[files.index("--text-col") + 1]],
                       ft + ["--init", runs / "pruned-raw", "--teacher", teacher, "--lr", "1e-4", "--epochs", args.recovery_epochs, "--out", runs / "pruned"]]
-    rows["student"] = [ft + ["--out", runs / "student"]]
-    rows["student-distilled"] = [ft + ["--teacher", teacher, "--out", runs / "student-distilled"]]
     for s in ("50", "80"):
         rows[f"sparse-{s}"] = [ft + ["--init", teacher, "--sparsity", f"0.{s}", "--lr", "5e-5", "--epochs", args.recovery_epochs,
                                      "--out", runs / f"sparse-{s}"]]
