@@ -19,6 +19,7 @@ Results go to <out>/metrics.json as {"dev": {...}, "test": {...}}; the model to 
 """
 
 import argparse
+import math
 import sys
 from pathlib import Path
 
@@ -258,6 +259,8 @@ def targets(examples, args, labels):
             values.append(float(e.label))
         except ValueError:
             raise ValueError(f"{e.where}: field {args.label_col!r} is {e.label!r}, not a number") from None
+        if not math.isfinite(values[-1]):
+            raise ValueError(f"{e.where}: field {args.label_col!r} is {e.label!r}, not a finite number")
     return values
 
 
@@ -271,6 +274,8 @@ def read_train(args):
     """(examples, label set, targets) of the training file; the label set is read from it."""
     examples = read_task_file(args.train, args)
     labels = tag_set(examples) if args.task == "ner" else label_set(examples) if args.task == "cls" else []
+    if args.task == "cls" and len(labels) < 2:
+        raise ValueError(f"{args.train}: every row has the label {labels[0]!r} in column {args.label_col!r}; a classifier needs two labels at least")
     return examples, labels, targets(examples, args, labels)
 
 

@@ -48,7 +48,7 @@ from pathlib import Path
 from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
 from minilm.cli import a_or_an, add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
-from minilm.data.pipeline import prepare_corpus
+from minilm.data.pipeline import dropped_lines, prepare_corpus
 from minilm.data.pretrain import OBJECTIVES, PretrainBatches
 from minilm.data.shards import TokenShards, is_shard_dir
 from minilm.metrics import perplexity
@@ -174,7 +174,8 @@ def shards_for(args, out: Path, tokenizer: Tokenizer | None = None) -> Path:
           + ("" if tokenizer else f" (a {kind} tokenizer of {args.vocab_size:,} entries trained first)"))
     meta = prepare_corpus(args.data if len(args.data) > 1 else args.data[0], directory, tokenizer, kind=kind, vocab_size=args.vocab_size,
                           val_fraction=args.val_fraction, seed=args.split_seed, columns=(args.text_col, args.text_pair_col) if args.text_col else None, reuse=True)
-    print("reused the existing shards" if meta["reused"] else "wrote the shards")
+    left_out = dropped_lines(meta["source"].get("dropped", {}))
+    print(("reused the existing shards" if meta["reused"] else "wrote the shards") + (f" (left out: {left_out})" if left_out else ""))
     return directory
 
 

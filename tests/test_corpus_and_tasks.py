@@ -129,14 +129,14 @@ def test_read_pairs_jsonl_and_gz(tmp_path):
 def test_read_examples_without_labels(tmp_path):
     path = write(tmp_path / "test.csv", "text\nunlabelled\n")
     assert read_examples(path, require_label=False) == [Example("unlabelled", None, None, f"{path}:2")]
-    with pytest.raises(ValueError, match=r"test\.csv:2: no field 'label' \(found: text\)"):
+    with pytest.raises(ValueError, match=r"test\.csv:1: no field 'label' \(found: text\)"):
         read_examples(path)
 
 
 @pytest.mark.parametrize(
     "name, content, kwargs, message",
     [
-        ("t.csv", "sentence,label\nx,pos\n", {}, r"t\.csv:2: no field 'text' \(found: sentence, label\)"),
+        ("t.csv", "sentence,label\nx,pos\n", {}, r"t\.csv:1: no field 'text' \(found: sentence, label\)"),
         ("t.csv", "text,label,extra\nx,pos,1\ny, ,2\n", {}, r"t\.csv:3: field 'label' is empty"),
         ("t.tsv", "text\tlabel\nx\tpos\n\t \tneg\n", {}, r"t\.tsv:3: expected 2 fields \(text, label\), found 3"),
         ("t.tsv", "text\tlabel\nx\tpos\ny\n", {}, r"t\.tsv:3: expected 2 fields \(text, label\), found 1"),
@@ -189,6 +189,31 @@ def test_bad_csv_row_is_reported_at_the_line_where_it_starts(tmp_path):
 def test_read_csv_with_a_byte_order_mark(tmp_path):
     path = write(tmp_path / "excel.csv", "text,label\nok,pos\n", encoding="utf-8-sig")
     assert [(e.text, e.label) for e in read_examples(path)] == [("ok", "pos")]
+
+
+def test_files_as_users_have_them(tmp_path):
+    """Old Mac line endings, a field longer than csv's default limit, an upper-case .GZ suffix."""
+    path = write(tmp_path / "mac.csv", "text,label\rgreat,pos\rbad,neg\r")
+    assert [(e.text, e.label, e.where) for e in read_examples(path)] == [("great", "pos", f"{path}:2"), ("bad", "neg", f"{path}:3")]
+    long = " ".join(["word"] * 40_000)  # 200k characters: csv stops at 131,072 unless told
+    assert read_examples(write(tmp_path / "long.csv", f'text,label\n"{long}",pos\n'))[0].text == long
+    path = tmp_path / "UPPER.CSV.GZ"
+    path.write_bytes(gzip.compress(b"text,label\nok,pos\n"))
+    assert [(e.text, e.label) for e in read_examples(path)] == [("ok", "pos")]
+
+
+def test_a_byte_that_is_not_utf8_inside_a_quoted_field_names_its_line(tmp_path):
+    data = b'text,label\n"first line\ncaf\xe9 second line",pos\nok,neg\n'
+    with pytest.raises(ValueError, match=r"q\.csv:3: not UTF-8 text"):
+        read_examples(write(tmp_path / "q.csv", data))
+
+
+def test_header_problems_are_named_at_line_1(tmp_path):
+    utf16 = "text\tlabel\r\ngreat\tpos\r\n".encode("utf-16")  # Excel's "Unicode Text"
+    with pytest.raises(ValueError, match=r"u\.tsv:1: not UTF-8 text"):
+        read_examples(write(tmp_path / "u.tsv", utf16))
+    with pytest.raises(ValueError, match=r"s\.csv:1: no field 'text', 'label' \(found: text;label\); the columns look separated by ';'"):
+        read_examples(write(tmp_path / "s.csv", "text;label\ngreat;pos\n"))
 
 
 def test_label_set_and_label_ids(tmp_path):

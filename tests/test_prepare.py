@@ -62,7 +62,7 @@ def test_every_cleaning_step_is_counted_and_named(prepared):
     assert report["read"] == 209  # data rows (lines 2 to 210)
     assert report["corrupt"]["count"] == 4
     assert report["corrupt"]["examples"] == [f"{src}:206: field 'text' is empty", f"{src}:207: field 'label' is missing or empty",
-                                             f"{src}:208: expected 2 fields, found 3", f"{src}:210: not UTF-8 text"]
+                                             f"{src}:208: expected 2 fields (text, label), found 3", f"{src}:210: not UTF-8 text"]
     assert report["exact_duplicates"] == 3
     assert report["conflicting_labels"]["count"] == 1 and f"{src}:204: label 'neg', but {src}:4 has the same text" in report["conflicting_labels"]["examples"][0]
     assert report["near_duplicates"]["count"] >= 1 and f"{src}:209 is a near duplicate of {src}:11" in report["near_duplicates"]["examples"]
@@ -153,6 +153,29 @@ def test_bad_arguments_and_files(tmp_path, capsys):
     with pytest.raises(SystemExit) as e:
         prepare.main([str(tmp_path / "x.txt"), "--out", str(tmp_path / "o")])
     assert "unknown file type" in str(e.value.code)
+
+
+def test_files_as_users_have_them(tmp_path):
+    """A byte that is not UTF-8 inside a quoted field spoils that record alone; old Mac line endings
+    read; a header without the columns, or a file of which nothing is kept, is an error, not empty splits."""
+    rows = b"".join(b"good movie number %d,pos\nbad film number %d,neg\n" % (i, i) for i in range(5))
+    src = tmp_path / "q.csv"
+    src.write_bytes(b'text,label\n"first line\ncaf\xe9 second line",pos\n' + rows)
+    report = prepare.prepare(args_for(src, tmp_path / "q", dev=0, test=0, near=0))
+    assert report["corrupt"]["examples"] == [f"{src}:2: not UTF-8 text"] and report["kept"] == 10
+    mac = tmp_path / "mac.csv"
+    mac.write_bytes(b"text,label\r" + rows.replace(b"\n", b"\r"))
+    assert prepare.prepare(args_for(mac, tmp_path / "mac", dev=0, test=0, near=0))["kept"] == 10
+    semi = tmp_path / "semi.csv"
+    semi.write_text("text;label\ngreat;pos\n")
+    with pytest.raises(SystemExit) as e:
+        prepare.main([str(semi), "--label-col", "label", "--out", str(tmp_path / "semi")])
+    assert "semi.csv:1: no field 'text', 'label' (found: text;label)" in str(e.value.code)
+    empty = tmp_path / "empty.csv"
+    empty.write_text("text,label\n,pos\nok,\n")
+    with pytest.raises(SystemExit) as e:
+        prepare.main([str(empty), "--label-col", "label", "--out", str(tmp_path / "empty")])
+    assert f"empty.csv: no row kept of 2 read (the first unreadable: {empty}:2: field 'text' is empty)" in str(e.value.code)
 
 
 PEAK = """

@@ -278,9 +278,22 @@ def test_finetune_unknown_dev_label_names_file_and_line(tmp_path, task_files):
         finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dev), "--out", str(tmp_path / "o"), *TINY])
 
 
+def test_finetune_refuses_one_label_and_values_that_are_not_finite(tmp_path):
+    single = tmp_path / "single.csv"
+    single.write_text("text,label\ngreat,pos\nfine,pos\n")
+    with pytest.raises(SystemExit, match=rf"{single}: every row has the label 'pos' in column 'label'; a classifier needs two labels"):
+        finetune.main(["--init", "scratch", "--train", str(single), "--out", str(tmp_path / "o"), *TINY])
+    for value in ("nan", "inf"):
+        scores = tmp_path / "scores.csv"
+        scores.write_text(f"text,score\na cat,1.5\na dog,{value}\n")
+        with pytest.raises(SystemExit, match=rf"{scores}:3: field 'score' is '{value}', not a finite number"):
+            finetune.main(["--task", "regression", "--init", "scratch", "--train", str(scores), "--label-col", "score",
+                           "--out", str(tmp_path / "o"), *TINY])
+
+
 def test_finetune_missing_column_names_file_line_and_field(tmp_path, task_files):
     tr, _, _ = task_files
-    with pytest.raises(SystemExit, match=rf"{tr}:2: no field 'sentence'"):
+    with pytest.raises(SystemExit, match=rf"{tr}:1: no field 'sentence'"):
         finetune.main(["--init", "scratch", "--train", str(tr), "--text-col", "sentence", "--out", str(tmp_path), *TINY])
 
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from minilm.data.pipeline import corpus_splits, prepare_corpus
+from minilm.data.pipeline import MAX_CHARS, corpus_splits, dropped_lines, prepare_corpus
 from minilm.data.pretrain import PretrainBatches, TokenizedCorpus
 from minilm.data.shards import TokenShards, token_dtype, write_shards
 from minilm.tokenizer import Tokenizer
@@ -79,6 +79,16 @@ def test_prepare_corpus_refuses_an_empty_validation_split(tmp_path, bpe):
     with pytest.raises(ValueError, match="the val split is empty"):
         prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=1e-9)
     assert not (tmp_path / "s" / "meta.json").exists()  # not left looking complete
+
+
+def test_what_the_filters_leave_out_is_said(tmp_path, bpe, capsys):
+    assert dropped_lines({"documents": 3, "duplicates": 1, "short_lines": 0, "long_lines": 2}) == (
+        f"2 lines longer than {MAX_CHARS:,} characters, 1 repeated document")
+    assert dropped_lines({"documents": 3, "duplicates": 0, "short_lines": 0, "long_lines": 0}) == ""
+    corpus = tmp_path / "c.txt"
+    corpus.write_text("y" * (MAX_CHARS + 1) + "\n")
+    with pytest.raises(ValueError, match=f"the train split is empty \\(a corpus of 1 documents; left out: 1 line longer than {MAX_CHARS:,}"):
+        prepare_corpus(corpus, tmp_path / "s", bpe, val_fraction=0.0)
 
 
 def test_prepare_corpus_reuses_shards_of_the_same_corpus_and_settings(tmp_path, bpe):

@@ -145,7 +145,7 @@ def test_shape_flags_are_refused_with_init(tmp_path, encoder_ckpt, task_files):
 @pytest.mark.parametrize("flags, where", [(["--text-col", "sentence"], "'sentence'"), (["--text-pair-col", "text_b"], "'text_b'")])
 def test_a_missing_column_names_the_file_line_and_column(tmp_path, encoder_ckpt, task_files, flags, where):
     argv = ["--init", str(encoder_ckpt), "--data", str(task_files[0]), "--text-col", "text", *flags, "--out", str(tmp_path), *FLAGS]
-    with pytest.raises(SystemExit, match=re.escape(f"{task_files[0]}:2: no field {where} (found: text, label)")):
+    with pytest.raises(SystemExit, match=re.escape(f"{task_files[0]}:1: no field {where} (found: text, label)")):
         train.main(argv)
 
 

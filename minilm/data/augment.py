@@ -24,6 +24,7 @@ import gzip
 import random
 from pathlib import Path
 
+from minilm.data.corpus import is_gzip
 from minilm.data.prepare import STOP_WORDS
 from minilm.data.tasks import Example
 
@@ -37,7 +38,7 @@ def load_synonyms(path) -> dict[str, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no synonym table; build it with `python data/wordnet/prepare.py` (WordNet 3.0)")
     table = {}
-    opener = gzip.open if path.suffix == ".gz" else open
+    opener = gzip.open if is_gzip(path) else open
     with opener(path, "rt", encoding="utf-8") as f:
         header = f.readline().rstrip("\n")
         if header != "word\tsynonyms":

@@ -19,19 +19,32 @@ from pathlib import Path
 TEXT_SUFFIXES = (".txt", ".txt.gz", ".jsonl", ".jsonl.gz", ".raw", ".tokens")
 
 
-def open_text(path):
+def is_gzip(path) -> bool:
+    return Path(path).suffix.lower() == ".gz"
+
+
+def open_text(path, errors: str = "strict"):
     """Open a text file for reading as UTF-8 (a leading byte-order mark, as Excel writes, is
-    dropped), transparently gunzipping *.gz."""
+    dropped), transparently gunzipping *.gz. errors="surrogateescape" reads bytes that are not
+    UTF-8 as lone surrogates (U+DC80-U+DCFF) instead of failing: `undecodable` finds them."""
     path = Path(path)
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig")
-    return open(path, encoding="utf-8-sig")
+    if is_gzip(path):
+        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8-sig", errors=errors)
+    return open(path, encoding="utf-8-sig", errors=errors)
+
+
+_ESCAPED = re.compile("[\udc80-\udcff]")
+
+
+def undecodable(text: str) -> bool:
+    """Whether text read with errors="surrogateescape" held bytes that are not UTF-8."""
+    return _ESCAPED.search(text) is not None
 
 
 def not_utf8(path) -> ValueError:
     """The error for a file that is not UTF-8, naming its first bad line."""
     path = Path(path)
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
+    with (gzip.open(path, "rb") if is_gzip(path) else open(path, "rb")) as f:
         for lineno, raw in enumerate(f, start=1):
             try:
                 raw.decode("utf-8")

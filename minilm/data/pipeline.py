@@ -44,7 +44,10 @@ def read_corpus(path, text_field: str = "text", columns=None):
             yield from task_documents(file, *columns)
 
 
-def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_chars: int = 1, max_chars: int = 20_000,
+MAX_CHARS = 20_000  # a longer line is left out (a minified file, a table dumped on one line), and counted
+
+
+def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_chars: int = 1, max_chars: int = MAX_CHARS,
                   text_field: str = "text", columns=None, stats: dict | None = None):
     """Yield (split, document) pairs of a corpus; counts of what was dropped go to `stats`."""
     stats = stats if stats is not None else {}
@@ -71,6 +74,14 @@ def corpus_splits(path, val_fraction: float, seed: int = 0, block: int = 8, min_
         for b, h in zip(blocks, held):
             if h:
                 yield "val", b
+
+
+def dropped_lines(stats: dict) -> str:
+    """What the filters of corpus_splits left out, in words ("" when nothing)."""
+    long, repeated = stats.get("long_lines", 0), stats.get("duplicates", 0)
+    parts = [f"{long:,} line{'s' * (long != 1)} longer than {MAX_CHARS:,} characters" if long else "",
+             f"{repeated:,} repeated document{'s' * (repeated != 1)}" if repeated else ""]
+    return ", ".join(p for p in parts if p)
 
 
 def fingerprint(path) -> list:
@@ -103,6 +114,8 @@ def prepare_corpus(path, directory, tokenizer: Tokenizer | None = None, kind: st
     for split in ("train", "val"):
         if meta["splits"].get(split, {}).get("tokens", 0) == 0:
             (Path(directory) / "meta.json").unlink()  # not a usable shard directory
-            raise ValueError(f"{path}: the {split} split is empty (a corpus of {stats['documents']} documents; "
-                             f"{'raise --val-fraction' if split == 'val' else 'lower --val-fraction'})")
+            left_out = dropped_lines(stats)
+            raise ValueError(f"{path}: the {split} split is empty (a corpus of {stats['documents']} documents"
+                             + (f"; left out: {left_out}" if left_out else "")
+                             + f"; {'raise --val-fraction' if split == 'val' else 'lower --val-fraction'})")
     return {**meta, "reused": False}

@@ -7,7 +7,9 @@ The file (CSV, TSV or JSONL, optionally gzipped) is read one row at a time; what
 an SQLite database on disk beside the output, so memory does not grow with the file.
 
  1. read       a row that cannot be read (bad JSON, a wrong count of fields, bytes that are not
-               UTF-8, an empty text, a missing label) is dropped and reported with file:line
+               UTF-8, an empty text, a missing label) is dropped and reported with file:line; a
+               header that lacks the columns or is not UTF-8, or a file of which no row is kept,
+               stops the tool with an error instead
  2. normalise  Unicode NFC, control and zero-width characters out, whitespace collapsed
  3. stop words (--remove-stopwords) English function words out. A Transformer reads function
                words as syntax ("not good" is not "good"), and usually loses accuracy without
@@ -44,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minilm.data.corpus import clean_line
-from minilm.data.tasks import file_format
+from minilm.data.tasks import file_format, records
 from minilm.files import atomic_write_json, atomic_write_text
 
 N_HASHES, BANDS = 128, 32  # MinHash signature length; LSH bands of N_HASHES / BANDS rows
@@ -64,56 +66,14 @@ yourselves""".split())
 
 # -- reading ----------------------------------------------------------------------------------------
 def raw_rows(path: Path, text_col: str, label_col: str | None):
-    """(line, text, label, problem) for every data row: problem is None or why the row is unreadable."""
-    import csv
-
-    fmt = file_format(path)
-    if fmt == "jsonl":
-        for lineno, raw in enumerate(_lines(path), start=1):
-            if raw is None:
-                yield lineno, None, None, "not UTF-8 text"
-                continue
-            if not raw.strip():
-                continue
-            try:
-                record = json.loads(raw)
-            except json.JSONDecodeError as e:
-                yield lineno, None, None, f"not valid JSON ({e.msg})"
-                continue
-            if not isinstance(record, dict):
-                yield lineno, None, None, "not a JSON object"
-                continue
-            yield (lineno, *_fields(record, text_col, label_col))
-        return
-    bad = object()  # a line that is not UTF-8 reaches the reader as one cell holding this mark
-    lines = (line if line is not None else f"{id(bad)}\n" for line in _lines(path))
-    reader = csv.reader(lines, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(lines)
-    header = [name.strip() for name in next(reader, [])]
-    lineno = reader.line_num + 1
-    for row in reader:
-        start, lineno = lineno, reader.line_num + 1
-        if not row or (len(row) == 1 and not row[0].strip()):
-            continue
-        if row == [str(id(bad))]:
-            yield start, None, None, "not UTF-8 text"
-        elif len(row) != len(header):
-            yield start, None, None, f"expected {len(header)} fields, found {len(row)}"
+    """(line, text, label, problem) for every data row: problem is None or why the row is unreadable.
+    A header without the columns, not UTF-8 or naming a column twice raises ValueError (every row
+    would be unreadable)."""
+    for lineno, record, problem in records(path, (text_col, label_col)):
+        if problem:
+            yield lineno, None, None, problem
         else:
-            yield (start, *_fields(dict(zip(header, row)), text_col, label_col))
-
-
-def _lines(path: Path):
-    """The file's lines as text (a leading byte-order mark dropped), None for a line that is not UTF-8."""
-    import gzip
-
-    with (gzip.open(path, "rb") if path.suffix == ".gz" else open(path, "rb")) as f:
-        for k, raw in enumerate(f):
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError:
-                yield None
-                continue
-            yield line.removeprefix("\ufeff") if k == 0 else line
+            yield (lineno, *_fields(record, text_col, label_col))
 
 
 def _fields(record: dict, text_col: str, label_col: str | None):
@@ -245,6 +205,10 @@ def prepare(args) -> dict:
                     continue
             store.add(line, text, label, sig, h, keys)
         store.db.commit()
+        (kept,) = store.db.execute("SELECT COUNT(*) FROM rows").fetchone()
+        if not kept:
+            first = report["corrupt"]["examples"][:1]
+            raise ValueError(f"{path}: no row kept of {report['read']:,} read" + (f" (the first unreadable: {first[0]})" if first else ""))
         assign_splits(store, args)
         report["leakage"] = leakage(store, args.leak)
         report.update(statistics(store, args))

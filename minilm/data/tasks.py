@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from minilm.data.corpus import clean_line, not_utf8, open_text
+from minilm.data.corpus import clean_line, not_utf8, open_text, undecodable
 from minilm.data.pretrain import pad
 
 
@@ -36,39 +36,73 @@ def file_format(path) -> str:
     raise ValueError(f"{path}: unknown file type; expected .csv, .tsv or .jsonl (optionally .gz)")
 
 
-def _rows(path):
-    """(line number, {column: value}) for every data row."""
+csv.field_size_limit(2**31 - 1)  # a field of any length, as pandas reads it (csv's default stops at 131,072 characters)
+
+
+def records(path, columns=()):
+    """(line, row, problem) for every data row of a CSV, TSV or JSONL file: `row` is {column: value},
+    or None when the row cannot be read, with `problem` saying why (not UTF-8, not JSON, a wrong
+    count of fields). Problems of the whole file raise ValueError: a header that is not UTF-8, names
+    a column twice or lacks one of `columns` (JSONL has no header: its rows are checked one by one)."""
+    path = Path(path)
     fmt = file_format(path)
-    with open_text(path) as f:
+    with open_text(path, errors="surrogateescape") as f:  # a bad byte spoils its row, not the quoting of the rest
         if fmt == "jsonl":
             for lineno, raw in enumerate(f, start=1):
                 if not raw.strip():
                     continue
+                if undecodable(raw):
+                    yield lineno, None, "not UTF-8 text"
+                    continue
                 try:
                     record = json.loads(raw)
                 except json.JSONDecodeError as e:
-                    raise ValueError(f"{path}:{lineno}: not valid JSON ({e.msg})") from None
-                if not isinstance(record, dict):
-                    raise ValueError(f"{path}:{lineno}: expected a JSON object, got {type(record).__name__}")
-                yield lineno, record
+                    yield lineno, None, f"not valid JSON ({e.msg})"
+                    continue
+                if isinstance(record, dict):
+                    yield lineno, record, None
+                else:
+                    yield lineno, None, f"expected a JSON object, got {type(record).__name__}"
             return
         # TSV files in the wild (SST-2, STS-B) carry bare quotes inside fields: no quoting for TSV
         reader = csv.reader(f, delimiter="\t", quoting=csv.QUOTE_NONE) if fmt == "tsv" else csv.reader(f)
         header = next(reader, None)
         if header is None:
             return
+        if any(undecodable(name) for name in header):
+            raise not_utf8(path)
         header = [name.strip() for name in header]  # " text , label " as spreadsheets write it
         repeated = sorted({name for name in header if header.count(name) > 1})
         if repeated:
             raise ValueError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once")
+        missing = [c for c in columns if c and c not in header]
+        if missing:
+            other = next((d for d in ";|\t," if len(header) == 1 and d in header[0]), None)  # another separator than .csv / .tsv's
+            raise ValueError(f"{path}:1: no field {', '.join(map(repr, missing))} (found: {', '.join(header)})"
+                             + (f"; the columns look separated by {other!r}, and a .{fmt} file's are by {',' if fmt == 'csv' else chr(9)!r}" if other else ""))
         lineno = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
         for row in reader:
             start, lineno = lineno, reader.line_num + 1
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
-            if len(row) != len(header):
-                raise ValueError(f"{path}:{start}: expected {len(header)} fields ({', '.join(header)}), found {len(row)}")
-            yield start, dict(zip(header, row))
+            if any(undecodable(cell) for cell in row):
+                yield start, None, "not UTF-8 text"
+            elif len(row) != len(header):
+                yield start, None, f"expected {len(header)} fields ({', '.join(header)}), found {len(row)}"
+            else:
+                yield start, dict(zip(header, row)), None
+
+
+def _field(row: dict, name: str, where: str, required: bool = True) -> str | None:
+    """The value of one field, stripped; a missing or empty one is an error naming file:line and field."""
+    if name not in row:
+        if not required:
+            return None
+        raise ValueError(f"{where}: no field {name!r} (found: {', '.join(map(str, row))})")
+    value = row[name]
+    if value is None or (isinstance(value, str) and not value.strip()):
+        raise ValueError(f"{where}: field {name!r} is empty")
+    return str(value).strip()
 
 
 def read_examples(path, text_col="text", pair_col=None, label_col="label", require_label=True) -> list[Example]:
@@ -77,26 +111,16 @@ def read_examples(path, text_col="text", pair_col=None, label_col="label", requi
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no such file")
     examples = []
-    try:
-        for lineno, row in _rows(path):
-            where = f"{path}:{lineno}"
-
-            def field(name, required=True):
-                if name not in row:
-                    if not required:
-                        return None
-                    raise ValueError(f"{where}: no field {name!r} (found: {', '.join(map(str, row))})")
-                value = row[name]
-                if value is None or (isinstance(value, str) and not value.strip()):
-                    raise ValueError(f"{where}: field {name!r} is empty")
-                return str(value).strip()
-
-            text = field(text_col)
-            pair = field(pair_col) if pair_col else None
-            label = field(label_col, required=require_label) if label_col else None
-            examples.append(Example(text, pair, label, where))
-    except UnicodeDecodeError:
-        raise not_utf8(path) from None
+    for lineno, row, problem in records(path, (text_col, pair_col) + ((label_col,) if require_label else ())):
+        where = f"{path}:{lineno}"
+        if problem == "not UTF-8 text":
+            raise not_utf8(path)  # with the column of its first bad byte
+        if problem:
+            raise ValueError(f"{where}: {problem}")
+        text = _field(row, text_col, where)
+        pair = _field(row, pair_col, where) if pair_col else None
+        label = _field(row, label_col, where, required=require_label) if label_col else None
+        examples.append(Example(text, pair, label, where))
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty or holds only a header)")
     return examples
