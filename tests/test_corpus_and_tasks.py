@@ -202,6 +202,15 @@ def test_files_as_users_have_them(tmp_path):
     assert [(e.text, e.label) for e in read_examples(path)] == [("ok", "pos")]
 
 
+def test_json_values_read_as_a_csv_writes_them(tmp_path):
+    lines = [{"text": "a", "label": 1}, {"text": "b", "label": 2.5}, {"text": "c", "label": True}, {"text": 7, "label": "x"}]
+    path = write(tmp_path / "v.jsonl", "".join(json.dumps(r) + "\n" for r in lines))
+    assert [(e.text, e.label) for e in read_examples(path)] == [("a", "1"), ("b", "2.5"), ("c", "true"), ("7", "x")]
+    path = write(tmp_path / "list.jsonl", json.dumps({"text": "a", "label": ["x", "y"]}) + "\n")
+    with pytest.raises(ValueError, match=r"list\.jsonl:1: field 'label' is a JSON array, not a text, number or true/false"):
+        read_examples(path)
+
+
 def test_a_byte_that_is_not_utf8_inside_a_quoted_field_names_its_line(tmp_path):
     data = b'text,label\n"first line\ncaf\xe9 second line",pos\nok,neg\n'
     with pytest.raises(ValueError, match=r"q\.csv:3: not UTF-8 text"):

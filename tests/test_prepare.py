@@ -61,7 +61,7 @@ def test_every_cleaning_step_is_counted_and_named(prepared):
     src, out, report = prepared
     assert report["read"] == 209  # data rows (lines 2 to 210)
     assert report["corrupt"]["count"] == 4
-    assert report["corrupt"]["examples"] == [f"{src}:206: field 'text' is empty", f"{src}:207: field 'label' is missing or empty",
+    assert report["corrupt"]["examples"] == [f"{src}:206: field 'text' is empty", f"{src}:207: field 'label' is empty",
                                              f"{src}:208: expected 2 fields (text, label), found 3", f"{src}:210: not UTF-8 text"]
     assert report["exact_duplicates"] == 3
     assert report["conflicting_labels"]["count"] == 1 and f"{src}:204: label 'neg', but {src}:4 has the same text" in report["conflicting_labels"]["examples"][0]

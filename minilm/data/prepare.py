@@ -46,7 +46,7 @@ import numpy as np
 from tqdm import tqdm
 
 from minilm.data.corpus import clean_line
-from minilm.data.tasks import file_format, records
+from minilm.data.tasks import field_value, file_format, records
 from minilm.files import atomic_write_json, atomic_write_text
 
 N_HASHES, BANDS = 128, 32  # MinHash signature length; LSH bands of N_HASHES / BANDS rows
@@ -77,17 +77,11 @@ def raw_rows(path: Path, text_col: str, label_col: str | None):
 
 
 def _fields(record: dict, text_col: str, label_col: str | None):
-    if text_col not in record:
-        return None, None, f"no field {text_col!r}"
-    text = record[text_col]
-    if not isinstance(text, str) or not text.strip():
-        return None, None, f"field {text_col!r} is empty"
-    label = None
-    if label_col:
-        if label_col not in record or record[label_col] is None or not str(record[label_col]).strip():
-            return None, None, f"field {label_col!r} is missing or empty"
-        label = str(record[label_col]).strip()
-    return text, label, None
+    """(text, label, None), or (None, None, why the row cannot be used)."""
+    try:
+        return field_value(record, text_col), field_value(record, label_col) if label_col else None, None
+    except ValueError as e:
+        return None, None, str(e)
 
 
 # -- MinHash ------------------------------------------------------------------------------------------

@@ -93,16 +93,19 @@ def records(path, columns=()):
                 yield start, dict(zip(header, row)), None
 
 
-def _field(row: dict, name: str, where: str, required: bool = True) -> str | None:
-    """The value of one field, stripped; a missing or empty one is an error naming file:line and field."""
+def field_value(row: dict, name: str, required: bool = True) -> str | None:
+    """The value of one field as text, stripped (JSON's 1, 2.5 and true as a CSV writes them);
+    ValueError when it is missing (None if not `required`), empty, or a JSON array or object."""
     if name not in row:
         if not required:
             return None
-        raise ValueError(f"{where}: no field {name!r} (found: {', '.join(map(str, row))})")
+        raise ValueError(f"no field {name!r} (found: {', '.join(map(str, row))})")
     value = row[name]
     if value is None or (isinstance(value, str) and not value.strip()):
-        raise ValueError(f"{where}: field {name!r} is empty")
-    return str(value).strip()
+        raise ValueError(f"field {name!r} is empty")
+    if isinstance(value, (list, dict)):
+        raise ValueError(f"field {name!r} is a JSON {'array' if isinstance(value, list) else 'object'}, not a text, number or true/false")
+    return value.strip() if isinstance(value, str) else json.dumps(value)
 
 
 def read_examples(path, text_col="text", pair_col=None, label_col="label", require_label=True) -> list[Example]:
@@ -117,9 +120,12 @@ def read_examples(path, text_col="text", pair_col=None, label_col="label", requi
             raise not_utf8(path)  # with the column of its first bad byte
         if problem:
             raise ValueError(f"{where}: {problem}")
-        text = _field(row, text_col, where)
-        pair = _field(row, pair_col, where) if pair_col else None
-        label = _field(row, label_col, where, required=require_label) if label_col else None
+        try:
+            text = field_value(row, text_col)
+            pair = field_value(row, pair_col) if pair_col else None
+            label = field_value(row, label_col, required=require_label) if label_col else None
+        except ValueError as e:
+            raise ValueError(f"{where}: {e}") from None
         examples.append(Example(text, pair, label, where))
     if not examples:
         raise ValueError(f"{path}: no examples (the file is empty or holds only a header)")
