@@ -36,6 +36,7 @@ def file_format(path) -> str:
     raise ValueError(f"{path}: unknown file type; expected .csv, .tsv or .jsonl (optionally .gz)")
 
 
+SEPARATOR = {"csv": ",", "tsv": "\t"}
 csv.field_size_limit(2**31 - 1)  # a field of any length, as pandas reads it (csv's default stops at 131,072 characters)
 
 
@@ -77,9 +78,11 @@ def records(path, columns=()):
             raise ValueError(f"{path}:1: the header names {', '.join(map(repr, repeated))} more than once")
         missing = [c for c in columns if c and c not in header]
         if missing:
-            other = next((d for d in ";|\t," if len(header) == 1 and d in header[0]), None)  # another separator than .csv / .tsv's
-            raise ValueError(f"{path}:1: no field {', '.join(map(repr, missing))} (found: {', '.join(header)})"
-                             + (f"; the columns look separated by {other!r}, and a .{fmt} file's are by {',' if fmt == 'csv' else chr(9)!r}" if other else ""))
+            hint = ""
+            other = next((d for d in ";|\t," if len(header) == 1 and d in header[0]), None)  # one column: another separator?
+            if other:
+                hint = f"; the columns look separated by {other!r}, and a .{fmt} file's are by {SEPARATOR[fmt]!r}"
+            raise ValueError(f"{path}:1: no field {', '.join(map(repr, missing))} (found: {', '.join(header)}){hint}")
         lineno = reader.line_num + 1  # where the next record starts (a quoted field may span lines)
         for row in reader:
             start, lineno = lineno, reader.line_num + 1
