@@ -33,7 +33,6 @@ DIR/train.tsv, dev.tsv and test.tsv have the columns `text` and `label` (finetun
 from __future__ import annotations
 
 import argparse
-import json
 import random
 import sqlite3
 import sys
