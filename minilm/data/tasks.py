@@ -37,6 +37,7 @@ def file_format(path) -> str:
 
 
 SEPARATOR = {"csv": ",", "tsv": "\t"}
+NOT_UTF8 = "not UTF-8 text"  # the problem records() gives a row holding bytes that are not UTF-8
 csv.field_size_limit(2**31 - 1)  # a field of any length, as pandas reads it (csv's default stops at 131,072 characters)
 
 
@@ -53,7 +54,7 @@ def records(path, columns=()):
                 if not raw.strip():
                     continue
                 if undecodable(raw):
-                    yield lineno, None, "not UTF-8 text"
+                    yield lineno, None, NOT_UTF8
                     continue
                 try:
                     record = json.loads(raw)
@@ -89,7 +90,7 @@ def records(path, columns=()):
             if not row or (len(row) == 1 and not row[0].strip()):
                 continue
             if any(undecodable(cell) for cell in row):
-                yield start, None, "not UTF-8 text"
+                yield start, None, NOT_UTF8
             elif len(row) != len(header):
                 yield start, None, f"expected {len(header)} fields ({', '.join(header)}), found {len(row)}"
             else:
@@ -119,7 +120,7 @@ def read_examples(path, text_col="text", pair_col=None, label_col="label", requi
     examples = []
     for lineno, row, problem in records(path, (text_col, pair_col) + ((label_col,) if require_label else ())):
         where = f"{path}:{lineno}"
-        if problem == "not UTF-8 text":
+        if problem == NOT_UTF8:
             raise not_utf8(path)  # with the column of its first bad byte
         if problem:
             raise ValueError(f"{where}: {problem}")
