@@ -141,8 +141,7 @@ def check_train_flags(p: argparse.ArgumentParser, args) -> None:
     if args.dtype == "fp16" and pick_device(args.device).type != "cuda":
         p.error("--dtype fp16 needs a CUDA device (its dynamic loss scaling is for GPU fp16); on a CPU use --dtype bf16")
     if args.dtype == "bf16" and pick_device(args.device).type == "cpu" and not cpu_has_bf16():
-        print("notice: this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX), so --dtype bf16 emulates "
-              "its products and runs slower than fp32 here; leave --dtype at fp32")
+        print(EMULATED_BF16)
     if args.tensorboard and importlib.util.find_spec("tensorboard") is None:
         p.error("--tensorboard needs the tensorboard package: pip install tensorboard")
     if not 0 <= args.min_lr_ratio <= 1:
@@ -159,6 +158,10 @@ def train_args(args, max_steps: int, **task) -> TrainArgs:
         save_every=args.save_every, dtype=args.dtype, compile=args.compile, tensorboard=args.tensorboard, resume=args.resume,
         extra=vars(args), **task,
     )
+
+
+EMULATED_BF16 = ("notice: this CPU has no bf16 matrix instructions (AVX-512 BF16 or AMX), so --dtype bf16 emulates "
+                 "its products and runs slower than fp32 here; leave --dtype at fp32")
 
 
 def auto_dtype(device: torch.device) -> str:

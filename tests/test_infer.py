@@ -88,6 +88,7 @@ def test_a_tagger_tags_every_word_of_a_text_longer_than_its_positions(encoder_ck
     (["embed", "--batch-size", "0", "a"], "--batch-size must be positive, got 0"),
     (["fill-mask", "--top-k", "-1", "a"], "--top-k must be positive, got -1"),
     (["serve", "--port", "70000"], "--port must lie in [0, 65535]"),
+    (["predict", "--dtype", "bf16", "--quantize", "int8", "a"], "--quantize int8 computes its products in int8"),
 ])
 def test_bad_infer_flags_are_refused_before_loading(capsys, argv, message):
     with pytest.raises(SystemExit):
@@ -122,6 +123,21 @@ def test_embed_is_the_masked_mean_of_the_hidden_states(encoder_ckpt, capsys):
         assert torch.allclose(e, alone / alone.norm(), atol=1e-5)
     raw = [json.loads(x)["embedding"] for x in run(capsys, "embed", "--ckpt", str(encoder_ckpt), "--json", "--no-normalize", *texts).splitlines()]
     assert abs(torch.tensor(raw[1]).norm().item() - 1.0) > 1e-3
+
+
+def test_bf16_autocast_inference_stays_close_to_fp32(encoder_ckpt, capsys):
+    """--dtype bf16 changes the numbers (the products really run in bf16) and not the answers."""
+    texts = ["the dog cat horse", "bread cheese apple rice bean soup", "a"]
+    common = ["embed", "--ckpt", str(encoder_ckpt), "--json", *texts]
+    fp32, bf16 = ([json.loads(x)["embedding"] for x in run(capsys, *common, "--dtype", d).splitlines()] for d in ("fp32", "bf16"))
+    fp32, bf16 = torch.tensor(fp32), torch.tensor(bf16)  # (3, C), unit length
+    assert not torch.equal(fp32, bf16)
+    assert (fp32 * bf16).sum(-1).min() > 0.99  # cosine similarity
+    masked = ["a [MASK] like the dog", "bread [MASK] apple"]
+    tops = [[m[0]["token"] for r in map(json.loads, run(capsys, "fill-mask", "--ckpt", str(encoder_ckpt), "--json", "--dtype", d, *masked).splitlines())
+             for m in r["masks"]] for d in ("fp32", "auto")]
+    assert tops[0] == tops[1]
+    assert run(capsys, "embed", "--ckpt", str(encoder_ckpt), "--dtype", "auto", "--quantize", "int8", "a")  # auto under int8: fp32, no error
 
 
 def test_int8_quantisation_replaces_the_linear_layers_and_stays_close(encoder_ckpt):
