@@ -4,6 +4,7 @@ and of what distillation, structured and unstructured pruning and int8 make of i
     python bench/compress.py --teacher-init PATH/TO/all-MiniLM-L6-v2 --task sst2 --data ../shared/data/sst2
     python bench/compress.py --teacher-init PATH/TO/all-MiniLM-L6-v2 --task supersense --teacher-steps 4100   # 2 epochs
     python bench/compress.py ... --reuse          # measure the runs already in --runs again, training nothing
+    python bench/compress.py ... --transfer-copies 2      # and a student distilled on a teacher-labelled transfer set
 
 Rows (each trained by the command it prints, into --runs/<task>/<row>):
 
@@ -13,6 +14,10 @@ Rows (each trained by the command it prints, into --runs/<task>/<row>):
     student            finetune.py with its defaults (from minilm-mini)
     student-distilled  the same with --teacher teacher
     student-distilled-int8   the distilled student with dynamic int8 Linear layers (no training)
+    student-distilled-eda    with --transfer-copies N: the student distilled on a transfer set (Tang et al.
+                       2019), the training texts and N EDA copies of each (--augment eda), all labelled
+                       by the teacher, for 2.4 / (N + 1) epochs: as many steps as the other students;
+                       and its int8 row
     sparse-50, sparse-80     finetune.py --init teacher --sparsity 0.5 / 0.8 for --recovery-epochs
                        (gradual magnitude pruning: dense weights, zeros)
 
@@ -48,6 +53,9 @@ TASKS = {  # name: (train, dev, text column) relative to --data
 }
 
 
+STUDENT_EPOCHS = 2.4  # finetune.py's default --epochs, which the students train with
+
+
 def run(command, log: Path):
     print("$", " ".join(map(str, command)), flush=True)
     with open(log, "w") as f:
@@ -63,6 +71,10 @@ def train_rows(args, runs: Path, files: list):
                              "--batch-size", "32", "--eval-every", max(1, args.teacher_steps // 4), "--out", teacher]]
     rows["student"] = [ft + ["--out", runs / "student"]]
     rows["student-distilled"] = [ft + ["--teacher", teacher, "--out", runs / "student-distilled"]]
+    if args.transfer_copies:
+        epochs = f"{STUDENT_EPOCHS / (args.transfer_copies + 1):.4g}"
+        rows["student-distilled-eda"] = [ft + ["--teacher", teacher, "--augment", "eda", "--augment-copies", args.transfer_copies,
+                                               "--epochs", epochs, "--out", runs / "student-distilled-eda"]]
     rows["pruned"] = [[sys.executable, "-m", "minilm.training.prune", "--ckpt", teacher, "--out", runs / "pruned-raw", "--heads", "0.5", "--ffn", "0.5",
                        "--train", files[1], "--text-col", files[files.index("--text-col") + 1]],
                       ft + ["--init", runs / "pruned-raw", "--teacher", teacher, "--lr", "1e-4", "--epochs", args.recovery_epochs, "--out", runs / "pruned"]]
@@ -95,6 +107,9 @@ def main(argv=None):
     p.add_argument("--repeats", type=int, default=5, help="timed passes over the dev batches (default: %(default)s)")
     p.add_argument("--max-batches", type=int, default=40, help="dev batches of 32 timed per pass (default: %(default)s)")
     p.add_argument("--reuse", action="store_true", help="skip rows whose run folder already holds a model")
+    p.add_argument("--transfer-copies", type=int, default=0, metavar="N",
+                   help="also distil the student on the training texts plus N EDA copies of each, labelled by the teacher "
+                        "(rows student-distilled-eda and its int8; default: %(default)s, none)")
     p.add_argument("--out", type=Path, help="results JSON (default: bench/results/compress_<task>.json)")
     args = p.parse_args(argv)
     torch.set_num_threads(2)
@@ -108,8 +123,13 @@ def main(argv=None):
     train_rows(args, runs, files)
 
     names = ["teacher", "pruned", "student", "student-distilled", "sparse-50", "sparse-80"]
-    models = {name: from_pretrained(runs / name) for name in names}
-    models["student-distilled-int8"] = quantize(from_pretrained(runs / "student-distilled"), "int8")
+    if args.transfer_copies:
+        names.insert(4, "student-distilled-eda")
+    models = {}  # each distilled student followed by its int8 copy
+    for name in names:
+        models[name] = from_pretrained(runs / name)
+        if name.startswith("student-distilled"):
+            models[f"{name}-int8"] = quantize(from_pretrained(runs / name), "int8")
     folder_of = {name: runs / name.removesuffix("-int8") for name in models}
     rows = {}
     for name, model in models.items():

@@ -40,7 +40,7 @@ def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):
                 "--repeats", "2", "--max-batches", "1", "--out", str(out)])
     assert ran == []  # every row was there: nothing trained
     report = json.loads(out.read_text())
-    assert list(report["rows"]) == [*ROWS, "student-distilled-int8"]
+    assert list(report["rows"]) == [*ROWS[:4], "student-distilled-int8", *ROWS[4:]]
     for r in report["rows"].values():
         assert 0 <= r["dev_accuracy"] <= 1 and r["size_mb"] > 0 and r["examples_per_s"] > 0
     teacher, student, int8 = (report["rows"][n] for n in ("teacher", "student-distilled", "student-distilled-int8"))
@@ -51,7 +51,21 @@ def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):
     assert report["machine"] in table and report["repeats"] == 2
 
     (runs / "sst2" / "pruned" / "model.safetensors").unlink()  # a row without its model is trained again: pruning, then recovery
-    bench.train_rows(bench.argparse.Namespace(teacher_init="TEACHER", teacher_steps=10, recovery_epochs="1", reuse=True),
-                     runs / "sst2", ["--train", data / "train.tsv", "--dev", data / "dev.tsv", "--text-col", "sentence"])
+    files = ["--train", data / "train.tsv", "--dev", data / "dev.tsv", "--text-col", "sentence"]
+    settings = dict(teacher_init="TEACHER", teacher_steps=10, recovery_epochs="1", reuse=True)
+    bench.train_rows(bench.argparse.Namespace(**settings, transfer_copies=0), runs / "sst2", files)
     assert [c[1:3] for c in ran] == [["-m", "minilm.training.prune"], [ROOT / "finetune.py", "--task"]]
     assert "--teacher" in ran[1] and str(ran[1][ran[1].index("--init") + 1]).endswith("pruned-raw")
+
+    ran.clear()  # the transfer-set student: the teacher labels EDA copies, in as many steps as the other students
+    save_pretrained(runs / "sst2" / "pruned", tiny_model("encoder", "cls", vocab_size=tk.vocab_size, n_labels=2, labels=["0", "1"]), tk)
+    bench.train_rows(bench.argparse.Namespace(**settings, transfer_copies=2), runs / "sst2", files)
+    (command,) = ran
+    assert command[-1] == runs / "sst2" / "student-distilled-eda" and "--teacher" in command
+    assert command[command.index("--augment") + 1:command.index("--augment") + 6] == ["eda", "--augment-copies", 2, "--epochs", "0.8"]
+    save_pretrained(runs / "sst2" / "student-distilled-eda", tiny_model("encoder", "cls", seed=9, vocab_size=tk.vocab_size, n_labels=2,
+                                                                         labels=["0", "1"], n_embd=32), tk)
+    bench.main(["--task", "sst2", "--data", str(data), "--teacher-init", "TEACHER", "--runs", str(runs), "--reuse", "--transfer-copies", "2",
+                "--repeats", "1", "--max-batches", "1", "--out", str(out)])
+    assert list(json.loads(out.read_text())["rows"]) == [*ROWS[:4], "student-distilled-int8", "student-distilled-eda",
+                                                         "student-distilled-eda-int8", *ROWS[4:]]
