@@ -18,6 +18,9 @@ Rows (each trained by the command it prints, into --runs/<task>/<row>):
                        2019), the training texts and N EDA copies of each (--augment eda), all labelled
                        by the teacher, for 2.4 / (N + 1) epochs: as many steps as the other students;
                        and its int8 row
+    student-pruned     with --transfer-copies N: student-distilled-eda with half its heads and feed-forward
+                       neurons removed, then recovery distilled on the transfer set for 1 / (N + 1) epochs
+                       (one pass's worth of steps over the training texts) at lr 1e-4
     sparse-50, sparse-80     finetune.py --init teacher --sparsity 0.5 / 0.8 for --recovery-epochs
                        (gradual magnitude pruning: dense weights, zeros)
 
@@ -62,6 +65,12 @@ def run(command, log: Path):
         subprocess.run([str(c) for c in command], check=True, stdout=f, stderr=subprocess.STDOUT)
 
 
+def prune(ckpt: Path, out: Path, files: list) -> list:
+    """The command that removes half the heads and half the feed-forward neurons of ckpt, by their importance on the training texts."""
+    return [sys.executable, "-m", "minilm.training.prune", "--ckpt", ckpt, "--out", out, "--heads", "0.5", "--ffn", "0.5",
+            "--train", files[1], "--text-col", files[files.index("--text-col") + 1]]
+
+
 def train_rows(args, runs: Path, files: list):
     """Train the rows (those missing from `runs` with --reuse): the teacher first, which the others need, then the students."""
     ft = [sys.executable, ROOT / "finetune.py", "--task", "cls", *files]
@@ -73,10 +82,12 @@ def train_rows(args, runs: Path, files: list):
     rows["student-distilled"] = [ft + ["--teacher", teacher, "--out", runs / "student-distilled"]]
     if args.transfer_copies:
         epochs = f"{STUDENT_EPOCHS / (args.transfer_copies + 1):.4g}"
-        rows["student-distilled-eda"] = [ft + ["--teacher", teacher, "--augment", "eda", "--augment-copies", args.transfer_copies,
-                                               "--epochs", epochs, "--out", runs / "student-distilled-eda"]]
-    rows["pruned"] = [[sys.executable, "-m", "minilm.training.prune", "--ckpt", teacher, "--out", runs / "pruned-raw", "--heads", "0.5", "--ffn", "0.5",
-                       "--train", files[1], "--text-col", files[files.index("--text-col") + 1]],
+        transfer = ["--teacher", teacher, "--augment", "eda", "--augment-copies", args.transfer_copies]
+        rows["student-distilled-eda"] = [ft + [*transfer, "--epochs", epochs, "--out", runs / "student-distilled-eda"]]
+        rows["student-pruned"] = [prune(runs / "student-distilled-eda", runs / "student-pruned-raw", files),
+                                  ft + ["--init", runs / "student-pruned-raw", *transfer, "--epochs", f"{1 / (args.transfer_copies + 1):.2g}",
+                                        "--lr", "1e-4", "--out", runs / "student-pruned"]]
+    rows["pruned"] = [prune(teacher, runs / "pruned-raw", files),
                       ft + ["--init", runs / "pruned-raw", "--teacher", teacher, "--lr", "1e-4", "--epochs", args.recovery_epochs, "--out", runs / "pruned"]]
     for s in ("50", "80"):
         rows[f"sparse-{s}"] = [ft + ["--init", teacher, "--sparsity", f"0.{s}", "--lr", "5e-5", "--epochs", args.recovery_epochs,
@@ -124,7 +135,7 @@ def main(argv=None):
 
     names = ["teacher", "pruned", "student", "student-distilled", "sparse-50", "sparse-80"]
     if args.transfer_copies:
-        names.insert(4, "student-distilled-eda")
+        names[4:4] = ["student-distilled-eda", "student-pruned"]
     models = {}  # each distilled student followed by its int8 copy
     for name in names:
         models[name] = from_pretrained(runs / name)

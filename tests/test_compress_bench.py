@@ -60,12 +60,15 @@ def test_every_row_is_measured_side_by_side(tmp_path, monkeypatch):
     ran.clear()  # the transfer-set student: the teacher labels EDA copies, in as many steps as the other students
     save_pretrained(runs / "sst2" / "pruned", tiny_model("encoder", "cls", vocab_size=tk.vocab_size, n_labels=2, labels=["0", "1"]), tk)
     bench.train_rows(bench.argparse.Namespace(**settings, transfer_copies=2), runs / "sst2", files)
-    (command,) = ran
+    command, prune, recovery = ran  # then the distilled student pruned, and its recovery on the same transfer set
     assert command[-1] == runs / "sst2" / "student-distilled-eda" and "--teacher" in command
     assert command[command.index("--augment") + 1:command.index("--augment") + 6] == ["eda", "--augment-copies", 2, "--epochs", "0.8"]
-    save_pretrained(runs / "sst2" / "student-distilled-eda", tiny_model("encoder", "cls", seed=9, vocab_size=tk.vocab_size, n_labels=2,
-                                                                         labels=["0", "1"], n_embd=32), tk)
+    assert prune[prune.index("--ckpt") + 1] == command[-1] and recovery[recovery.index("--init") + 1] == prune[prune.index("--out") + 1]
+    assert recovery[recovery.index("--epochs") + 1] == "0.33" and "--teacher" in recovery and recovery[-1] == runs / "sst2" / "student-pruned"
+    for k, name in enumerate(["student-distilled-eda", "student-pruned"]):
+        save_pretrained(runs / "sst2" / name, tiny_model("encoder", "cls", seed=9 + k, vocab_size=tk.vocab_size, n_labels=2,
+                                                         labels=["0", "1"], n_embd=32), tk)
     bench.main(["--task", "sst2", "--data", str(data), "--teacher-init", "TEACHER", "--runs", str(runs), "--reuse", "--transfer-copies", "2",
                 "--repeats", "1", "--max-batches", "1", "--out", str(out)])
     assert list(json.loads(out.read_text())["rows"]) == [*ROWS[:4], "student-distilled-int8", "student-distilled-eda",
-                                                         "student-distilled-eda-int8", *ROWS[4:]]
+                                                         "student-distilled-eda-int8", "student-pruned", *ROWS[4:]]
