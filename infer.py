@@ -139,8 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     for s in (g, pr, fm, em, cl):
         s.add_argument("--json", action="store_true", help="print JSON instead of text")
         s.add_argument("--dtype", choices=["fp32", "bf16", "auto"], default="fp32",
-                       help="compute precision: bf16 autocasts the matrix products (the weights stay fp32; about twice as fast "
-                            "on a CPU with bf16 matrix instructions), as finetune.py and train.py evaluate with their default "
+                       help="compute precision: bf16 autocasts the matrix products (the weights stay fp32; faster on a CPU "
+                            "with bf16 matrix instructions), as finetune.py and train.py evaluate with their default "
                             "--dtype auto; auto: bf16 where the hardware has such instructions, else fp32 (default: %(default)s)")
     for s in (pr, fm, em):
         s.add_argument("--file", help="read inputs from this file, one per line")

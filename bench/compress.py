@@ -120,9 +120,11 @@ def main(argv=None):
     p.add_argument("--reuse", action="store_true", help="skip rows whose run folder already holds a model")
     p.add_argument("--transfer-copies", type=int, default=0, metavar="N",
                    help="also distil the student on the training texts plus N EDA copies of each, labelled by the teacher "
-                        "(rows student-distilled-eda and its int8; default: %(default)s, none)")
+                        "(rows student-distilled-eda, its int8 and student-pruned; default: %(default)s, none)")
     p.add_argument("--out", type=Path, help="results JSON (default: bench/results/compress_<task>.json)")
     args = p.parse_args(argv)
+    if args.transfer_copies < 0:
+        p.error(f"--transfer-copies must be >= 0, got {args.transfer_copies}")
     torch.set_num_threads(2)
     data = args.data or (ROOT / "data" / "wordnet" / "supersense" if args.task == "supersense" else None)
     if data is None:
