@@ -329,7 +329,7 @@ def task_data(args, config, tokenizer, examples, y, batch_size, seed=0):
     return ClassificationData(examples, tokenizer, y, args.seq_len, batch_size, seed, config.pair_encoding, config.prompt)
 
 
-def teach(args, examples, train_data, labels, device) -> None:
+def teach(args, examples, train_data, labels, device, show_progress: bool = True) -> None:
     """The teacher's outputs for every training example, computed once and attached to the batches."""
     import time
 
@@ -342,7 +342,8 @@ def teach(args, examples, train_data, labels, device) -> None:
         distill.check_teacher(args.task, teacher.config, labels, args.teacher)
     except (ValueError, FileNotFoundError) as e:
         sys.exit(f"error: {e}" if str(e).startswith("--teacher") else f"error: --teacher {e}")
-    outputs = distill.teacher_outputs(args.task, teacher, teacher_tokenizer, examples, min(args.seq_len, teacher.config.max_seq_len), device)
+    outputs = distill.teacher_outputs(args.task, teacher, teacher_tokenizer, examples, min(args.seq_len, teacher.config.max_seq_len), device,
+                                      progress="teacher" if show_progress else None)
     if args.task == "ner":
         outputs = [distill.token_teacher(wi, o, len(labels)) for wi, o in zip(train_data.word_index, outputs)]
     train_data.teacher = outputs
@@ -457,7 +458,7 @@ def main(argv=None):
 
     loss_fn, targets_fn = task_loss(args.task), task_targets(args.task)
     if args.teacher:
-        teach(args, train_examples, train_data, labels, device)
+        teach(args, train_examples, train_data, labels, device, show_progress=world.main)
         loss_fn, targets_fn = distill.distillation_loss(args.task, args.distill_alpha, args.distill_temperature), distill.distillation_targets(args.task)
     if args.adversarial:
         loss_fn, targets_fn = adversarial.fgm_loss(loss_fn, args.epsilon), adversarial.fgm_targets(targets_fn)

@@ -97,7 +97,9 @@ def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, 
     result = finetune.main(["--init", "scratch", "--train", str(few), "--dev", str(dv), "--out", str(tmp_path / "student"),
                             "--teacher", str(d / "cls"), "--unlabeled", str(unlabeled), "--distill-alpha", "0.7",
                             "--epochs", "3", "--lr", "2e-3", "--batch-size", "16", *TINY])
-    out = capsys.readouterr().out
+    captured = capsys.readouterr()
+    out = captured.out
+    assert "teacher:" in captured.err  # its progress bar over the 400 examples' batches
     assert "unlabeled" in out and "360 examples, for the teacher's term only" in out
     assert "teacher " in out and "400 examples scored" in out and "alpha = 0.7" in out
     assert calls == [1]  # the teacher ran once, before training

@@ -3,8 +3,11 @@ Fine-tuning evaluates with them and `infer.py predict` answers with them."""
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from minilm.data.tagging import word_predictions
 
@@ -51,12 +54,20 @@ def stack_pairs(batch):
     return ids, mask
 
 
+def batches_by_length(data, progress: str | None = None):
+    """data.by_length(), behind a progress bar named `progress` (none when it is None)."""
+    if progress is None:
+        return data.by_length()
+    return tqdm(data.by_length(), total=math.ceil(len(data) / data.batch_size), desc=progress, unit="batch", leave=False)
+
+
 @torch.no_grad()
-def predict(model, data, device="cpu") -> np.ndarray:
-    """Logits (N, L) for classification, values (N,) for regression, in the data's order."""
+def predict(model, data, device="cpu", progress: str | None = None) -> np.ndarray:
+    """Logits (N, L) for classification, values (N,) for regression, in the data's order
+    (`progress`: the name of a progress bar over the batches)."""
     model.eval()
     outs, order = [], []
-    for index, batch in data.by_length():
+    for index, batch in batches_by_length(data, progress):
         batch = {k: v.to(device) for k, v in batch.items()}
         outs.append(forward_task(model, batch).float().cpu())
         order.extend(index)

@@ -27,7 +27,7 @@ import torch.nn.functional as F
 
 from minilm.data.tagging import TaggingData
 from minilm.data.tasks import ClassificationData
-from minilm.inference.task_outputs import forward_task, predict
+from minilm.inference.task_outputs import batches_by_length, forward_task, predict
 from minilm.objectives import IGNORE_INDEX
 from minilm.training.finetuning import TASK_HEADS
 
@@ -48,16 +48,17 @@ def check_teacher(task: str, teacher_config, labels: list[str], where: str) -> N
 
 
 @torch.no_grad()
-def teacher_outputs(task: str, teacher, tokenizer, examples, max_len: int, device="cpu"):
+def teacher_outputs(task: str, teacher, tokenizer, examples, max_len: int, device="cpu", progress: str | None = None):
     """The teacher's outputs for every example, in order: logits (N, L) for cls, values (N,) for
-    regression, for ner a list of per-word logits (n_words, L) (NaN rows for words its positions cut off)."""
+    regression, for ner a list of per-word logits (n_words, L) (NaN rows for words its positions cut off).
+    `progress`: the name of a progress bar over the batches (none when None)."""
     teacher.eval()
     if task != "ner":
         data = ClassificationData(examples, tokenizer, None, max_len, 128, pair_encoding=teacher.config.pair_encoding, prompt=teacher.config.prompt)
-        return predict(teacher, data, device)
+        return predict(teacher, data, device, progress)
     data = TaggingData(examples, tokenizer, [[0] * len(s.words) for s in examples], max_len, 128)
     out = [None] * len(examples)
-    for index, batch in data.by_length():
+    for index, batch in batches_by_length(data, progress):
         logits = forward_task(teacher, {k: v.to(device) for k, v in batch.items()}).float().cpu()  # (B, T, L)
         for row, i in enumerate(index):
             words = np.full((len(examples[i].words), logits.shape[-1]), np.nan, dtype=np.float32)
