@@ -20,11 +20,10 @@ first; minilm keeps the text as it was but for the edited words.
 
 from __future__ import annotations
 
-import gzip
 import random
 from pathlib import Path
 
-from minilm.data.corpus import is_gzip
+from minilm.data.corpus import open_text
 from minilm.data.prepare import STOP_WORDS
 from minilm.data.tasks import Example
 
@@ -38,8 +37,7 @@ def load_synonyms(path) -> dict[str, list[str]]:
     if not path.is_file():
         raise FileNotFoundError(f"{path}: no synonym table; build it with `python data/wordnet/prepare.py` (WordNet 3.0)")
     table = {}
-    opener = gzip.open if is_gzip(path) else open
-    with opener(path, "rt", encoding="utf-8") as f:
+    with open_text(path) as f:
         header = f.readline().rstrip("\n")
         if header != "word\tsynonyms":
             raise ValueError(f"{path}:1: expected the header 'word<TAB>synonyms', found {header[:60]!r}")
