@@ -96,6 +96,10 @@ def build_parser() -> argparse.ArgumentParser:
     fm = sub.add_parser("fill-mask", help=f"predict the {MASK} tokens of texts with an MLM checkpoint")
     fm.add_argument("texts", nargs="*", help=f"texts containing {MASK} (default: --file, else standard input)")
     fm.add_argument("--top-k", type=int, default=5, help="candidates per mask (default: %(default)s)")
+    fm.add_argument("--targets", metavar="WORD,WORD,...",
+                    help="score only these candidate words at each mask, best first, each with its probability over the "
+                         "whole vocabulary; a word the vocabulary splits is scored by its first piece, with a notice "
+                         "(Hugging Face's fill-mask targets)")
 
     em = sub.add_parser("embed", help="mean-pooled sentence embeddings of texts")
     em.add_argument("texts", nargs="*", help="texts to embed (default: --file, else standard input)")
@@ -262,7 +266,12 @@ def cmd_predict(args):
 def cmd_fill_mask(args):
     model, tk = load(args, "fill-mask")
     try:
-        results = predict.fill_mask(model, tk, read_inputs(args), args.top_k)
+        targets = None
+        if args.targets is not None:
+            targets, notices = predict.target_ids(tk, [w.strip() for w in args.targets.split(",") if w.strip()])
+            for notice in notices:
+                print(notice, file=sys.stderr)
+        results = predict.fill_mask(model, tk, read_inputs(args), args.top_k, targets)
     except ValueError as e:
         sys.exit(f"error: {e}")
     for r in results:
@@ -271,7 +280,7 @@ def cmd_fill_mask(args):
             continue
         print(r["text"])
         for n, cands in enumerate(r["masks"]):
-            print(f"  {MASK} {n + 1}: " + ", ".join(f"{c['token']} ({c['probability']:.3f})" for c in cands))
+            print(f"  {MASK} {n + 1}: " + ", ".join(f"{c['token']} ({c['probability']:.3g})" for c in cands))  # 3 digits: targets are often rare
 
 
 def cmd_embed(args):

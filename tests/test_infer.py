@@ -102,6 +102,36 @@ def test_fill_mask_past_the_models_positions_says_so(encoder_ckpt):
     with pytest.raises(ValueError, match=r"lies past the model's \d+ positions"):
         predict.fill_mask(model, tk, [text])
 
+def test_fill_mask_targets_score_only_the_given_words(encoder_ckpt, capsys):
+    """--targets: the given words alone, best first, each with its probability under the softmax over
+    the whole vocabulary; a word of several pieces by its first, with a notice; repeats once."""
+    model, tk = predict.load(encoder_ckpt)
+    text = "a animal like the dog cat [MASK] bird ."
+    whole = predict.fill_mask(model, tk, [text], top_k=tk.vocab_size)[0]["masks"][0]
+    p = {c["token"]: c["probability"] for c in whole}  # every token's probability at the mask
+    single = [w for w in ("dog", "cat", "bird", "the", "like") if len(tk.encode(w, add_special=False)) == 1]
+    split = next(w for w in ("elephantine", "dogcatbird", "zzzqqq") if len(tk.encode(w, add_special=False)) > 1)
+    ids, notices = predict.target_ids(tk, [*single, split, single[0]])
+    first = tk.id_to_token(tk.encode(split, add_special=False)[0])
+    assert ids == [tk.encode(w, add_special=False)[0] for w in (*single, split)]  # in order, the repeat dropped
+    assert len(notices) == 1 and repr(split) in notices[0] and repr(first) in notices[0]
+    got = predict.fill_mask(model, tk, [text], top_k=3, targets=ids)[0]["masks"][0]
+    expected = sorted(((p[tk.id_to_token(i)], tk.id_to_token(i)) for i in ids), reverse=True)[:3]
+    assert [c["token"] for c in got] == [t for _, t in expected]
+    assert [c["probability"] for c in got] == pytest.approx([q for q, _ in expected])
+    capsys.readouterr()
+    infer.main(["fill-mask", "--ckpt", str(encoder_ckpt), "--json", "--top-k", "50", "--targets", f"{single[0]}, {split}", text])
+    out, err = capsys.readouterr()
+    assert [c["token"] for c in json.loads(out)["masks"][0]] == sorted([single[0], first], key=lambda t: -p[t])
+    assert f"notice: the target {split!r} is" in err
+
+
+@pytest.mark.parametrize("targets, message", [(" , ,", "give at least one word"), ("\u2603", "is not in the vocabulary")])
+def test_fill_mask_refuses_targets_it_cannot_score(encoder_ckpt, targets, message):
+    with pytest.raises(SystemExit, match=message):
+        infer.main(["fill-mask", "--ckpt", str(encoder_ckpt), "--targets", targets, "a [MASK] ."])
+
+
 def test_beam_search_from_the_command_line(decoder_ckpt, capsys):
     common = ["generate", "--ckpt", str(decoder_ckpt), "--prompt", "a tool like", "--prompt", "a", "--max-new-tokens", "10", "--json"]
     first = run(capsys, *common, "--num-beams", "4", "--length-penalty", "0.5")

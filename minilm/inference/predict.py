@@ -259,9 +259,37 @@ def predict_texts(model, tokenizer, texts: list[str], pair: str | None = None, t
     return results
 
 
+def target_ids(tokenizer, words: list[str]) -> tuple[list[int], list[str]]:
+    """The token each candidate word of fill-mask's `targets` is scored by, in the order given and
+    without repeats, and a notice for each word the vocabulary splits into pieces: a [MASK] stands
+    for one token, so such a word is scored by its first piece (as Hugging Face's fill-mask pipeline
+    does). A word that encodes to no token, or only to [UNK], is refused by name."""
+    ids, notices = [], []
+    unk = getattr(tokenizer, "unk_id", None)
+    for word in words:
+        pieces = tokenizer.encode(word, add_special=False)
+        if not pieces or pieces == [unk]:
+            raise ValueError(f"the target {word!r} is not in the vocabulary (it encodes to "
+                             f"{'nothing' if not pieces else tokenizer.id_to_token(unk)})")
+        if len(pieces) > 1:
+            shown = " ".join(tokenizer.id_to_token(i) for i in pieces)
+            notices.append(f"notice: the target {word!r} is {len(pieces)} tokens ({shown}); "
+                           f"its first, {tokenizer.id_to_token(pieces[0])!r}, is scored")
+        if pieces[0] not in ids:
+            ids.append(pieces[0])
+    if not ids:
+        raise ValueError("targets: give at least one word")
+    return ids, notices
+
+
 @torch.no_grad()
-def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5) -> list[dict]:
-    """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}."""
+def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5, targets: list[int] | None = None) -> list[dict]:
+    """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}: the top_k tokens at each mask by
+
+        p(w | text) = softmax(z)_w,    z (V,) the MLM head's logits at the mask,
+
+    over the whole vocabulary, or over `targets` alone (token ids, `target_ids`), each with its
+    probability under the same softmax over the whole vocabulary (not renormalised over the targets)."""
     tokenizer.require(["mask"], "fill-mask")
     device, results = next(model.parameters()).device, []
     mask = tokenizer.special_token("mask")
@@ -277,9 +305,11 @@ def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5) -> list[dict]:
         logits = model(torch.tensor([ids], device=device))[0]  # (T, V)
         masks = []
         for pos in positions:
-            best = logits[pos].float().softmax(-1).topk(min(top_k, logits.shape[-1]))
-            masks.append([{"token": tokenizer.id_to_token(i), "probability": float(p)}
-                          for p, i in zip(best.values.tolist(), best.indices.tolist())])
+            p = logits[pos].float().softmax(-1)  # (V,)
+            candidates = torch.arange(len(p)) if targets is None else torch.tensor(targets)  # (K,)
+            best = p[candidates].topk(min(top_k, len(candidates)))
+            masks.append([{"token": tokenizer.id_to_token(i), "probability": float(q)}
+                          for q, i in zip(best.values.tolist(), candidates[best.indices].tolist())])
         results.append({"text": text, "masks": masks})
     return results
 
