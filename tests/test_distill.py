@@ -109,6 +109,23 @@ def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, 
     assert json.loads((tmp_path / "student" / "metrics.json").read_text())["labels"] == sorted(TOPICS)
 
 
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_the_teacher_scores_in_the_runs_precision(tmp_path, teacher, monkeypatch, dtype):
+    """--dtype bf16: the teacher's outputs are computed under bf16 autocast, as the run's evaluations are."""
+    d, tr, dv = teacher
+    seen = []
+    real = distill.teacher_outputs
+
+    def spy(*a, **k):
+        seen.append(torch.get_autocast_dtype("cpu") if torch.is_autocast_enabled("cpu") else torch.float32)
+        return real(*a, **k)
+
+    monkeypatch.setattr(distill, "teacher_outputs", spy)
+    finetune.main(["--init", "scratch", "--train", str(tr), "--out", str(tmp_path / "s"), "--teacher", str(d / "cls"),
+                   "--max-steps", "2", "--batch-size", "16", *TINY, "--dtype", dtype])
+    assert seen == [torch.bfloat16 if dtype == "bf16" else torch.float32]
+
+
 def test_distilled_regression_and_ner_train(tmp_path):
     rng = random.Random(0)
     rows = ["a,score"] + [f"{' '.join(['dog'] * (n := rng.randint(0, 4)) + ['cat'] * (4 - n))},{n / 4:.2f}" for _ in range(300)]
