@@ -96,16 +96,18 @@ def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, 
     monkeypatch.setattr(distill, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
     result = finetune.main(["--init", "scratch", "--train", str(few), "--dev", str(dv), "--out", str(tmp_path / "student"),
                             "--teacher", str(d / "cls"), "--unlabeled", str(unlabeled), "--distill-alpha", "0.7",
-                            "--epochs", "3", "--lr", "2e-3", "--batch-size", "16", *TINY])
+                            "--epochs", "3", "--lr", "2e-3", "--batch-size", "16", *TINY, "--tokenizer", str(d / "cls")])
     captured = capsys.readouterr()
     out = captured.out
     assert "teacher:" in captured.err  # its progress bar over the 400 examples' batches
     assert "unlabeled" in out and "360 examples, for the teacher's term only" in out
     assert "teacher " in out and "400 examples scored" in out and "alpha = 0.7" in out
     assert calls == [1]  # the teacher ran once, before training
-    # 40 labels and a teacher: the student learned the topics (chance: 25%). Both train their tokenizers, whose vocabulary
-    # differs from process to process (huggingface/tokenizers#1794), so the accuracy does too: 0.80 to 1.00 seen
-    assert result["dev"]["accuracy"] >= 0.7
+    # 40 labels and a teacher: the student learned the topics (chance: 25%; the 40 labels alone, --distill-alpha 0: 0.64-0.65).
+    # The student reads with the teacher's tokenizer: a tokenizer trained on its 400 texts differs from process to process
+    # (huggingface/tokenizers#1794), and one such run scored 0.675
+    teacher_accuracy = json.loads((d / "cls" / "metrics.json").read_text())["dev"]["accuracy"]
+    assert result["dev"]["accuracy"] >= 0.7, f"the student {result['dev']['accuracy']:.3f}, its teacher {teacher_accuracy:.3f}"
     assert json.loads((tmp_path / "student" / "metrics.json").read_text())["labels"] == sorted(TOPICS)
 
 
