@@ -55,6 +55,8 @@ SERVE_API = """An HTTP JSON API over one checkpoint, on 127.0.0.1 unless --host 
                   "stream" (true: server-sent events of {"text": piece}, then {"done": true, "text", "tokens"})
                   -> {"text", "tokens"} or {"results": [...]}
   POST /predict   {"text": str} or {"texts": [str]}, optional "pair", "top" -> a result or {"results": [...]}
+  POST /fill-mask {"text": str} or {"texts": [str]} holding [MASK], optional "top_k" (at most 100) and "targets"
+                  (candidate words, at most 1,000) -> {"text", "masks"} or {"results": [...]}
   POST /embed     {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
 
 Errors are JSON {"error": ...} with a 4xx code (500 for a failure inside the server); a stream that
@@ -122,7 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
     cl.add_argument("--normalize", action="store_true", help="divide each label's log-likelihood by its word's length in tokens")
     cl.add_argument("--calibrate", action="store_true",
                     help='subtract the scores of the content-free input "N/A" under the same prompt (contextual calibration)')
-    sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /embed, /health",
+    sv = sub.add_parser("serve", help="an HTTP JSON API over a checkpoint: /generate, /predict, /fill-mask, /embed, /health",
                         description=SERVE_API, formatter_class=argparse.RawDescriptionHelpFormatter)
     sv.add_argument("--host", default="127.0.0.1", help="address to bind (default: %(default)s, this machine only)")
     sv.add_argument("--port", type=int, default=8000, help="port (default: %(default)s; 0 picks a free one)")

@@ -107,6 +107,50 @@ def test_bad_requests_get_json_errors(cls_server, method, path, body, raw, statu
     assert message in json.loads(payload)["error"]
 
 
+@pytest.fixture(scope="module")
+def mlm_server(encoder_ckpt):
+    yield from serving(encoder_ckpt)
+
+
+def test_fill_mask_answers_as_the_cli(mlm_server):
+    server, model, tk = mlm_server
+    status, _, body = request(server, "GET", "/health")
+    assert status == 200 and json.loads(body)["can"] == "fill-mask"
+    texts = ["a animal like the dog cat [MASK] bird .", "the [MASK] [MASK] here"]
+    status, _, body = request(server, "POST", "/fill-mask", {"texts": texts, "top_k": 3})
+    assert status == 200 and json.loads(body) == {"results": predict.fill_mask(model, tk, texts, 3)}
+    ids, _ = predict.target_ids(tk, ["dog", "cat"])
+    status, _, body = request(server, "POST", "/fill-mask", {"text": texts[0], "targets": ["dog", "cat"]})
+    assert status == 200 and json.loads(body) == predict.fill_mask(model, tk, texts[:1], 5, ids)[0]
+
+
+@pytest.mark.parametrize("body, status, message", [
+    ({"text": "a [MASK]", "top_k": 0}, 400, '"top_k" must be an integer from 1 to 100'),
+    ({"text": "a [MASK]", "top_k": 101}, 400, '"top_k" must be an integer from 1 to 100'),
+    ({"text": "a [MASK]", "top_k": True}, 400, '"top_k" must be an integer'),
+    ({"text": "a [MASK]", "targets": "dog"}, 400, '"targets" must be a non-empty list of strings'),
+    ({"text": "a [MASK]", "targets": []}, 400, '"targets" must be a non-empty list of strings'),
+    ({"text": "a [MASK]", "targets": ["\u2603"]}, 400, "is not in the vocabulary"),
+    ({"text": "a dog"}, 400, "no [MASK] in"),
+    ({"text": "a [MASK]", "top": 1}, 400, "unknown field(s) top; /fill-mask takes"),
+])
+def test_bad_fill_mask_requests_get_json_errors(mlm_server, body, status, message):
+    got, kind, payload = request(mlm_server[0], "POST", "/fill-mask", body)
+    assert got == status and kind == "application/json"
+    assert message in json.loads(payload)["error"]
+
+
+def test_too_many_fill_mask_targets_are_refused(mlm_server, monkeypatch):
+    monkeypatch.setattr(serve, "MAX_TARGETS", 3)  # 1,000 words would not fit the test server's 4,096-byte bodies
+    got, _, payload = request(mlm_server[0], "POST", "/fill-mask", {"text": "a [MASK]", "targets": ["dog"] * 4})
+    assert got == 413 and "4 targets in one request; the limit is 3" in json.loads(payload)["error"]
+
+
+def test_a_classifier_server_has_no_fill_mask(cls_server):
+    got, _, payload = request(cls_server[0], "POST", "/fill-mask", {"text": "a [MASK]"})
+    assert got == 404 and "can predict, not fill-mask" in json.loads(payload)["error"]
+
+
 def test_a_negative_content_length_is_answered_at_once(cls_server):
     with socket.create_connection(cls_server[0].server_address[:2], timeout=10) as sock:
         sock.sendall(b"POST /predict HTTP/1.1\r\nHost: x\r\nContent-Length: -1\r\n\r\n")

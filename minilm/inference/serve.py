@@ -7,6 +7,8 @@
                      -> {"text", "tokens"} (or {"results": [...]} for "prompts"); with "stream": true, a
                      text/event-stream of `data: {"text": piece}` events, then `data: {"done": true, "text", "tokens"}`
     POST /predict    {"text": str} or {"texts": [str]} (and "pair", "top") -> one result or {"results": [...]}
+    POST /fill-mask  {"text": str} or {"texts": [str]} with [MASK]s, and optionally "top_k" (at most 100)
+                     and "targets" (candidate words, at most 1,000) -> {"text", "masks"} or {"results": [...]}
     POST /embed      {"text": str} or {"texts": [str]} -> {"embedding"} or {"embeddings": [...]}
 
 It binds to 127.0.0.1 unless told otherwise. Request bodies, batch sizes, prompt lengths,
@@ -49,6 +51,8 @@ class Limits:
     max_stop_chars: int = 256  # characters per stop string
 
 
+MAX_TOP_K = 100  # candidates per mask a /fill-mask request may ask for
+MAX_TARGETS = 1000  # candidate words in one /fill-mask request
 DRAIN_BYTES = 64 << 20  # the most of an oversized body read (and dropped) after its 413
 DRAIN_SECONDS = 10.0  # ... and the longest time spent reading it
 
@@ -160,7 +164,7 @@ class Handler(BaseHTTPRequestHandler):
     def do_POST(self):
         self.streaming = False  # set once a stream's headers are sent: no other answer may follow
         self.unread = 0  # bytes of the body left unread when it is refused for its size
-        routes = {"/generate": self.generate, "/predict": self.predict, "/embed": self.embed}
+        routes = {"/generate": self.generate, "/predict": self.predict, "/fill-mask": self.fill_mask, "/embed": self.embed}
         try:
             if self.path not in routes:
                 raise BadRequest(f"no such endpoint: POST {self.path} (try {', '.join(routes)})", HTTPStatus.NOT_FOUND)
@@ -285,6 +289,25 @@ class Handler(BaseHTTPRequestHandler):
             results = predict.predict_texts(s.model, s.tokenizer, texts, pair, top)
         self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
 
+    def fill_mask(self, body: dict):
+        self.require("fill-mask")
+        s = self.server
+        only(body, "/fill-mask", "text", "texts", "top_k", "targets")
+        texts, many = texts_of(body, "text", "texts", s.limits)
+        top_k, words = body.get("top_k", 5), body.get("targets")
+        if not isinstance(top_k, int) or isinstance(top_k, bool) or not 1 <= top_k <= MAX_TOP_K:
+            raise BadRequest(f'"top_k" must be an integer from 1 to {MAX_TOP_K}')
+        targets = None
+        if words is not None:
+            if not isinstance(words, list) or not words or not all(isinstance(w, str) for w in words):
+                raise BadRequest('"targets" must be a non-empty list of strings')
+            if len(words) > MAX_TARGETS:
+                raise BadRequest(f"{len(words)} targets in one request; the limit is {MAX_TARGETS}", HTTPStatus.REQUEST_ENTITY_TOO_LARGE)
+            targets, _ = predict.target_ids(s.tokenizer, words)  # a split word is scored by its first piece: the answer names it
+        with s.lock:
+            results = predict.fill_mask(s.model, s.tokenizer, texts, top_k, targets)
+        self.send_json(HTTPStatus.OK, {"results": results} if many else results[0])
+
     def embed(self, body: dict):
         s = self.server
         only(body, "/embed", "text", "texts")
@@ -353,7 +376,7 @@ def serve(model, tokenizer, host: str = "127.0.0.1", port: int = 8000, limits: L
     signal.signal(signal.SIGTERM, stop)
     signal.signal(signal.SIGINT, stop)
     h, p = server.server_address[:2]
-    print(f"serving {predict.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /embed)", flush=True)
+    print(f"serving {predict.kind(model)} on http://{h}:{p} (GET /health; POST /generate, /predict, /fill-mask, /embed)", flush=True)
     server.serve_forever()
     server.server_close()
     server.in_flight.close()
