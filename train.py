@@ -49,7 +49,7 @@ from minilm.checkpoint import CONFIG_FILE, resolve_checkpoint
 from minilm.cli import a_or_an, add_model_args, add_plugin_arg, add_train_args, check_positive, check_train_flags, compile_if_asked, global_batch, init_checkpoint, load_plugins, model_overrides, seed_everything, start, train_args
 from minilm.config import ModelConfig, from_preset
 from minilm.data.pipeline import dropped_lines, prepare_corpus
-from minilm.data.pretrain import OBJECTIVES, PretrainBatches
+from minilm.data.pretrain import OBJECTIVES, ROWS, PretrainBatches
 from minilm.data.shards import TokenShards, is_shard_dir
 from minilm.metrics import perplexity
 from minilm.model.families import build_model
@@ -83,6 +83,10 @@ def build_parser() -> argparse.ArgumentParser:
                         "seeds keep the same held-out lines (default: %(default)s)")
     p.add_argument("--whole-word-masking", action="store_true", help="MLM masks whole words (all WordPiece pieces of a chosen word) instead of single pieces")
     p.add_argument("--doc-mask", action="store_true", help="causal LM: documents packed into a row attend only within themselves, positions restarting at each")
+    p.add_argument("--mlm-rows", choices=ROWS, default="consecutive",
+                   help="what an mlm or electra row holds: a run of consecutive corpus lines, or whole lines drawn at random "
+                        "(for dictionaries, whose neighbouring lines define related words: there a masked word is often "
+                        "written in the next line, and a model learns to copy) (default: %(default)s)")
     p.add_argument("--electra-generator-size", type=float, metavar="FRACTION",
                    help="--objective electra: the generator's width as a fraction of the discriminator's, in (0, 1], same depth "
                         "(default: 0.25; the paper finds 1/4 to 1/2 best)")
@@ -124,6 +128,8 @@ def parse_args(argv=None):
     electra_flags = [f for f in ("electra_generator_size", "electra_weight") if getattr(args, f) is not None]
     if electra_flags and args.objective != "electra":
         p.error(f"--{electra_flags[0].replace('_', '-')} applies to --objective electra only")
+    if args.mlm_rows != "consecutive" and args.objective not in ("mlm", "electra"):
+        p.error(f"--mlm-rows {args.mlm_rows} applies to --objective mlm and electra; {args.objective} reads consecutive text")
     if args.objective == "electra":
         args.electra_generator_size = 0.25 if args.electra_generator_size is None else args.electra_generator_size
         args.electra_weight = 50.0 if args.electra_weight is None else args.electra_weight
@@ -198,8 +204,10 @@ def main(argv=None):
     print(f"data {shards}: train {n['train']['tokens']:,} tokens in {n['train']['documents']:,} documents, "
           f"val {n['val']['tokens']:,} tokens (vocabulary {tokenizer.vocab_size:,})")
     try:
-        train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum * world.size, args.seed, args.whole_word_masking, args.doc_mask)
-        val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size * world.size, args.seed + 10_000, args.whole_word_masking, args.doc_mask)
+        train_data = PretrainBatches(train_corpus, args.objective, args.seq_len, args.batch_size * args.grad_accum * world.size, args.seed,
+                                     args.whole_word_masking, args.doc_mask, args.mlm_rows)
+        val_source = PretrainBatches(val_corpus, args.objective, args.seq_len, args.batch_size * world.size, args.seed + 10_000,
+                                     args.whole_word_masking, args.doc_mask, args.mlm_rows)
     except ValueError as e:
         sys.exit(f"error: {e}")
     notice = train_data.notice or val_source.notice  # one notice, though both splits may need pseudo-documents

@@ -227,3 +227,17 @@ def test_electra_flags_are_checked(capsys):
         assert message in capsys.readouterr().err
     args = train.parse_args(["--objective", "electra"])
     assert (args.arch, args.electra_generator_size, args.electra_weight) == ("encoder", 0.25, 50.0)
+
+
+def test_random_line_rows_reach_the_batches_and_other_objectives_refuse_them(files, tmp_path, monkeypatch, capsys):
+    from minilm.data import pretrain
+
+    made = []
+    real = pretrain.PretrainBatches.__init__
+    monkeypatch.setattr(pretrain.PretrainBatches, "__init__",  # rows: the eighth argument
+                        lambda self, *a, **k: made.append(a[7] if len(a) > 7 else k.get("rows")) or real(self, *a, **k))
+    train.main(run_args(*files, tmp_path / "r", "--max-steps", "2", "--mlm-rows", "random-lines"))
+    assert made == ["random-lines", "random-lines"]  # the training and the held-out batches
+    with pytest.raises(SystemExit):
+        train.main(["--objective", "mlm+nsp", "--mlm-rows", "random-lines", "--data", str(files[0])])
+    assert "--mlm-rows random-lines applies to --objective mlm and electra; mlm+nsp reads consecutive text" in capsys.readouterr().err

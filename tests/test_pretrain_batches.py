@@ -209,6 +209,31 @@ def test_mlm_rows_are_consecutive_lines_framed_and_masked(corpora, wordpiece):
         assert markers(tk, tokens[1:-1])[0][1] is not None and tokens[1] in {tk.token_to_id(w) for w in DOC_WORDS}
 
 
+def test_mlm_random_line_rows_hold_whole_lines_drawn_apart(corpora, wordpiece):
+    """rows="random-lines": each row is whole corpus lines (the last one cut at the row's end), drawn
+    at random rather than read in a run; the same batch for the same (seed, step)."""
+    tk, corpus = wordpiece, corpora["wordpiece"]
+    index = {tuple(corpus.line(i).tolist()): i for i in range(corpus.n_lines)}
+    assert len(index) == corpus.n_lines  # every line differs (its document and line words)
+    fresh = lambda: PretrainBatches(corpus, "mlm", T, 32, seed=0, rows="random-lines")  # noqa: E731
+    batch = fresh().batch(3)
+    assert all(torch.equal(batch[k], fresh().batch(3)[k]) for k in batch)
+    ids, pairs, neighbours = originals(batch), 0, 0
+    for row in range(32):
+        n = int(batch["attention_mask"][row].sum())
+        tokens = ids[row, :n].tolist()
+        assert tokens[0] == tk.cls_id and tokens[-1] == tk.sep_id and n <= T
+        body, k, drawn = tokens[1:-1], 0, []
+        while k < len(body):  # cut the body into corpus lines, the last one possibly cut short
+            drawn.append(next(i for line, i in index.items() if tuple(body[k : k + len(line)]) == line[: len(body) - k]))
+            k += len(corpus.line(drawn[-1]))
+        pairs += len(drawn) - 1
+        neighbours += sum(b == a + 1 for a, b in zip(drawn, drawn[1:]))
+    assert pairs > 64 and neighbours / pairs < 0.2  # consecutive rows: every pair is a line and the next (1.0)
+    with pytest.raises(ValueError, match="rows of random-lines are for the mlm and electra objectives"):
+        PretrainBatches(corpora["wordpiece"], "mlm+nsp", T, B, rows="random-lines")
+
+
 def reconstruct(source, target, sentinels):
     groups = []
     for tok in target:

@@ -7,7 +7,8 @@ another process) rebuilds exactly the batch it would have seen: the data positio
     clm      windows of T + 1 tokens from the stream  line \n line \n ... [EOS] next document ...
              (documents packed; with doc_mask, each token attends only within its own document and
              positions restart at 0 in each, as if the documents came in separate rows)
-    mlm      [CLS] consecutive lines [SEP], masked as in BERT
+    mlm      [CLS] consecutive lines [SEP], masked as in BERT; with rows="random-lines", whole lines
+             drawn at random instead (for corpora whose neighbouring lines are related entries, not a text)
     mlm+nsp  [CLS] A [SEP] B [SEP]: B follows A in its document half of the time, else a random
              passage of another document (label 0 = IsNext, 1 = NotNext, as in BERT's data code);
              a corpus without blank lines is read as pseudo-documents of consecutive lines
@@ -27,6 +28,7 @@ from tqdm import tqdm
 from minilm.objectives import IGNORE_INDEX, mask_tokens, span_corrupt
 
 OBJECTIVES = ("mlm", "mlm+nsp", "clm", "denoise", "electra")
+ROWS = ("consecutive", "random-lines")  # what an MLM row holds: a run of corpus lines, or lines drawn at random
 NEEDED = {"mlm": ("cls", "sep", "mask"), "mlm+nsp": ("cls", "sep", "mask"), "electra": ("cls", "sep", "mask"),
           "clm": ("eos",), "denoise": ("bos", "eos")}  # the special tokens each objective's batches hold
 
@@ -127,9 +129,14 @@ class PretrainBatches:
     `notice` is a line to show the user when NSP reads pseudo-documents (nsp_documents), else None."""
 
     def __init__(self, corpus: TokenizedCorpus, objective: str, seq_len: int, batch_size: int, seed: int = 0,
-                 whole_word: bool = False, doc_mask: bool = False):
+                 whole_word: bool = False, doc_mask: bool = False, rows: str = "consecutive"):
         if objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {objective!r}: expected one of {', '.join(OBJECTIVES)}")
+        if rows not in ROWS:
+            raise ValueError(f"unknown rows {rows!r}: expected one of {', '.join(ROWS)}")
+        if rows != "consecutive" and objective not in ("mlm", "electra"):
+            raise ValueError(f"rows of {rows} are for the mlm and electra objectives; {objective} reads consecutive text")
+        self.rows = rows
         self.corpus, self.objective = corpus, objective
         self.seq_len, self.batch_size, self.seed = seq_len, batch_size, seed
         self.tk = corpus.tokenizer
@@ -187,11 +194,21 @@ class PretrainBatches:
         inputs, labels = mask_tokens(input_ids, self.tk.special_ids, self.tk.mask_id, self.tk.vocab_size, gen, word_starts=word_starts)
         return inputs, labels
 
+    def _random_lines(self, first: int, budget: int, rng) -> list:
+        """Whole lines drawn at random (`first`, then others) up to `budget` tokens: a row in which
+        no line is the neighbour of another, so a word masked in one is not written in the next."""
+        out = self.corpus.line(first).tolist()
+        while len(out) < budget:
+            out.extend(self.corpus.line(int(rng.integers(0, self.corpus.n_lines))).tolist())
+        return out[:budget]
+
     def _mlm(self, rng, gen):
         c = self.corpus
         rows = []
         for line in rng.integers(0, c.n_lines, size=self.batch_size):
-            rows.append([self.tk.cls_id, *self._lines_from(int(line), self.seq_len - 2, c.n_lines), self.tk.sep_id])
+            body = (self._lines_from(int(line), self.seq_len - 2, c.n_lines) if self.rows == "consecutive"
+                    else self._random_lines(int(line), self.seq_len - 2, rng))
+            rows.append([self.tk.cls_id, *body, self.tk.sep_id])
         input_ids = pad(rows, self.tk.fill_id)
         attention_mask = pad([[1] * len(r) for r in rows], 0)  # by length: the fill id may be real
         inputs, labels = self._mask(input_ids, gen)
