@@ -14,7 +14,6 @@ counted, not tokens, so the numbers do not depend on a tokenizer.
 """
 
 import argparse
-import gzip
 import random
 import re
 import sys
@@ -23,6 +22,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from minilm.data.corpus import open_text  # noqa: E402
 from minilm.data.prepare import STOP_WORDS  # noqa: E402
 from minilm.files import atomic_write_json, atomic_write_text  # noqa: E402
 
@@ -71,7 +71,7 @@ def main(argv=None):
         if not path.is_file():
             print(f"{name}: {path.relative_to(ROOT)} is not built (its recipe: data/{name}/prepare.py); skipped")
             continue
-        with gzip.open(path, "rt", encoding="utf-8") as f:
+        with open_text(path) as f:
             lines = [line for line in f.read().splitlines() if line.strip()]
         result[name] = repeat_rates(lines, args.samples, args.row_words)
         r = result[name]

@@ -70,6 +70,11 @@ def lm_server(decoder_ckpt):
     yield from serving(decoder_ckpt)
 
 
+@pytest.fixture(scope="module")
+def mlm_server(encoder_ckpt):
+    yield from serving(encoder_ckpt)
+
+
 def test_health_and_predict(cls_server):
     server, model, tk = cls_server
     status, kind, body = request(server, "GET", "/health")
@@ -105,11 +110,6 @@ def test_bad_requests_get_json_errors(cls_server, method, path, body, raw, statu
     got, kind, payload = request(cls_server[0], method, path, body, raw)
     assert got == status and kind == "application/json"
     assert message in json.loads(payload)["error"]
-
-
-@pytest.fixture(scope="module")
-def mlm_server(encoder_ckpt):
-    yield from serving(encoder_ckpt)
 
 
 def test_fill_mask_answers_as_the_cli(mlm_server):
