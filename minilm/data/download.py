@@ -3,6 +3,8 @@ renamed when complete, so a file with the final name is always whole and is reus
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import http.client
 import os
 import tempfile
@@ -50,3 +52,18 @@ def fetch(url: str, path: Path, offline_hint: str) -> Path:
         return download(url, path)
     except (OSError, http.client.HTTPException) as e:  # URLError and timeouts are OSErrors
         raise SystemExit(f"error: could not download {url} ({e}).\nOffline? {offline_hint}") from None
+
+
+def npm_integrity(data: bytes) -> str:
+    """npm's Subresource Integrity string of a tarball: 'sha512-' + base64 of its SHA-512 digest
+    (the `dist.integrity` the registry publishes for every version)."""
+    return "sha512-" + base64.b64encode(hashlib.sha512(data).digest()).decode()
+
+
+def fetch_pinned(url: str, expected: str) -> bytes:
+    """The bytes at url, refused unless their npm integrity is `expected` (a pinned version)."""
+    with urllib.request.urlopen(url, timeout=60) as r:
+        data = r.read()
+    if npm_integrity(data) != expected:
+        raise ValueError(f"{url}: sha512 does not match the pinned {expected[:20]}...")
+    return data
