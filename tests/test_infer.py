@@ -102,6 +102,22 @@ def test_fill_mask_past_the_models_positions_says_so(encoder_ckpt):
     with pytest.raises(ValueError, match=r"lies past the model's \d+ positions"):
         predict.fill_mask(model, tk, [text])
 
+
+def test_fill_mask_in_batches_answers_as_one_text_at_a_time(encoder_ckpt):
+    """Texts of different lengths and numbers of masks, padded into batches: each text's answers
+    are those it gets alone (no padded position or other row reaches them), in the texts' order."""
+    model, tk = predict.load(encoder_ckpt)
+    texts = ["a [MASK] .", "the dog [MASK] like a cat [MASK] bird and a [MASK] .", "[MASK] dog", "a animal like the dog cat [MASK] bird ."]
+    alone = [predict.fill_mask(model, tk, [t], top_k=4)[0] for t in texts]
+    for batch_size in (2, 32):
+        got = predict.fill_mask(model, tk, texts, top_k=4, batch_size=batch_size)
+        assert [r["text"] for r in got] == texts and [len(r["masks"]) for r in got] == [1, 3, 1, 1]
+        for g, a in zip(got, alone):
+            for gm, am in zip(g["masks"], a["masks"]):
+                assert [c["token"] for c in gm] == [c["token"] for c in am]
+                assert [c["probability"] for c in gm] == pytest.approx([c["probability"] for c in am], abs=1e-6)
+
+
 def test_fill_mask_targets_score_only_the_given_words(encoder_ckpt, capsys):
     """--targets: the given words alone, best first, each with its probability under the softmax over
     the whole vocabulary; a word of several pieces by its first, with a notice; repeats once."""

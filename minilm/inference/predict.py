@@ -283,34 +283,47 @@ def target_ids(tokenizer, words: list[str]) -> tuple[list[int], list[str]]:
 
 
 @torch.no_grad()
-def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5, targets: list[int] | None = None) -> list[dict]:
+def fill_mask(model, tokenizer, texts: list[str], top_k: int = 5, targets: list[int] | None = None,
+              batch_size: int = 32) -> list[dict]:
     """{"text", "masks": [[{"token", "probability"}, ...] per MASK]}: the top_k tokens at each mask by
 
         p(w | text) = softmax(z)_w,    z (V,) the MLM head's logits at the mask,
 
     over the whole vocabulary, or over `targets` alone (token ids, `target_ids`), each with its
-    probability under the same softmax over the whole vocabulary (not renormalised over the targets)."""
+    probability under the same softmax over the whole vocabulary (not renormalised over the targets).
+    Texts go through the encoder `batch_size` at a time, right-padded with an attention mask, and
+    the MLM head reads the masks' states alone."""
     tokenizer.require(["mask"], "fill-mask")
     device, results = next(model.parameters()).device, []
     mask = tokenizer.special_token("mask")
+    rows = []
     for text in texts:
         full = tokenizer.encode(text)
         ids = full[: model.config.max_seq_len]
-        positions = [i for i, t in enumerate(ids) if t == tokenizer.mask_id]
-        if not positions:
+        if tokenizer.mask_id not in ids:
             if tokenizer.mask_id in full:
                 raise ValueError(f"the {mask} of {text[:60]!r}... lies past the model's {model.config.max_seq_len} positions "
                                  f"(the text is {len(full)} tokens); shorten the text before it")
             raise ValueError(f"no {mask} in {text!r}")
-        logits = model(torch.tensor([ids], device=device))[0]  # (T, V)
-        masks = []
-        for pos in positions:
-            p = logits[pos].float().softmax(-1)  # (V,)
-            candidates = torch.arange(len(p)) if targets is None else torch.tensor(targets)  # (K,)
-            best = p[candidates].topk(min(top_k, len(candidates)))
-            masks.append([{"token": tokenizer.id_to_token(i), "probability": float(q)}
-                          for q, i in zip(best.values.tolist(), candidates[best.indices].tolist())])
-        results.append({"text": text, "masks": masks})
+        rows.append(ids)
+    candidates = None if targets is None else torch.tensor(targets)  # (K,)
+    for start in range(0, len(rows), batch_size):
+        chunk = rows[start : start + batch_size]
+        input_ids = pad(chunk, tokenizer.fill_id).to(device)  # (B, T), right-padded
+        attention = pad([[1] * len(r) for r in chunk], 0).to(device)  # (B, T)
+        at_mask = (input_ids == tokenizer.mask_id) & attention.bool()  # (B, T)
+        h = model.hidden(input_ids, attention)[at_mask]  # (N, C): the masks, row by row, left to right
+        p = model.mlm(h).float().softmax(-1).cpu()  # (N, V)
+        if candidates is not None:
+            p = p[:, candidates]  # (N, K)
+        best = p.topk(min(top_k, p.shape[-1]))
+        ids = best.indices if candidates is None else candidates[best.indices]  # (N, top_k) token ids
+        n = 0
+        for text, count in zip(texts[start : start + batch_size], at_mask.sum(1).tolist()):
+            masks = [[{"token": tokenizer.id_to_token(i), "probability": float(q)} for q, i in zip(qs, js)]
+                     for qs, js in zip(best.values[n : n + count].tolist(), ids[n : n + count].tolist())]
+            results.append({"text": text, "masks": masks})
+            n += count
     return results
 
 
