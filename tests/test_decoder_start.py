@@ -14,7 +14,8 @@ from minilm.data.tasks import Example  # noqa: E402
 from minilm.data.text_to_text import Seq2SeqData  # noqa: E402
 from minilm.inference import predict  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
-from test_interop import bpe_tokenizer, hf_model  # noqa: E402
+from test_interop import hf_model  # noqa: E402
+from test_interop_files import bpe_tokenizer  # noqa: E402
 
 SPECIALS = ["<s>", "<pad>", "</s>", "<unk>", "<mask>"]  # BART's ids 0-4
 

@@ -33,7 +33,8 @@ from minilm.inference.predict import GenerationSettings  # noqa: E402
 from minilm.inference.serve import make_server  # noqa: E402
 from minilm.objectives import IGNORE_INDEX  # noqa: E402
 from minilm.tokenizer import Tokenizer  # noqa: E402
-from test_interop import BERT, NO_DROPOUT, bpe_tokenizer, hf_model, make_gpt2, randomize  # noqa: E402
+from test_interop import BERT, NO_DROPOUT, hf_model, make_gpt2, randomize  # noqa: E402
+from test_interop_files import bpe_tokenizer  # noqa: E402
 
 N_NEW = 20
 PROMPTS = ["the cat sat on the mat", "a dog", "the park ran in the"]
