@@ -123,3 +123,57 @@ def test_encoder_decoder_kv_cache_equals_full_recompute(impl):
     steps = [model.decode(tgt[:, t : t + 1], memory, src_mask, cache=cache) for t in range(7)]
     torch.testing.assert_close(torch.cat(steps, dim=1), full, atol=1e-5, rtol=1e-5)
     assert len(cache.cross_kv) == 3  # cross-attention keys and values computed once per layer
+
+
+# -- a [CLS]-pooled head: the last block computes [CLS] alone ----------------------------------------------
+def full_logits(model, ids, mask, segments=None):
+    """The head on every position's last hidden state: the path without `keep`."""
+    return model.head_logits(model.hidden(ids, mask, segments), mask)
+
+
+@pytest.mark.parametrize("changes", [
+    dict(pos="learned"), dict(pos="rope", attn_impl="sdpa"), dict(pos="alibi"), dict(norm_position="post"),
+    dict(parallel_block=True), dict(share_layers=True), dict(n_kv_head=2, qk_norm=True),
+], ids=lambda c: ",".join(f"{k}={v}" for k, v in c.items()))
+@pytest.mark.parametrize("head", ["cls", "regression"])
+def test_cls_pooled_head_computes_the_last_block_at_cls_alone(changes, head):
+    """forward() of a [CLS]-pooled head runs the last block at position 0 only; its logits and every
+    gradient equal those of the head on the full last hidden states, padding and segments included."""
+    models = [tiny_model("encoder", head=head, n_labels=3, pooling="cls", **changes).train() for _ in range(2)]
+    assert models[0].reads_cls_only
+    ids = torch.randint(1, V, (3, 11))
+    mask = torch.ones_like(ids)
+    mask[1, 7:], mask[2, 3:] = 0, 0
+    segments = (torch.arange(11) >= 5).long().expand(3, 11)
+    fast, full = models[0](ids, mask, segments), full_logits(models[1], ids, mask, segments)
+    torch.testing.assert_close(fast, full, atol=1e-5, rtol=1e-5)
+    fast.square().sum().backward()
+    full.square().sum().backward()
+    for (name, a), b in zip(models[0].named_parameters(), models[1].parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5, msg=name)
+    h = models[0].hidden(ids, mask, segments, keep=1)  # (B, 1, C)
+    assert h.shape == (3, 1, 32)
+
+
+def test_cls_pooled_head_with_gradient_checkpointing():
+    fast, full = (tiny_model("encoder", head="cls", n_labels=3, pooling="cls").train() for _ in range(2))
+    fast.transformer.grad_checkpointing = True
+    ids = torch.randint(1, V, (2, 9))
+    fast(ids).sum().backward()
+    full_logits(full, ids, None).sum().backward()
+    for a, b in zip(fast.parameters(), full.parameters()):
+        torch.testing.assert_close(a.grad, b.grad, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("head, changes", [("cls", dict(pooling="mean")), ("cls", dict(pooling="cls", pair_encoding="bi")),
+                                           ("cls", dict(pooling="cls", mlp="moe")), ("token", dict(pooling="cls")),
+                                           ("mlm", dict(pooling="cls"))])
+def test_heads_that_read_more_than_cls_get_every_position(head, changes):
+    model = tiny_model("encoder", head=head, n_labels=3, **changes)
+    assert not model.reads_cls_only
+
+
+def test_a_causal_stack_refuses_keep():
+    model = tiny_model("decoder")
+    with pytest.raises(ValueError, match="only a bidirectional stack"):
+        model.transformer(torch.randint(1, V, (1, 5)), keep=1)

@@ -181,15 +181,19 @@ class MultiHeadAttention(nn.Module):
         k, v = self.split_heads(self.k_proj(x), self.n_kv_head), self.split_heads(self.v_proj(x), self.n_kv_head)
         return (self.k_norm(k) if self.k_norm is not None else k), v
 
-    def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None, layer: int | None = None):
+    def forward(self, x, bias=None, memory=None, rope=None, cache: KVCache | None = None, layer: int | None = None,
+                keep: int | None = None):
         """x (B, T, C); memory (B, S, C) for cross-attention; bias (B or 1, 1, T, S) -> (B, T, C).
 
         rope: (cos, sin) from `Rotary.angles` for the T new positions, or None. layer: the index of
         the cache's entry, when one module serves several layers (weights shared across layers).
+        keep: queries at the first `keep` positions only (self-attention; keys and values still
+        come from all of x) -> (B, keep, C): the same rows as the full output's first `keep`.
         """
         layer = self.layer if layer is None else layer
-        B, T, C = x.shape
-        q = self.split_heads(self.q_proj(x))  # (B, nh, T, hs)
+        queries = x if keep is None else x[:, :keep]  # (B, T or keep, C)
+        B, T, C = queries.shape
+        q = self.split_heads(self.q_proj(queries))  # (B, nh, T, hs)
         if self.q_norm is not None:
             q = self.q_norm(q)
         if self.cross:
@@ -200,9 +204,10 @@ class MultiHeadAttention(nn.Module):
                 if cache is not None:
                     cache.cross_kv[layer] = (k, v)
         else:
-            k, v = self.project_kv(x)  # (B, n_kv, T, hs)
+            k, v = self.project_kv(x)  # (B, n_kv, T, hs), every position even when keep limits the queries
             if rope is not None:
-                q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+                cos, sin = rope  # (B or 1, 1, T, hs) each
+                q, k = apply_rotary(q, cos[:, :, : q.shape[2]], sin[:, :, : q.shape[2]]), apply_rotary(k, cos, sin)
             if cache is not None:
                 k, v = cache.append(layer, k, v)  # (B, n_kv, S, hs), S = past + T: the cache holds n_kv heads only
         if self.n_kv_head != self.n_head:  # each key/value head serves nh / n_kv consecutive query heads
@@ -210,6 +215,8 @@ class MultiHeadAttention(nn.Module):
             k, v = k.repeat_interleave(group, dim=1), v.repeat_interleave(group, dim=1)  # (B, nh, S, hs)
         dropout_p = self.attn_dropout if self.training else 0.0
         # with no padding and no cache the causal mask is implicit, which lets SDPA use its fastest kernel
+        if keep is not None and bias is not None:
+            bias = bias[:, :, :keep]  # (B or 1, 1 or nh, keep, S): the kept queries' rows
         y = self.attend(q, k, v, bias, dropout_p, self.training, is_causal=self.causal and k.shape[2] == T)
         if self.head_gate is not None:
             y = y * self.head_gate.view(1, -1, 1, 1)  # (B, nh, T, hs), head h scaled by xi_h

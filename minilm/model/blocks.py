@@ -44,18 +44,21 @@ class Block(nn.Module):
         self.mlp_norm = None if self.parallel else make_norm(config)  # parallel: the MLP reads attn_norm's output
         self.mlp = make_mlp(config, layer)
 
-    def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None, layer=None):
+    def forward(self, x, bias=None, rope=None, memory=None, memory_bias=None, cache=None, layer=None, keep=None):
         """x (B, T, C), memory (B, S, C) -> (B, T, C). layer: this call's place in the stack (the KV
-        cache's entry), when the block serves every layer (share_layers)."""
+        cache's entry), when the block serves every layer (share_layers). keep: the outputs at the
+        first `keep` positions only, (B, keep, C), attending over every position as before: after
+        attention each position's path is its own, so the rest are never computed."""
+        first = x if keep is None else x[:, :keep]  # (B, T or keep, C): the rows this call returns
         if self.parallel:
             h = self.attn_norm(x)
-            return x + self.attn(h, bias, rope=rope, cache=cache, layer=layer) + self.mlp(h)
+            return first + self.attn(h, bias, rope=rope, cache=cache, layer=layer, keep=keep) + self.mlp(h if keep is None else h[:, :keep])
         if self.pre_norm:
-            x = x + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache, layer=layer)
+            x = first + self.attn(self.attn_norm(x), bias, rope=rope, cache=cache, layer=layer, keep=keep)
             if self.cross_attn is not None:
                 x = x + self.cross_attn(self.cross_norm(x), memory_bias, memory=memory, cache=cache, layer=layer)
             return x + self.mlp(self.mlp_norm(x))
-        x = self.attn_norm(x + self.attn(x, bias, rope=rope, cache=cache, layer=layer))
+        x = self.attn_norm(first + self.attn(x, bias, rope=rope, cache=cache, layer=layer, keep=keep))
         if self.cross_attn is not None:
             x = self.cross_norm(x + self.cross_attn(x, memory_bias, memory=memory, cache=cache, layer=layer))
         return self.mlp_norm(x + self.mlp(x))
@@ -91,13 +94,20 @@ class Transformer(nn.Module):
         memory=None,
         memory_mask=None,
         cache: KVCache | None = None,
+        keep: int | None = None,
     ):
         """input_ids (B, T) -> hidden states (B, T, C).
 
         attention_mask (B, S): 1 for real tokens, 0 for padding, over all S = past + T positions
         when a cache holds `past` positions. position_ids (B, T) default to past .. past + T - 1.
         memory (B, S_enc, C) and memory_mask (B, S_enc): the encoder output, for cross-attention.
+        keep (bidirectional stacks only): the last block computes the first `keep` positions alone
+        -> (B, keep, C), equal to the full output's first `keep` rows: a head that reads the [CLS]
+        state alone saves the last block's work at every other position.
         """
+        if keep is not None and self.causal:
+            raise ValueError("keep: only a bidirectional stack computes its first positions apart (a causal one would "
+                             "need each kept query's own mask)")
         B, T = input_ids.shape
         P = 0  # virtual prefix positions, which the caller's attention_mask and positions leave out
         if self.prefix is not None:
@@ -131,8 +141,9 @@ class Transformer(nn.Module):
         rope = self.rotary.angles(position_ids) if self.rotary is not None else None
         recompute = self.grad_checkpointing and self.training and torch.is_grad_enabled() and cache is None
         for i, block in enumerate(self.blocks):
+            last = keep if i == len(self.blocks) - 1 else None  # (B, keep, C) out of the last block, when asked
             if recompute:
-                x = checkpoint(block, x, bias, rope=rope, memory=memory, memory_bias=memory_bias, use_reentrant=False)
+                x = checkpoint(block, x, bias, rope=rope, memory=memory, memory_bias=memory_bias, keep=last, use_reentrant=False)
             else:
-                x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache, layer=i)
+                x = block(x, bias, rope=rope, memory=memory, memory_bias=memory_bias, cache=cache, layer=i, keep=last)
         return self.norm(x) if self.norm is not None else x

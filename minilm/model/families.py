@@ -80,9 +80,18 @@ class Encoder(Model):
     def _tied_embeddings(self):
         return [self.transformer.embed.token.weight]
 
-    def hidden(self, input_ids, attention_mask=None, segment_ids=None):
-        """input_ids (B, T) -> (B, T, C). attention_mask (B, T): 1 real, 0 padding."""
-        return self.transformer(input_ids, attention_mask=attention_mask, segment_ids=segment_ids)
+    def hidden(self, input_ids, attention_mask=None, segment_ids=None, keep=None):
+        """input_ids (B, T) -> (B, T, C). attention_mask (B, T): 1 real, 0 padding. keep: the first
+        `keep` positions' states alone, (B, keep, C) (Transformer.forward)."""
+        return self.transformer(input_ids, attention_mask=attention_mask, segment_ids=segment_ids, keep=keep)
+
+    @property
+    def reads_cls_only(self) -> bool:
+        """Whether the head reads the [CLS] (first) state alone: a cls or regression head with
+        pooling "cls" on one text (pair). Its forward then runs the last block at [CLS] only,
+        which a mixture-of-experts stack does not (its routing loss counts every token)."""
+        return (self.config.head in ("cls", "regression") and not self.bi and self.config.pooling == "cls"
+                and self.config.mlp != "moe")
 
     def head_logits(self, h, attention_mask=None):
         head = self.config.head
@@ -105,7 +114,8 @@ class Encoder(Model):
         return self.nsp(self.pooler(h, attention_mask))
 
     def forward(self, input_ids, attention_mask=None, segment_ids=None):
-        return self.head_logits(self.hidden(input_ids, attention_mask, segment_ids), attention_mask)
+        h = self.hidden(input_ids, attention_mask, segment_ids, keep=1 if self.reads_cls_only else None)  # (B, T or 1, C)
+        return self.head_logits(h, attention_mask)
 
 
 class Decoder(Model):
