@@ -38,7 +38,7 @@ ARMS = {  # name: (objective, corpus set, extra train.py flags)
     "electra": ("electra", "all", ["--whole-word-masking"]),
     "mlm-wordnet": ("mlm", "wordnet", ["--whole-word-masking"]),
 }
-FINETUNE = ["--epochs", "2", "--lr", "5e-4", "--batch-size", "64"]  # finetune.py's defaults when the first arm ran, pinned
+FINETUNE = ["--epochs", "2", "--lr", "5e-4", "--batch-size", "64", "--pooling", "mean"]  # finetune.py's defaults when the first arm ran, pinned
 SHAPE = ["--preset", "mini", "--batch-size", "64", "--seq-len", "128", "--dtype", "auto", "--attn-impl", "math", "--dropout", "0"]
 
 

@@ -73,7 +73,7 @@ def prune(ckpt: Path, out: Path, files: list) -> list:
 
 def train_rows(args, runs: Path, files: list):
     """Train the rows (those missing from `runs` with --reuse): the teacher first, which the others need, then the students."""
-    ft = [sys.executable, ROOT / "finetune.py", "--task", "cls", *files]
+    ft = [sys.executable, ROOT / "finetune.py", "--task", "cls", "--pooling", "mean", *files]  # the default pooling when the results were measured
     rows = {}
     teacher = runs / "teacher"
     rows["teacher"] = [ft + ["--init", args.teacher_init, "--lr", "5e-5", "--warmup", "100", "--max-steps", args.teacher_steps,

@@ -121,6 +121,8 @@ def run(args, method: str, train: Path, dev: Path, test: Path, out: Path) -> dic
     if method == "prompt":
         template, verbalizer = PROMPTS[args.task]
         extra += ["--template", template, "--verbalizer", verbalizer]
+    else:
+        extra += ["--pooling", "mean"]  # a new head reads the mean, finetune.py's default when the results were measured
     command = [sys.executable, str(ROOT / "finetune.py"), "--init", args.init, "--train", str(train), "--dev", str(dev),
                "--test", str(test), "--text-col", "text", "--out", str(out), "--max-steps", str(args.steps),
                "--batch-size", str(args.batch_size), "--eval-every", str(args.eval_every), *extra]

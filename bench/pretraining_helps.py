@@ -28,7 +28,8 @@ TASKS = {  # name: (task folder, file name of a split, TF-IDF results)
 
 def finetune(init: str, folder: Path, name: str, out: Path, shape: list[str], extra: list[str], reuse: bool = False) -> dict:
     splits = [x for s in ("train", "dev", "test") for x in (f"--{s}", str(folder / name.format(s)))]
-    command = [sys.executable, str(ROOT / "finetune.py"), "--init", init, *splits, "--out", str(out), *(shape if init == "scratch" else []), *extra]
+    command = [sys.executable, str(ROOT / "finetune.py"), "--init", init, *splits, "--out", str(out), *(shape if init == "scratch" else []),
+               "--pooling", "mean", *extra]  # the default pooling when the results were measured
     start = time.perf_counter()
     if reuse and (out / "metrics.json").is_file():
         print(f"reusing {out / 'metrics.json'}", flush=True)

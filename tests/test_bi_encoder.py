@@ -112,7 +112,8 @@ def test_finetune_and_predict_a_bi_encoder(tmp_path, capsys):
                             "--text-col", "a", "--text-pair-col", "b", "--label-col", "score", "--pair-encoding", "bi",
                             "--out", str(out), "--epochs", "6", "--lr", "2e-3", *TINY])
     assert result["dev"]["pearson"] > 0.9, result["dev"]  # 0.998 seen; the cross-encoder reaches 0.55 on these data
-    assert json.loads((out / "config.json").read_text())["pair_encoding"] == "bi"
+    config = json.loads((out / "config.json").read_text())
+    assert config["pair_encoding"] == "bi" and config["pooling"] == "mean"  # a bi-encoder's default pooling, as Sentence-BERT
     capsys.readouterr()
     infer.main(["predict", "--ckpt", str(out), "--pair", "dog cat bird red", "dog cat bird red", "the big small runs", "--json"])
     same, other = (json.loads(line)["value"] for line in capsys.readouterr().out.splitlines())

@@ -217,6 +217,8 @@ def test_finetune_from_pretrained_encoder(tmp_path, task_files, encoder_ckpt, ca
     # (trained by NSP) included, comes from the checkpoint
     assert f"initialised from {encoder_ckpt}; new: classifier.out.bias, classifier.out.weight\n" in out
     assert result["test"]["accuracy"] >= 0.9
+    model = from_pretrained(tmp_path)  # the default head reads [CLS], so the last block computes [CLS] alone
+    assert model.config.pooling == "cls" and model.reads_cls_only
 
 
 def test_finetune_reports_the_dev_scores_of_the_weights_it_saves(tmp_path, task_files, encoder_ckpt):
