@@ -78,8 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--patience", type=int, default=0, help="stop after N evaluations without dev improvement (0: never)")
     p.add_argument("--pooling", choices=POOLINGS,
                    help="cls and regression: what the sentence head reads, the [CLS] state (BERT's; the last block then computes "
-                        "[CLS] alone) or the mean over the real tokens (default: cls, and mean for --pair-encoding bi, as "
-                        "Sentence-BERT; a checkpoint that already has a sentence head keeps its own)")
+                        "[CLS] alone) or the mean over the real tokens (default: cls from a pretrained encoder; mean from scratch and for "
+                        "--pair-encoding bi, as Sentence-BERT; a checkpoint that already has a sentence head keeps its own)")
     p.add_argument("--pair-encoding", choices=PAIR_ENCODINGS,
                    help="cls and regression on text pairs (--text-pair-col): one sequence \"[CLS] a [SEP] b [SEP]\" (cross, BERT's) or each "
                         "text encoded alone and the two vectors compared (bi, Sentence-BERT's: regression y = w cos(u, v) + b, cls from "
@@ -227,12 +227,13 @@ def parse_args(argv=None):
     return args
 
 
-def default_pooling(pair_encoding: str) -> str:
-    """The sentence head's input when neither --pooling nor a fine-tuned checkpoint says: the [CLS]
-    state (BERT's), which lets the last block compute [CLS] alone (about a sixth of a step less on
-    minilm-mini; the same dev accuracy as the mean, bench/results/minilm_mini.md); a bi-encoder's
-    mean, as Sentence-BERT."""
-    return "mean" if pair_encoding == "bi" else "cls"
+def default_pooling(pair_encoding: str, scratch: bool) -> str:
+    """The sentence head's input when neither --pooling nor a fine-tuned checkpoint says: from a
+    pretrained encoder the [CLS] state (BERT's), which lets the last block compute [CLS] alone (about
+    a sixth of a step less on minilm-mini, the same dev accuracy as the mean: bench/results/minilm_mini.md);
+    a bi-encoder's mean, as Sentence-BERT; and the mean from scratch, where a small encoder learns
+    to read its [CLS] state only slowly (tests/test_adversarial.py: 47% dev with it, 4 topics)."""
+    return "mean" if pair_encoding == "bi" or scratch else "cls"
 
 
 def default_checkpoint(task: str):
@@ -417,7 +418,7 @@ def main(argv=None):
         tokenizer = Tokenizer.from_json(distributed.broadcast_json(trained.to_json() if world.main else None, world))
         config = from_preset(
             args.preset, arch=arch, head=head, n_labels=n_labels, labels=labels, vocab_size=tokenizer.vocab_size,
-            max_seq_len=args.seq_len, pooling=args.pooling or default_pooling(args.pair_encoding or "cross"), pair_encoding=args.pair_encoding or "cross",
+            max_seq_len=args.seq_len, pooling=args.pooling or default_pooling(args.pair_encoding or "cross", scratch=True), pair_encoding=args.pair_encoding or "cross",
             **{"dropout": 0.0, "attn_dropout": 0.0, **model_overrides(args), **prompting(args, tokenizer, labels)}
         )
         init_path = None
@@ -431,7 +432,7 @@ def main(argv=None):
             sentence_head = base.head in ("cls", "regression")  # a fine-tuned checkpoint keeps how it pools and reads pairs
             pair_encoding = args.pair_encoding or (base.pair_encoding if sentence_head else "cross")
             config = base.replace(head=head, n_labels=n_labels, labels=labels, dropout=dropout, attn_dropout=dropout,
-                                  pooling=args.pooling or (base.pooling if sentence_head else default_pooling(pair_encoding)),
+                                  pooling=args.pooling or (base.pooling if sentence_head else default_pooling(pair_encoding, scratch=False)),
                                   pair_encoding=pair_encoding,
                                   attn_impl=args.attn_impl or base.attn_impl, loss_impl=args.loss_impl or base.loss_impl,
                                   **prompting(args, tokenizer, labels))
