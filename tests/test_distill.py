@@ -11,6 +11,7 @@ import torch.nn.functional as F
 
 import finetune
 from minilm.objectives import IGNORE_INDEX
+from minilm.tokenizer import Tokenizer
 from minilm.training import distill
 from minilm.training.finetuning import task_loss
 from test_scripts import TINY, TOPICS, write_task
@@ -78,19 +79,24 @@ def test_alpha_zero_is_plain_fine_tuning():
 
 @pytest.fixture(scope="module")
 def teacher(tmp_path_factory):
+    """A teacher fine-tuned from scratch with a fixed word-level vocabulary: a WordPiece vocabulary
+    trained on 400 texts differs from process to process (huggingface/tokenizers#1794), and with it
+    the students below (one such draw held the unlabeled-text student at 0.675)."""
     d = tmp_path_factory.mktemp("teacher")
     tr, dv = write_task(d / "train.tsv", 400, 1), write_task(d / "dev.tsv", 80, 2)
+    words = ["the", "here", *(w for topic in sorted(TOPICS) for w in TOPICS[topic])]
+    Tokenizer.from_vocab(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words]).save(d / "tokenizer.json")
     finetune.main(["--init", "scratch", "--train", str(tr), "--dev", str(dv), "--out", str(d / "cls"),
-                   "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", *TINY])
+                   "--epochs", "6", "--lr", "2e-3", "--batch-size", "16", *TINY, "--tokenizer", str(d / "tokenizer.json")])
     return d, tr, dv
 
 
 def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, monkeypatch, capsys):
     d, tr, dv = teacher
     few = tmp_path / "few.tsv"
-    few.write_text("\n".join(tr.read_text().splitlines()[:41]) + "\n")  # 40 labelled examples
+    few.write_text("\n".join(tr.read_text().splitlines()[:13]) + "\n")  # 12 labelled examples
     unlabeled = tmp_path / "unlabeled.tsv"
-    unlabeled.write_text("text\n" + "\n".join(line.split("\t")[0] for line in tr.read_text().splitlines()[41:]) + "\n")
+    unlabeled.write_text("text\n" + "\n".join(line.split("\t")[0] for line in tr.read_text().splitlines()[13:]) + "\n")
     calls = []
     real = distill.teacher_outputs
     monkeypatch.setattr(distill, "teacher_outputs", lambda *a, **k: calls.append(1) or real(*a, **k))
@@ -100,14 +106,12 @@ def test_a_student_learns_from_a_teacher_with_unlabeled_text(tmp_path, teacher, 
     captured = capsys.readouterr()
     out = captured.out
     assert "teacher:" in captured.err  # its progress bar over the 400 examples' batches
-    assert "unlabeled" in out and "360 examples, for the teacher's term only" in out
+    assert "unlabeled" in out and "388 examples, for the teacher's term only" in out
     assert "teacher " in out and "400 examples scored" in out and "alpha = 0.7" in out
     assert calls == [1]  # the teacher ran once, before training
-    # 40 labels and a teacher: the student learned the topics (chance: 25%; the 40 labels alone, --distill-alpha 0: 0.64-0.65).
-    # The student reads with the teacher's tokenizer: a tokenizer trained on its 400 texts differs from process to process
-    # (huggingface/tokenizers#1794), and one such run scored 0.675
+    # 12 labels and a teacher: the student learned the topics (1.0 seen; chance: 25%; the 12 labels alone, --distill-alpha 0: 0.35)
     teacher_accuracy = json.loads((d / "cls" / "metrics.json").read_text())["dev"]["accuracy"]
-    assert result["dev"]["accuracy"] >= 0.7, f"the student {result['dev']['accuracy']:.3f}, its teacher {teacher_accuracy:.3f}"
+    assert result["dev"]["accuracy"] >= 0.9, f"the student {result['dev']['accuracy']:.3f}, its teacher {teacher_accuracy:.3f}"
     assert json.loads((tmp_path / "student" / "metrics.json").read_text())["labels"] == sorted(TOPICS)
 
 
